@@ -1,0 +1,234 @@
+//! Cluster metadata as records, and the image they build when applied in log order.
+//!
+//! The record set follows KRaft's (`RegisterBrokerRecord`, `TopicRecord`, `PartitionRecord`,
+//! `RemoveTopicRecord`, `ConfigRecord`, `PartitionChangeRecord`): every change to brokers,
+//! topics, partitions and configs is one of these, committed through the metadata log and
+//! applied by [`MetadataImage::apply`]. Applying is deterministic and never fails: a record that
+//! does not fit the image (a change for a topic that is gone) is skipped, because the controller
+//! validated it against the image it was proposed on and a later record may have overtaken it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A node id, as in Kafka's `node.id`.
+pub type NodeId = i32;
+
+/// One change to the cluster metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A broker announces itself and where clients reach it.
+    RegisterBroker(BrokerRegistration),
+    /// A topic comes into being (its partitions follow as `Partition` records).
+    Topic { name: String, topic_id: Uuid },
+    /// A partition replica set and its leadership.
+    Partition { topic_id: Uuid, partition: i32, state: PartitionState },
+    /// A topic and all its partitions go away.
+    RemoveTopic { topic_id: Uuid },
+    /// Sets (`Some`) or removes (`None`) one config of a topic or broker.
+    Config { resource: ConfigResource, name: String, value: Option<String> },
+}
+
+/// The entity a config belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// `None` is the cluster-wide default broker config (Kafka's empty broker name).
+    Broker(Option<NodeId>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: NodeId,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// Replica assignment and leadership of one partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    /// -1 when no leader is available.
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+    /// Bumped on every change of this partition's state (Kafka's partition epoch).
+    pub partition_epoch: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: BTreeMap<i32, PartitionState>,
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicImage {
+    /// True for Kafka's internal topics (`__consumer_offsets`, `__transaction_state`).
+    pub fn is_internal(&self) -> bool {
+        is_internal_topic(&self.name)
+    }
+}
+
+pub fn is_internal_topic(name: &str) -> bool {
+    name == "__consumer_offsets" || name == "__transaction_state"
+}
+
+/// The state built by applying every committed record in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    pub brokers: BTreeMap<NodeId, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicImage>,
+    pub topic_names: BTreeMap<Uuid, String>,
+    /// Broker configs: `Broker(None)` is the cluster default, `Broker(Some(id))` one broker.
+    pub broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
+    /// Index of the last metadata log entry applied (0 when none).
+    pub applied_index: u64,
+}
+
+impl MetadataImage {
+    pub fn apply(&mut self, record: &MetadataRecord) {
+        match record {
+            MetadataRecord::RegisterBroker(registration) => {
+                self.brokers.insert(registration.node_id, registration.clone());
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
+                    return;
+                }
+                self.topic_names.insert(*topic_id, name.clone());
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        topic_id: *topic_id,
+                        partitions: BTreeMap::new(),
+                        configs: BTreeMap::new(),
+                    },
+                );
+            }
+            MetadataRecord::Partition { topic_id, partition, state } => {
+                if let Some(topic) = self.topic_by_id_mut(topic_id) {
+                    topic.partitions.insert(*partition, state.clone());
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                if let Some(name) = self.topic_names.remove(topic_id) {
+                    self.topics.remove(&name);
+                }
+            }
+            MetadataRecord::Config { resource, name, value } => {
+                let configs = match resource {
+                    ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
+                        Some(topic) => &mut topic.configs,
+                        None => return,
+                    },
+                    ConfigResource::Broker(node) => self.broker_configs.entry(*node).or_default(),
+                };
+                match value {
+                    Some(value) => configs.insert(name.clone(), value.clone()),
+                    None => configs.remove(name),
+                };
+            }
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&TopicImage> {
+        self.topic_names.get(topic_id).and_then(|name| self.topics.get(name))
+    }
+
+    fn topic_by_id_mut(&mut self, topic_id: &Uuid) -> Option<&mut TopicImage> {
+        let name = self.topic_names.get(topic_id)?;
+        self.topics.get_mut(name)
+    }
+
+    /// The dynamic config of a broker: its own entry over the cluster default.
+    pub fn broker_config(&self, node_id: NodeId, name: &str) -> Option<(&str, bool)> {
+        if let Some(value) = self.broker_configs.get(&Some(node_id)).and_then(|c| c.get(name)) {
+            return Some((value, true));
+        }
+        self.broker_configs.get(&None).and_then(|c| c.get(name)).map(|v| (v.as_str(), false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(leader: NodeId) -> PartitionState {
+        PartitionState {
+            replicas: vec![leader],
+            isr: vec![leader],
+            leader,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+
+    #[test]
+    fn topic_lifecycle() {
+        let mut image = MetadataImage::default();
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id });
+        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) });
+        image.apply(&MetadataRecord::Config {
+            resource: ConfigResource::Topic("t".into()),
+            name: "retention.ms".into(),
+            value: Some("1000".into()),
+        });
+        let topic = image.topic("t").expect("topic applied");
+        assert_eq!(topic.partitions.len(), 1);
+        assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("1000"));
+        assert_eq!(image.topic_by_id(&id).map(|t| t.name.as_str()), Some("t"));
+
+        image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
+        assert!(image.topic("t").is_none());
+        assert!(image.topic_by_id(&id).is_none());
+    }
+
+    #[test]
+    fn records_for_missing_topics_are_skipped() {
+        let mut image = MetadataImage::default();
+        let before = image.clone();
+        let id = Uuid::new_v4();
+        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) });
+        image.apply(&MetadataRecord::Config {
+            resource: ConfigResource::Topic("gone".into()),
+            name: "retention.ms".into(),
+            value: Some("1".into()),
+        });
+        assert_eq!(image, before);
+    }
+
+    #[test]
+    fn duplicate_topic_name_keeps_the_first() {
+        let mut image = MetadataImage::default();
+        let first = Uuid::new_v4();
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: first });
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: Uuid::new_v4() });
+        assert_eq!(image.topic("t").map(|t| t.topic_id), Some(first));
+        assert_eq!(image.topic_names.len(), 1);
+    }
+
+    #[test]
+    fn broker_config_prefers_the_node_entry() {
+        let mut image = MetadataImage::default();
+        let set = |node, value: &str| MetadataRecord::Config {
+            resource: ConfigResource::Broker(node),
+            name: "log.retention.ms".into(),
+            value: Some(value.into()),
+        };
+        image.apply(&set(None, "10"));
+        assert_eq!(image.broker_config(1, "log.retention.ms"), Some(("10", false)));
+        image.apply(&set(Some(1), "20"));
+        assert_eq!(image.broker_config(1, "log.retention.ms"), Some(("20", true)));
+        assert_eq!(image.broker_config(2, "log.retention.ms"), Some(("10", false)));
+    }
+}
