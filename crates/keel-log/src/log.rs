@@ -1,0 +1,1020 @@
+//! `Log`: one partition replica's segments, with appends, reads, group-commit flushes,
+//! recovery, truncation and the leader-epoch cache.
+//!
+//! Locking: `append_lock` serializes everything that writes (append, truncate, delete records);
+//! `state` is held only briefly to publish or snapshot, so a reader never waits for an append's
+//! write. Lock order: `append_lock` → `flush` → `state`.
+
+use std::fs;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::RwLockWriteGuard;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+
+use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, BatchError};
+use crate::checkpoint::{format_checkpoint, read_checkpoint, sync_dir, write_atomic};
+use crate::error::{IoContext, LogError};
+use crate::segment::{
+    encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment,
+    NO_TIMESTAMP, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+};
+
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
+
+/// Per-log settings, named after Kafka's topic configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll before a segment would exceed this.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll a segment this long after its first append.
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: log bytes between offset index entries.
+    pub index_interval_bytes: u32,
+    /// `segment.index.bytes`: roll before either index file would exceed this.
+    pub segment_index_bytes: u64,
+    /// `flush.messages`: `maybe_flush` fsyncs once this many offsets are unflushed.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`: `maybe_flush` fsyncs when the last flush is this old.
+    pub flush_ms: Option<i64>,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            segment_index_bytes: 10 << 20,
+            flush_messages: None,
+            flush_ms: None,
+        }
+    }
+}
+
+/// What `append` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub record_count: u32,
+    /// Log end offset after the append.
+    pub log_end_offset: i64,
+}
+
+/// What `open` found and repaired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from torn or corrupt segment tails, plus bytes of deleted later segments.
+    pub truncated_bytes: u64,
+    /// Segments re-validated batch by batch.
+    pub segments_recovered: usize,
+    /// Segments deleted because they followed a cut.
+    pub segments_deleted: usize,
+    /// Segments whose index files were found invalid and rebuilt.
+    pub indexes_rebuilt: usize,
+}
+
+/// A range of whole batches in one segment file, for copying or `sendfile`.
+#[derive(Debug, Clone)]
+pub struct ReadSlice {
+    /// `None` for an empty read.
+    pub file: Option<Arc<File>>,
+    pub position: u64,
+    pub len: usize,
+    /// Base offset of the first batch (the start offset for an empty read).
+    pub first_offset: i64,
+    /// Last offset of the last batch (`first_offset - 1` for an empty read).
+    pub last_offset: i64,
+}
+
+impl ReadSlice {
+    fn empty(start_offset: i64) -> ReadSlice {
+        ReadSlice {
+            file: None,
+            position: 0,
+            len: 0,
+            first_offset: start_offset,
+            last_offset: start_offset - 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends the slice's bytes to `out`.
+    pub fn read_into(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let start = out.len();
+        out.resize(start + self.len, 0);
+        let result = file.read_exact_at(&mut out[start..], self.position);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+}
+
+struct State {
+    /// Sorted by base offset, contiguous; the last one is the active segment. Never empty.
+    segments: Vec<Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    /// (epoch, start offset), both strictly increasing.
+    epochs: Vec<(i32, i64)>,
+    /// A segment file was created or deleted since the last directory fsync.
+    dir_unsynced: bool,
+}
+
+/// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
+pub struct Log {
+    dir: PathBuf,
+    topic_id: String,
+    append_lock: Mutex<()>,
+    state: RwLock<State>,
+    config: RwLock<LogConfig>,
+    /// True while some thread is the flusher (or truncating, which excludes flushes).
+    flush_running: Mutex<bool>,
+    flush_done: Condvar,
+    durable_offset: AtomicI64,
+    last_flush_ms: AtomicI64,
+    fsync_rounds: AtomicU64,
+    failed: AtomicBool,
+    recovery: RecoveryReport,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not turn into a panic here; the data is still consistent because
+    // every mutation publishes in one step.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn epochs_text(epochs: &[(i32, i64)]) -> String {
+    let lines: Vec<String> = epochs.iter().map(|(e, o)| format!("{e} {o}")).collect();
+    format_checkpoint(&lines)
+}
+
+/// Reads `partition.metadata`, writing it when missing. An empty `topic_id` accepts whatever is
+/// on disk (the manager opening existing logs does not know the id).
+fn ensure_partition_metadata(dir: &Path, topic_id: &str) -> Result<String, LogError> {
+    let path = dir.join(PARTITION_METADATA_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("topic_id:"))
+                .map(|id| id.trim().to_string())
+                .ok_or_else(|| LogError::Corrupt {
+                    path: path.clone(),
+                    reason: "no topic_id line".to_string(),
+                })?;
+            if !topic_id.is_empty() && found != topic_id {
+                return Err(LogError::TopicIdMismatch {
+                    path,
+                    expected: topic_id.to_string(),
+                    found,
+                });
+            }
+            Ok(found)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !topic_id.is_empty() {
+                let text = format!("version: 0\ntopic_id: {topic_id}\n");
+                write_atomic(&path, text.as_bytes())?;
+            }
+            Ok(topic_id.to_string())
+        }
+        Err(e) => Err(e).ctx(&path),
+    }
+}
+
+fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
+    let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
+    let Some(lines) = read_checkpoint(&path)? else {
+        return Ok(Vec::new());
+    };
+    let mut epochs = Vec::with_capacity(lines.len());
+    for line in &lines {
+        let mut parts = line.split_whitespace();
+        let entry = (|| {
+            let epoch: i32 = parts.next()?.parse().ok()?;
+            let offset: i64 = parts.next()?.parse().ok()?;
+            parts.next().is_none().then_some((epoch, offset))
+        })();
+        match entry {
+            Some((epoch, offset))
+                if epochs
+                    .last()
+                    .is_none_or(|&(e, o): &(i32, i64)| epoch > e && offset >= o) =>
+            {
+                epochs.push((epoch, offset));
+            }
+            _ => {
+                return Err(LogError::Corrupt {
+                    path,
+                    reason: format!("bad leader epoch line {line:?}"),
+                })
+            }
+        }
+    }
+    Ok(epochs)
+}
+
+/// Segment bases of the `.log` files in `dir`; removes leftover `.tmp` files and orphan indexes.
+fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut bases = Vec::new();
+    let mut index_files = Vec::new();
+    for entry in fs::read_dir(dir).ctx(dir)? {
+        let entry = entry.ctx(dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let parse_base = |stem: &str| {
+            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| stem.parse::<i64>().ok())
+                .flatten()
+        };
+        if name.ends_with(".tmp") {
+            fs::remove_file(entry.path()).ctx(&entry.path())?;
+        } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
+            bases.push(base);
+        } else if let Some(base) = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"))
+            .and_then(parse_base)
+        {
+            index_files.push((base, entry.path()));
+        }
+    }
+    for (base, path) in index_files {
+        if !bases.contains(&base) {
+            fs::remove_file(&path).ctx(&path)?;
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Opens (creating if missing) the log in `dir`, recovering every segment at or after the one
+    /// holding `recovery_point` (pass `i64::MAX` after a clean shutdown).
+    pub fn open(
+        dir: &Path,
+        topic_id: &str,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        fs::create_dir_all(dir).ctx(dir)?;
+        let topic_id = ensure_partition_metadata(dir, topic_id)?;
+        let bases = scan_segment_files(dir)?;
+        let mut report = RecoveryReport::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut revalidate = false;
+        let mut cut = false;
+        let mut dir_unsynced = false;
+        for base in bases {
+            let expected_base = segments.last().map(|s| s.next_offset).unwrap_or(base);
+            if cut || base != expected_base {
+                // After a cut (or a gap left by lost writes) later segments hold offsets that no
+                // longer follow the log; they go.
+                let path = segment_path(dir, base, "log");
+                report.truncated_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.segments_deleted += 1;
+                for extension in ["log", "index", "timeindex"] {
+                    let path = segment_path(dir, base, extension);
+                    match fs::remove_file(&path) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(&path),
+                        _ => {}
+                    }
+                }
+                cut = true;
+                dir_unsynced = true;
+                continue;
+            }
+            let mut segment = Segment::open(dir, base, false)?;
+            let mut recover_this = revalidate;
+            if !revalidate {
+                if !segment.load_trusted()? {
+                    report.indexes_rebuilt += 1;
+                    recover_this = true;
+                } else if segment.next_offset > recovery_point {
+                    revalidate = true;
+                    recover_this = true;
+                }
+            }
+            if recover_this {
+                let truncated = segment.recover(config.index_interval_bytes)?;
+                report.segments_recovered += 1;
+                report.truncated_bytes += truncated;
+                cut |= truncated > 0;
+            }
+            if segment.size_bytes > 0 {
+                segment.created_ms = Some(now_ms);
+            }
+            segments.push(segment);
+        }
+        if segments.is_empty() {
+            segments.push(Segment::open(dir, log_start_offset.max(0), true)?);
+            dir_unsynced = true;
+        }
+        let first_base = segments.first().map_or(0, |s| s.base_offset);
+        let log_end_offset = segments.last().map_or(0, |s| s.next_offset);
+        let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
+        let mut epochs = read_epochs(dir)?;
+        let epoch_count = epochs.len();
+        epochs.retain(|&(_, start)| start < log_end_offset);
+        if epochs.len() != epoch_count {
+            write_atomic(
+                &dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
+        }
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            topic_id,
+            append_lock: Mutex::new(()),
+            state: RwLock::new(State {
+                segments,
+                log_start_offset,
+                log_end_offset,
+                epochs,
+                dir_unsynced,
+            }),
+            config: RwLock::new(config),
+            flush_running: Mutex::new(false),
+            flush_done: Condvar::new(),
+            durable_offset: AtomicI64::new(recovery_point.min(log_end_offset)),
+            last_flush_ms: AtomicI64::new(now_ms),
+            fsync_rounds: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            recovery: report,
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_failed(&self) -> Result<(), LogError> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(LogError::Failed {
+                path: self.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn topic_id(&self) -> &str {
+        &self.topic_id
+    }
+
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.recovery
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.read_state().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.read_state().log_end_offset
+    }
+
+    /// Every offset below this was fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable_offset.load(Ordering::Acquire)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.read_state()
+            .segments
+            .iter()
+            .map(|s| s.size_bytes)
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.read_state().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.read_state()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect()
+    }
+
+    /// How many group-commit rounds (sets of fsyncs) ran; for metrics and tests.
+    pub fn fsync_rounds(&self) -> u64 {
+        self.fsync_rounds.load(Ordering::Relaxed)
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        *self.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.read_state().epochs.last().map(|&(epoch, _)| epoch)
+    }
+
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.read_state().epochs.clone()
+    }
+
+    /// Appends already-validated batches: assigns offsets from the log end, patches `baseOffset`
+    /// and `partitionLeaderEpoch` in `batches`, and writes them to the page cache.
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_failed()?;
+        let mut headers = Vec::new();
+        for item in batch_headers(batches) {
+            headers.push(item?);
+        }
+        if headers.is_empty() {
+            return Err(BatchError::InvalidRecord {
+                position: 0,
+                reason: "no record batches",
+            }
+            .into());
+        }
+        let total_bytes = batches.len() as u64;
+        let _append = lock(&self.append_lock);
+        let config = self.config();
+
+        let (log_end_offset, latest_epoch) = {
+            let state = self.read_state();
+            (state.log_end_offset, state.epochs.last().map(|&(e, _)| e))
+        };
+        let mut next_offset = log_end_offset;
+        let mut max_timestamp = NO_TIMESTAMP;
+        let mut record_count = 0u32;
+        for (position, header) in headers.iter_mut() {
+            patch_base_offset(&mut batches[*position..], next_offset);
+            patch_leader_epoch(&mut batches[*position..], leader_epoch);
+            header.base_offset = next_offset;
+            header.partition_leader_epoch = leader_epoch;
+            next_offset = header.last_offset() + 1;
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            record_count = record_count.saturating_add(header.records_count.max(0) as u32);
+        }
+        let span_offsets = next_offset - 1 - log_end_offset;
+        if total_bytes > u64::from(u32::MAX) || span_offsets > i64::from(u32::MAX) {
+            return Err(BatchError::TooLarge {
+                position: 0,
+                size_bytes: batches.len(),
+                max_bytes: u32::MAX as usize,
+            }
+            .into());
+        }
+
+        self.maybe_roll(&config, total_bytes, next_offset, headers.len(), now_ms)?;
+
+        // Leader epoch first: if its checkpoint cannot be written, nothing was appended.
+        let new_epochs = match latest_epoch {
+            Some(latest) if latest >= leader_epoch => None,
+            _ if leader_epoch < 0 => None,
+            _ => {
+                let mut epochs = self.read_state().epochs.clone();
+                epochs.push((leader_epoch, log_end_offset));
+                write_atomic(
+                    &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                    epochs_text(&epochs).as_bytes(),
+                )?;
+                Some(epochs)
+            }
+        };
+
+        let (base, position, tail, index_len, time_len, files) = {
+            let state = self.read_state();
+            let active = state.segments.last().ok_or_else(|| LogError::Corrupt {
+                path: self.dir.clone(),
+                reason: "log has no segments".to_string(),
+            })?;
+            (
+                active.base_offset,
+                active.size_bytes,
+                active.tail,
+                active.offset_index.len() as u64,
+                active.time_index.len() as u64,
+                (
+                    Arc::clone(&active.log_file),
+                    active.log_path.clone(),
+                    Arc::clone(&active.index_file),
+                    active.index_path.clone(),
+                    Arc::clone(&active.timeindex_file),
+                    active.timeindex_path.clone(),
+                ),
+            )
+        };
+        let (log_file, log_path, index_file, index_path, time_file, time_path) = files;
+        let mut new_tail = tail;
+        let mut offset_entries = Vec::new();
+        let mut time_entries = Vec::new();
+        for (relative_position, header) in &headers {
+            new_tail.observe(
+                base,
+                position + *relative_position as u64,
+                header,
+                config.index_interval_bytes,
+                &mut offset_entries,
+                &mut time_entries,
+            );
+        }
+
+        let written = log_file
+            .write_all_at(batches, position)
+            .ctx(&log_path)
+            .and_then(|()| {
+                index_file
+                    .write_all_at(
+                        &encode_offset_entries(&offset_entries),
+                        index_len * OFFSET_ENTRY_BYTES,
+                    )
+                    .ctx(&index_path)
+            })
+            .and_then(|()| {
+                time_file
+                    .write_all_at(
+                        &encode_time_entries(&time_entries),
+                        time_len * TIME_ENTRY_BYTES,
+                    )
+                    .ctx(&time_path)
+            });
+        if let Err(e) = written {
+            // Undo the partial write so the next append does not leave garbage behind it; a
+            // failure here is caught by recovery at the next open.
+            let _ = log_file.set_len(position);
+            let _ = index_file.set_len(index_len * OFFSET_ENTRY_BYTES);
+            let _ = time_file.set_len(time_len * TIME_ENTRY_BYTES);
+            return Err(e);
+        }
+
+        let mut state = self.write_state();
+        if let Some(active) = state.segments.last_mut() {
+            active.size_bytes += total_bytes;
+            active.next_offset = next_offset;
+            active.index_unsynced |= !offset_entries.is_empty();
+            active.offset_index.extend(offset_entries);
+            active.time_index.extend(time_entries);
+            active.tail = new_tail;
+            active.created_ms.get_or_insert(now_ms);
+            active.log_unsynced = true;
+        }
+        state.log_end_offset = next_offset;
+        if let Some(epochs) = new_epochs {
+            state.epochs = epochs;
+        }
+        Ok(AppendInfo {
+            base_offset: log_end_offset,
+            last_offset: next_offset - 1,
+            max_timestamp,
+            record_count,
+            log_end_offset: next_offset,
+        })
+    }
+
+    /// Starts a new active segment at the log end when the append would not fit the current one.
+    fn maybe_roll(
+        &self,
+        config: &LogConfig,
+        append_bytes: u64,
+        next_offset_after: i64,
+        batch_count: usize,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let (needs_roll, log_end_offset) = {
+            let state = self.read_state();
+            let Some(active) = state.segments.last() else {
+                return Ok(());
+            };
+            let new_size = active.size_bytes + append_bytes;
+            // Each batch can add at most one entry to each index.
+            let batches = batch_count as u64;
+            let needs_roll = active.size_bytes > 0
+                && (new_size > config.segment_bytes
+                    || new_size > u64::from(u32::MAX)
+                    || next_offset_after - 1 - active.base_offset > i64::from(u32::MAX)
+                    || active
+                        .created_ms
+                        .is_some_and(|created| now_ms - created > config.segment_ms)
+                    || (active.offset_index.len() as u64 + batches) * OFFSET_ENTRY_BYTES
+                        > config.segment_index_bytes
+                    || (active.time_index.len() as u64 + batches) * TIME_ENTRY_BYTES
+                        > config.segment_index_bytes);
+            (needs_roll, state.log_end_offset)
+        };
+        if needs_roll {
+            let segment = Segment::open(&self.dir, log_end_offset, true)?;
+            let mut state = self.write_state();
+            state.segments.push(segment);
+            state.dir_unsynced = true;
+        }
+        Ok(())
+    }
+
+    /// Reads whole batches from the one holding `start_offset`, in one segment, with Kafka's
+    /// fetch semantics (KIP-74 for `min_one_batch`).
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        upper_bound_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<ReadSlice, LogError> {
+        let (file, path, start_position, limit_bytes) = {
+            let state = self.read_state();
+            if start_offset < state.log_start_offset || start_offset > state.log_end_offset {
+                return Err(LogError::OffsetOutOfRange {
+                    offset: start_offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                });
+            }
+            if start_offset == state.log_end_offset || start_offset >= upper_bound_offset {
+                return Ok(ReadSlice::empty(start_offset));
+            }
+            let index = state
+                .segments
+                .partition_point(|s| s.base_offset <= start_offset);
+            let Some(segment) = index.checked_sub(1).and_then(|i| state.segments.get(i)) else {
+                return Ok(ReadSlice::empty(start_offset));
+            };
+            (
+                Arc::clone(&segment.log_file),
+                segment.log_path.clone(),
+                segment.lookup_position(start_offset),
+                segment.size_bytes,
+            )
+        };
+        let Some((first_position, first)) =
+            find_batch(&file, &path, start_position, limit_bytes, start_offset)?
+        else {
+            return Err(LogError::Corrupt {
+                path,
+                reason: format!("offset {start_offset} not found in its segment"),
+            });
+        };
+        if first.size() > max_bytes && !min_one_batch {
+            return Ok(ReadSlice::empty(start_offset));
+        }
+        let mut end = first_position + first.size() as u64;
+        let mut last_offset = first.last_offset();
+        while end < limit_bytes {
+            let header = crate::segment::read_header_at(&file, &path, end, limit_bytes)?;
+            let len = (end - first_position) as usize + header.size();
+            if header.base_offset >= upper_bound_offset || len > max_bytes {
+                break;
+            }
+            end += header.size() as u64;
+            last_offset = header.last_offset();
+        }
+        Ok(ReadSlice {
+            file: Some(file),
+            position: first_position,
+            len: (end - first_position) as usize,
+            first_offset: first.base_offset,
+            last_offset,
+        })
+    }
+
+    /// Group commit: returns once every offset below `min(offset, log end)` is fsynced.
+    pub fn flush_to(&self, offset: i64) -> Result<i64, LogError> {
+        let mut running = lock(&self.flush_running);
+        loop {
+            self.check_failed()?;
+            let target = offset.min(self.log_end_offset());
+            let durable = self.durable_offset();
+            if durable >= target {
+                return Ok(durable);
+            }
+            if *running {
+                running = self
+                    .flush_done
+                    .wait(running)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            *running = true;
+            drop(running);
+            let result = self.flush_round();
+            running = lock(&self.flush_running);
+            *running = false;
+            self.flush_done.notify_all();
+            result?;
+        }
+    }
+
+    /// Waits to be the only flusher, runs `work`, and lets the others go.
+    fn exclusive_flush<T>(&self, work: impl FnOnce() -> T) -> T {
+        let mut running = lock(&self.flush_running);
+        while *running {
+            running = self
+                .flush_done
+                .wait(running)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *running = true;
+        drop(running);
+        let result = work();
+        *lock(&self.flush_running) = false;
+        self.flush_done.notify_all();
+        result
+    }
+
+    /// One fsync round; the caller is the only flusher.
+    fn flush_round(&self) -> Result<(), LogError> {
+        let (log_end_offset, files, sync_directory) = {
+            let mut state = self.write_state();
+            let mut files = Vec::new();
+            for segment in &mut state.segments {
+                if segment.log_unsynced {
+                    files.push((Arc::clone(&segment.log_file), segment.log_path.clone()));
+                    segment.log_unsynced = false;
+                }
+                // Index files are a cache, but the recovery of trusted segments relies on them
+                // being as durable as the data they describe.
+                if segment.index_unsynced {
+                    files.push((Arc::clone(&segment.index_file), segment.index_path.clone()));
+                    files.push((
+                        Arc::clone(&segment.timeindex_file),
+                        segment.timeindex_path.clone(),
+                    ));
+                    segment.index_unsynced = false;
+                }
+            }
+            let sync_directory = std::mem::take(&mut state.dir_unsynced);
+            (state.log_end_offset, files, sync_directory)
+        };
+        let mut synced = files
+            .iter()
+            .try_for_each(|(file, path)| file.sync_data().ctx(path));
+        if synced.is_ok() && sync_directory {
+            synced = sync_dir(&self.dir);
+        }
+        if let Err(e) = synced {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.durable_offset
+            .fetch_max(log_end_offset, Ordering::AcqRel);
+        self.fsync_rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Applies `flush.messages` / `flush.ms`; returns whether it flushed.
+    pub fn maybe_flush(&self, now_ms: i64) -> Result<bool, LogError> {
+        let config = self.config();
+        let log_end_offset = self.log_end_offset();
+        let unflushed = log_end_offset - self.durable_offset();
+        if unflushed <= 0 {
+            self.last_flush_ms.store(now_ms, Ordering::Relaxed);
+            return Ok(false);
+        }
+        let by_count = config.flush_messages.is_some_and(|n| unflushed as u64 >= n);
+        let by_age = config
+            .flush_ms
+            .is_some_and(|ms| now_ms - self.last_flush_ms.load(Ordering::Relaxed) >= ms);
+        if !(by_count || by_age) {
+            return Ok(false);
+        }
+        self.flush_to(log_end_offset)?;
+        self.last_flush_ms.store(now_ms, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Reads the whole batch holding `offset`, from the segment that holds it.
+    fn batch_containing(&self, offset: i64) -> Result<Option<(i64, Vec<u8>)>, LogError> {
+        let (file, path, position, limit_bytes) = {
+            let state = self.read_state();
+            let index = state.segments.partition_point(|s| s.base_offset <= offset);
+            let Some(segment) = index.checked_sub(1).and_then(|i| state.segments.get(i)) else {
+                return Ok(None);
+            };
+            (
+                Arc::clone(&segment.log_file),
+                segment.log_path.clone(),
+                segment.lookup_position(offset),
+                segment.size_bytes,
+            )
+        };
+        match find_batch(&file, &path, position, limit_bytes, offset)? {
+            Some((position, header)) => Ok(Some((
+                header.base_offset,
+                read_bytes_at(&file, &path, position, header.size())?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The first batch from the log start whose maxTimestamp is ≥ `timestamp_ms` (ListOffsets by
+    /// time); the caller finds the record inside.
+    pub fn find_batch_by_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, Vec<u8>)>, LogError> {
+        let (log_start_offset, candidates) = {
+            let state = self.read_state();
+            let candidates: Vec<_> = state
+                .segments
+                .iter()
+                .filter(|s| {
+                    s.next_offset > state.log_start_offset && s.tail.max_timestamp >= timestamp_ms
+                })
+                .map(|s| {
+                    let start_offset = s.time_lookup_offset(timestamp_ms);
+                    (
+                        Arc::clone(&s.log_file),
+                        s.log_path.clone(),
+                        s.lookup_position(start_offset),
+                        s.size_bytes,
+                    )
+                })
+                .collect();
+            (state.log_start_offset, candidates)
+        };
+        for (file, path, mut position, limit_bytes) in candidates {
+            while position < limit_bytes {
+                let header = crate::segment::read_header_at(&file, &path, position, limit_bytes)?;
+                if header.last_offset() >= log_start_offset && header.max_timestamp >= timestamp_ms
+                {
+                    let bytes = read_bytes_at(&file, &path, position, header.size())?;
+                    return Ok(Some((header.base_offset, bytes)));
+                }
+                position += header.size() as u64;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the greatest maxTimestamp (the earliest such batch on ties).
+    pub fn max_timestamp_batch(&self) -> Result<Option<(i64, Vec<u8>)>, LogError> {
+        let offset = {
+            let state = self.read_state();
+            let mut best: Option<(i64, i64)> = None;
+            for segment in &state.segments {
+                let tail = segment.tail;
+                if segment.next_offset <= state.log_start_offset
+                    || tail.max_timestamp == NO_TIMESTAMP
+                {
+                    continue;
+                }
+                if best.is_none_or(|(ts, _)| tail.max_timestamp > ts) {
+                    best = Some((tail.max_timestamp, tail.max_timestamp_offset));
+                }
+            }
+            match best {
+                Some((_, offset)) => offset,
+                None => return Ok(None),
+            }
+        };
+        self.batch_containing(offset)
+    }
+
+    /// DeleteRecords: raises the log start offset to `offset` (never lowers it) and deletes the
+    /// segments wholly below it, except the active one. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        self.check_failed()?;
+        let _append = lock(&self.append_lock);
+        let (removed, epochs, log_start_offset) = {
+            let mut state = self.write_state();
+            if offset > state.log_end_offset || offset < 0 {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset,
+                });
+            }
+            if offset <= state.log_start_offset {
+                return Ok(state.log_start_offset);
+            }
+            state.log_start_offset = offset;
+            let mut removed = Vec::new();
+            while state.segments.len() > 1 && state.segments[0].next_offset <= offset {
+                removed.push(state.segments.remove(0));
+            }
+            state.dir_unsynced |= !removed.is_empty();
+            // Kafka's truncateFromStart: epochs that ended before the new start go, the one in
+            // force at the new start now starts there.
+            let before = state.epochs.clone();
+            let keep_from = state
+                .epochs
+                .iter()
+                .rposition(|&(_, start)| start <= offset)
+                .unwrap_or(0);
+            state.epochs.drain(..keep_from);
+            if let Some(first) = state.epochs.first_mut() {
+                first.1 = first.1.max(offset);
+            }
+            let epochs = (state.epochs != before).then(|| state.epochs.clone());
+            (removed, epochs, state.log_start_offset)
+        };
+        for segment in &removed {
+            segment.delete_files()?;
+        }
+        if let Some(epochs) = epochs {
+            write_atomic(
+                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
+        }
+        Ok(log_start_offset)
+    }
+
+    /// Drops every offset at and after `offset` (cut at the start of the batch holding it), for
+    /// replica truncation. A no-op at or beyond the log end.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.check_failed()?;
+        let _append = lock(&self.append_lock);
+        // Excluding flushes keeps a flush that snapshotted the old log end from publishing a
+        // durable offset past the cut.
+        self.exclusive_flush(|| self.truncate_locked(offset))
+    }
+
+    fn truncate_locked(&self, offset: i64) -> Result<(), LogError> {
+        let mut state = self.write_state();
+        if offset >= state.log_end_offset {
+            return Ok(());
+        }
+        let index = state.segments.partition_point(|s| s.base_offset <= offset);
+        let removed: Vec<Segment> = if index == 0 {
+            // Before the first segment: start over empty at `offset`.
+            let fresh = Segment::open(&self.dir, offset.max(0), true)?;
+            let old = std::mem::replace(&mut state.segments, vec![fresh]);
+            state.log_start_offset = offset.max(0);
+            old
+        } else {
+            let removed = state.segments.split_off(index);
+            if let Some(segment) = state.segments.last_mut() {
+                let position = segment.lookup_position(offset);
+                let found = find_batch(
+                    &segment.log_file,
+                    &segment.log_path,
+                    position,
+                    segment.size_bytes,
+                    offset,
+                )?;
+                if let Some((position, _)) = found {
+                    segment.truncate_at(position)?;
+                }
+                // A rolled-away segment becomes active again; its age restarts.
+                segment.created_ms = None;
+            }
+            removed
+        };
+        state.dir_unsynced |= !removed.is_empty();
+        state.log_end_offset = state.segments.last().map_or(0, |s| s.next_offset);
+        state.log_start_offset = state.log_start_offset.min(state.log_end_offset);
+        let log_end_offset = state.log_end_offset;
+        self.durable_offset
+            .fetch_min(log_end_offset, Ordering::AcqRel);
+        let epoch_count = state.epochs.len();
+        state.epochs.retain(|&(_, start)| start < log_end_offset);
+        let epochs = (state.epochs.len() != epoch_count).then(|| state.epochs.clone());
+        drop(state);
+        for segment in &removed {
+            segment.delete_files()?;
+        }
+        if let Some(epochs) = epochs {
+            write_atomic(
+                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything (segments, indexes, directory), e.g. before a clean shutdown.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.check_failed()?;
+        self.exclusive_flush(|| self.flush_round())
+    }
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

@@ -1,0 +1,373 @@
+//! `LogManager`: a data directory's partition logs and the broker-wide checkpoint files.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::checkpoint::{
+    format_checkpoint, parse_partition_offsets, read_checkpoint, sync_dir, write_atomic,
+};
+use crate::error::{IoContext, LogError};
+use crate::log::{Log, LogConfig, RecoveryReport};
+
+pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
+pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+pub const CLEAN_SHUTDOWN_FILE: &str = ".keel-clean-shutdown";
+const DELETE_SUFFIX: &str = "-delete";
+
+type PartitionKey = (String, i32);
+
+/// What opening one partition found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecovery {
+    pub topic: String,
+    pub partition: i32,
+    pub report: RecoveryReport,
+}
+
+/// What `LogManager::open` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagerRecoveryReport {
+    pub clean_shutdown: bool,
+    pub partitions: Vec<PartitionRecovery>,
+    /// Entries of the data directory that were skipped, with the reason.
+    pub errors: Vec<(String, String)>,
+}
+
+/// Splits `<topic>-<partition>` at the last '-'.
+pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if topic.is_empty() || partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic.to_string(), partition.parse().ok()?))
+}
+
+fn partition_dir_name(topic: &str, partition: i32) -> String {
+    format!("{topic}-{partition}")
+}
+
+/// Owns the data directory: one `Log` per `<topic>-<partition>` directory.
+pub struct LogManager {
+    data_dir: PathBuf,
+    default_config: LogConfig,
+    logs: RwLock<BTreeMap<PartitionKey, Arc<Log>>>,
+    /// Serializes writers of the checkpoint files.
+    checkpoint_lock: Mutex<()>,
+    report: ManagerRecoveryReport,
+}
+
+fn read_offsets(path: &Path) -> Result<BTreeMap<PartitionKey, i64>, LogError> {
+    let lines = read_checkpoint(path)?.unwrap_or_default();
+    Ok(parse_partition_offsets(path, &lines)?.into_iter().collect())
+}
+
+impl LogManager {
+    /// Opens every partition log in `data_dir` (creating the directory), recovering after an
+    /// unclean shutdown from the checkpointed recovery points.
+    pub fn open(
+        data_dir: &Path,
+        default_config: LogConfig,
+        now_ms: i64,
+    ) -> Result<LogManager, LogError> {
+        fs::create_dir_all(data_dir).ctx(data_dir)?;
+        let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean_shutdown = marker.exists();
+        let mut report = ManagerRecoveryReport {
+            clean_shutdown,
+            ..ManagerRecoveryReport::default()
+        };
+        // A checkpoint that cannot be read only costs a longer recovery, never data.
+        let recovery_points = read_offsets(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE))
+            .unwrap_or_else(|e| {
+                report
+                    .errors
+                    .push((RECOVERY_POINT_CHECKPOINT_FILE.to_string(), e.to_string()));
+                BTreeMap::new()
+            });
+        let log_starts = read_offsets(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))
+            .unwrap_or_else(|e| {
+                report
+                    .errors
+                    .push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
+                BTreeMap::new()
+            });
+        let mut logs = BTreeMap::new();
+        for entry in fs::read_dir(data_dir).ctx(data_dir)? {
+            let entry = entry.ctx(data_dir)?;
+            let path = entry.path();
+            if !entry.file_type().ctx(&path)?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(DELETE_SUFFIX) {
+                // A delete interrupted by a crash; finish it.
+                fs::remove_dir_all(&path).ctx(&path)?;
+                continue;
+            }
+            let Some(key) = parse_partition_dir(&name) else {
+                report
+                    .errors
+                    .push((name, "not a <topic>-<partition> directory".to_string()));
+                continue;
+            };
+            let recovery_point = if clean_shutdown {
+                i64::MAX
+            } else {
+                recovery_points.get(&key).copied().unwrap_or(0)
+            };
+            let log_start_offset = log_starts.get(&key).copied().unwrap_or(0);
+            let log = Log::open(
+                &path,
+                "",
+                default_config,
+                recovery_point,
+                log_start_offset,
+                now_ms,
+            )?;
+            report.partitions.push(PartitionRecovery {
+                topic: key.0.clone(),
+                partition: key.1,
+                report: log.recovery_report(),
+            });
+            logs.insert(key, Arc::new(log));
+        }
+        if clean_shutdown {
+            // From here on a crash is unclean again.
+            fs::remove_file(&marker).ctx(&marker)?;
+            sync_dir(data_dir)?;
+        }
+        Ok(LogManager {
+            data_dir: data_dir.to_path_buf(),
+            default_config,
+            logs: RwLock::new(logs),
+            checkpoint_lock: Mutex::new(()),
+            report,
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn default_config(&self) -> LogConfig {
+        self.default_config
+    }
+
+    pub fn recovery_report(&self) -> &ManagerRecoveryReport {
+        &self.report
+    }
+
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Log>> {
+        let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
+        logs.get(&(topic.to_string(), partition)).cloned()
+    }
+
+    /// The log of `topic`/`partition`, created empty if it does not exist.
+    pub fn get_or_create(
+        &self,
+        topic: &str,
+        partition: i32,
+        topic_id: &str,
+        config: LogConfig,
+    ) -> Result<Arc<Log>, LogError> {
+        if let Some(log) = self.get(topic, partition) {
+            return Ok(log);
+        }
+        let name = partition_dir_name(topic, partition);
+        if topic.is_empty() || partition < 0 || parse_partition_dir(&name).is_none() {
+            return Err(LogError::Corrupt {
+                path: self.data_dir.join(name),
+                reason: "invalid topic name or partition".to_string(),
+            });
+        }
+        let mut logs = self.logs.write().unwrap_or_else(PoisonError::into_inner);
+        let key = (topic.to_string(), partition);
+        if let Some(log) = logs.get(&key) {
+            return Ok(Arc::clone(log));
+        }
+        // The API takes no clock; a new log's segment age only needs wall time.
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let log = Arc::new(Log::open(
+            &self.data_dir.join(name),
+            topic_id,
+            config,
+            0,
+            0,
+            now_ms,
+        )?);
+        sync_dir(&self.data_dir)?;
+        logs.insert(key, Arc::clone(&log));
+        Ok(log)
+    }
+
+    /// Deletes a partition's log: renamed to `<dir>.<nanos>-delete` first so a crash midway
+    /// leaves something `open` recognises and finishes.
+    pub fn delete(&self, topic: &str, partition: i32) -> Result<(), LogError> {
+        let removed = {
+            let mut logs = self.logs.write().unwrap_or_else(PoisonError::into_inner);
+            logs.remove(&(topic.to_string(), partition))
+        };
+        let name = partition_dir_name(topic, partition);
+        let path = self.data_dir.join(&name);
+        if removed.is_none() && !path.exists() {
+            return Ok(());
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let doomed = self.data_dir.join(format!("{name}.{nanos}{DELETE_SUFFIX}"));
+        match fs::rename(&path, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).ctx(&path),
+        }
+        sync_dir(&self.data_dir)?;
+        fs::remove_dir_all(&doomed).ctx(&doomed)
+    }
+
+    pub fn all(&self) -> Vec<((String, i32), Arc<Log>)> {
+        let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
+        logs.iter()
+            .map(|(key, log)| (key.clone(), Arc::clone(log)))
+            .collect()
+    }
+
+    /// Writes both checkpoint files: recovery point = each log's durable offset.
+    pub fn checkpoint(&self) -> Result<(), LogError> {
+        let _guard = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let logs = self.all();
+        let recovery: Vec<String> = logs
+            .iter()
+            .map(|((topic, partition), log)| {
+                format!("{topic} {partition} {}", log.durable_offset())
+            })
+            .collect();
+        let starts: Vec<String> = logs
+            .iter()
+            .map(|((topic, partition), log)| {
+                format!("{topic} {partition} {}", log.log_start_offset())
+            })
+            .collect();
+        write_atomic(
+            &self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
+            format_checkpoint(&recovery).as_bytes(),
+        )?;
+        write_atomic(
+            &self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE),
+            format_checkpoint(&starts).as_bytes(),
+        )
+    }
+
+    /// Flushes every log, checkpoints, then writes the clean-shutdown marker (last, so that its
+    /// presence proves everything before it is on disk).
+    pub fn shutdown(&self) -> Result<(), LogError> {
+        for (_, log) in self.all() {
+            log.close()?;
+        }
+        self.checkpoint()?;
+        write_atomic(&self.data_dir.join(CLEAN_SHUTDOWN_FILE), b"")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::test_batch;
+
+    #[test]
+    fn parses_partition_dir_names() {
+        assert_eq!(parse_partition_dir("orders-3"), Some(("orders".into(), 3)));
+        assert_eq!(
+            parse_partition_dir("my-topic-12"),
+            Some(("my-topic".into(), 12))
+        );
+        assert_eq!(parse_partition_dir("orders"), None);
+        assert_eq!(parse_partition_dir("-1"), None);
+        assert_eq!(parse_partition_dir("orders-x"), None);
+        // Kafka allows a topic to end in '-'.
+        assert_eq!(
+            parse_partition_dir("orders--1"),
+            Some(("orders-".into(), 1))
+        );
+    }
+
+    #[test]
+    fn open_create_checkpoint_shutdown_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
+        let log = manager
+            .get_or_create("orders", 0, "id-1", LogConfig::default())
+            .expect("create");
+        let again = manager
+            .get_or_create("orders", 0, "id-1", LogConfig::default())
+            .expect("get");
+        assert!(Arc::ptr_eq(&log, &again));
+        log.append(&mut test_batch(3, 10, 5), 0, 0).expect("append");
+        log.delete_records_before(1).expect("delete records");
+        manager.shutdown().expect("shutdown");
+        assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        let text = fs::read_to_string(dir.path().join(RECOVERY_POINT_CHECKPOINT_FILE))
+            .expect("checkpoint");
+        assert_eq!(text, "0\n1\norders 0 3\n");
+        drop((log, again, manager));
+
+        fs::create_dir(dir.path().join("not_a_partition")).expect("mkdir");
+        fs::create_dir(dir.path().join("old-0.123-delete")).expect("mkdir");
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("reopen");
+        let report = manager.recovery_report();
+        assert!(report.clean_shutdown);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(report.partitions[0].report.segments_recovered, 0);
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
+        assert!(!dir.path().join("old-0.123-delete").exists());
+        let log = manager.get("orders", 0).expect("log");
+        assert_eq!(log.topic_id(), "id-1");
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(log.log_start_offset(), 1);
+        assert_eq!(manager.all().len(), 1);
+    }
+
+    #[test]
+    fn unclean_open_revalidates_from_checkpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
+            let log = manager
+                .get_or_create("t", 1, "id", LogConfig::default())
+                .expect("create");
+            log.append(&mut test_batch(2, 0, 5), 0, 0).expect("append");
+            log.flush_to(2).expect("flush");
+            manager.checkpoint().expect("checkpoint");
+            log.append(&mut test_batch(2, 0, 5), 0, 0).expect("append");
+        }
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("reopen");
+        let report = manager.recovery_report();
+        assert!(!report.clean_shutdown);
+        assert_eq!(report.partitions[0].report.segments_recovered, 1);
+        let log = manager.get("t", 1).expect("log");
+        assert_eq!(log.log_end_offset(), 4);
+        assert_eq!(log.durable_offset(), 2);
+    }
+
+    #[test]
+    fn delete_removes_the_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
+        manager
+            .get_or_create("gone", 0, "id", LogConfig::default())
+            .expect("create");
+        manager.delete("gone", 0).expect("delete");
+        assert!(manager.get("gone", 0).is_none());
+        assert!(!dir.path().join("gone-0").exists());
+        manager.delete("gone", 0).expect("idempotent");
+    }
+}
