@@ -1,1 +1,14 @@
-//! placeholder
+//! The Keel broker: connections, request handlers, controller decisions, configs and the
+//! HTTP port. The only crate that opens sockets.
+
+pub mod broker;
+pub mod config;
+pub mod controller;
+pub mod error;
+pub mod handlers;
+pub mod network;
+pub mod partition;
+pub mod server;
+
+pub use config::StaticConfig;
+pub use server::{run, ServerOptions};

@@ -1,1 +1,107 @@
-fn main() {}
+//! The `keel` binary: `keel server` runs a node; the admin commands come later.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use keel_server::{ServerOptions, StaticConfig};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Keel: a Kafka-compatible event streaming platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a Keel node (broker and controller) with its data in a local directory.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Directory for the logs and the cluster metadata.
+    #[arg(long, default_value = "./keel-data", env = "KEEL_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the Kafka listener.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// host:port given to clients in metadata (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Address of the HTTP port (/livez, /readyz).
+    #[arg(long, default_value = "127.0.0.1:9644")]
+    http: SocketAddr,
+    /// This node's id (Kafka's node.id).
+    #[arg(long, default_value_t = 1)]
+    node_id: i32,
+    /// A Kafka server.properties file (or a .toml file) of broker configs.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A broker config by its Kafka name, e.g. --set num.partitions=3 (repeatable; wins over --config).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Server(args) => server(args),
+    }
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let mut statics = StaticConfig::default();
+    if let Some(path) = &args.config {
+        statics.load_file(path)?;
+    }
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?} must be key=value, e.g. --set num.partitions=3"))?;
+        statics.set(key, value)?;
+    }
+    let options = ServerOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        advertise: args.advertise,
+        http: args.http,
+        node_id: args.node_id,
+        statics,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(keel_server::run(options, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

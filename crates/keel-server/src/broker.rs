@@ -1,0 +1,113 @@
+//! The broker's shared state: metadata, hosted partitions, configs, and the wake-up signal
+//! that long-polling fetches wait on.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keel_cluster::{MetadataImage, MetadataStore, NodeId};
+use keel_log::LogManager;
+use tokio::sync::{watch, Mutex};
+
+use crate::config::{ConfigView, StaticConfig};
+use crate::partition::{Partition, Partitions};
+
+/// Where clients reach this broker.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+pub struct Broker {
+    pub node_id: NodeId,
+    pub cluster_id: String,
+    pub data_dir: PathBuf,
+    pub advertised: Endpoint,
+    pub statics: StaticConfig,
+    pub metadata: MetadataStore,
+    pub logs: LogManager,
+    pub partitions: Partitions,
+    /// Serializes controller decisions: each is validated against the image it is proposed on.
+    pub controller: Mutex<()>,
+    /// Bumped after every append; long-polling fetches wait for it to change.
+    appends: watch::Sender<u64>,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: String,
+        data_dir: PathBuf,
+        advertised: Endpoint,
+        statics: StaticConfig,
+        metadata: MetadataStore,
+        logs: LogManager,
+    ) -> Self {
+        Broker {
+            node_id,
+            cluster_id,
+            data_dir,
+            advertised,
+            statics,
+            metadata,
+            logs,
+            partitions: Partitions::default(),
+            controller: Mutex::new(()),
+            appends: watch::channel(0).0,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.image()
+    }
+
+    pub fn config<'a>(&'a self, image: &'a MetadataImage) -> ConfigView<'a> {
+        ConfigView { node_id: self.node_id, statics: &self.statics, image }
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions.get(topic, index)
+    }
+
+    /// Opens and drops partition logs so that they match the current image.
+    pub fn reconcile(&self) -> Result<(), keel_log::LogError> {
+        let image = self.image();
+        let view = self.config(&image);
+        self.partitions.reconcile(self.node_id, &image, &self.logs, &view)
+    }
+
+    pub fn notify_append(&self) {
+        self.appends.send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appends.subscribe()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// Wall-clock milliseconds since the epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    /// `socket.request.max.bytes`: the largest frame accepted.
+    pub fn request_max_bytes(&self) -> usize {
+        self.statics
+            .get("socket.request.max.bytes")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(104_857_600)
+    }
+}

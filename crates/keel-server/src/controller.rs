@@ -1,0 +1,470 @@
+//! Controller decisions: validating admin requests against the metadata image and turning them
+//! into metadata records.
+//!
+//! Each operation takes the controller lock, validates against the current image, proposes the
+//! records through the metadata log, and reconciles hosted partitions before returning, so a
+//! client that created a topic can produce to it at once.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+use keel_cluster::{ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState};
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::config::{self, ConfigError};
+use crate::error::ApiError;
+
+/// Kafka's longest topic name.
+pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+
+pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
+    let invalid = |why: &str| {
+        ApiError::with(ResponseError::InvalidTopicException, format!("topic name {name:?} {why}"))
+    };
+    if name.is_empty() {
+        return Err(invalid("is empty"));
+    }
+    if name == "." || name == ".." {
+        return Err(invalid("cannot be \".\" or \"..\""));
+    }
+    if name.chars().count() > TOPIC_NAME_MAX_CHARS {
+        return Err(invalid("is longer than 249 characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
+        return Err(invalid("may contain only ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// Kafka refuses topics whose names differ only in '.' versus '_' (metric names collide).
+fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> {
+    let normalized = name.replace('.', "_");
+    image
+        .topics
+        .keys()
+        .find(|existing| existing.as_str() != name && existing.replace('.', "_") == normalized)
+        .map(String::as_str)
+}
+
+pub struct TopicSpec {
+    pub name: String,
+    /// -1: `num.partitions`.
+    pub num_partitions: i32,
+    /// -1: `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Manual assignment: partition index → replicas.
+    pub assignments: BTreeMap<i32, Vec<NodeId>>,
+    pub configs: BTreeMap<String, Option<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+fn config_error(error: ConfigError) -> ApiError {
+    ApiError::with(ResponseError::InvalidConfig, error.to_string())
+}
+
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ApiError> {
+    let def = config::topic_def(name).ok_or_else(|| {
+        ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}"))
+    })?;
+    config::validate_value(name, def.kind, value).map_err(config_error)
+}
+
+impl Broker {
+    /// Round-robin replica placement over the registered brokers, leader first.
+    fn assign(
+        &self,
+        image: &MetadataImage,
+        first_partition: i32,
+        count: i32,
+        replication_factor: i16,
+    ) -> Result<Vec<Vec<NodeId>>, ApiError> {
+        let brokers: Vec<NodeId> = image.brokers.keys().copied().collect();
+        if replication_factor <= 0 {
+            return Err(ApiError::with(
+                ResponseError::InvalidReplicationFactor,
+                "replication factor must be larger than 0",
+            ));
+        }
+        if replication_factor as usize > brokers.len() {
+            return Err(ApiError::with(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "unable to replicate the partition {replication_factor} time(s): the target \
+                     replication factor of {replication_factor} cannot be reached because only {} \
+                     broker(s) are registered",
+                    brokers.len()
+                ),
+            ));
+        }
+        Ok((first_partition..first_partition + count)
+            .map(|p| {
+                (0..replication_factor as usize)
+                    .map(|r| brokers[(p as usize + r) % brokers.len()])
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn check_manual_assignment(
+        image: &MetadataImage,
+        replicas: &[NodeId],
+    ) -> Result<(), ApiError> {
+        let mut seen = replicas.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        if replicas.is_empty() || seen.len() != replicas.len() {
+            return Err(ApiError::with(
+                ResponseError::InvalidReplicaAssignment,
+                "a replica assignment must name distinct brokers",
+            ));
+        }
+        if let Some(unknown) = replicas.iter().find(|id| !image.brokers.contains_key(id)) {
+            return Err(ApiError::with(
+                ResponseError::InvalidReplicaAssignment,
+                format!("broker {unknown} is not registered"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn partition_records(topic_id: Uuid, first: i32, assignment: Vec<Vec<NodeId>>) -> Vec<MetadataRecord> {
+        assignment
+            .into_iter()
+            .enumerate()
+            .map(|(i, replicas)| MetadataRecord::Partition {
+                topic_id,
+                partition: first + i as i32,
+                state: PartitionState {
+                    leader: replicas[0],
+                    isr: replicas.clone(),
+                    replicas,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                },
+            })
+            .collect()
+    }
+
+    /// Validates a topic creation against `image` and returns its records.
+    fn plan_topic(
+        &self,
+        image: &MetadataImage,
+        spec: &TopicSpec,
+    ) -> Result<(CreatedTopic, Vec<MetadataRecord>), ApiError> {
+        validate_topic_name(&spec.name)?;
+        if image.topic(&spec.name).is_some() {
+            return Err(ApiError::with(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{}' already exists", spec.name),
+            ));
+        }
+        if let Some(other) = colliding_topic(image, &spec.name) {
+            return Err(ApiError::with(
+                ResponseError::InvalidTopicException,
+                format!("topic '{}' collides with existing topic '{other}'", spec.name),
+            ));
+        }
+        let view = self.config(image);
+        let assignment = if spec.assignments.is_empty() {
+            let partitions = match spec.num_partitions {
+                -1 => view.broker_i64("num.partitions").unwrap_or(1) as i32,
+                n if n <= 0 => {
+                    return Err(ApiError::with(
+                        ResponseError::InvalidPartitions,
+                        "number of partitions must be larger than 0",
+                    ))
+                }
+                n => n,
+            };
+            let replication_factor = match spec.replication_factor {
+                -1 => view.broker_i64("default.replication.factor").unwrap_or(1) as i16,
+                n => n,
+            };
+            self.assign(image, 0, partitions, replication_factor)?
+        } else {
+            if spec.num_partitions != -1 || spec.replication_factor != -1 {
+                return Err(ApiError::with(
+                    ResponseError::InvalidRequest,
+                    "both numPartitions or replicationFactor and replicasAssignments were set; \
+                     both cannot be used at the same time",
+                ));
+            }
+            let indexes: Vec<i32> = spec.assignments.keys().copied().collect();
+            if indexes != (0..indexes.len() as i32).collect::<Vec<_>>() {
+                return Err(ApiError::with(
+                    ResponseError::InvalidReplicaAssignment,
+                    "partitions should be a consecutive 0-based integer sequence",
+                ));
+            }
+            for replicas in spec.assignments.values() {
+                Self::check_manual_assignment(image, replicas)?;
+            }
+            spec.assignments.values().cloned().collect()
+        };
+        for (name, value) in &spec.configs {
+            let Some(value) = value else {
+                return Err(ApiError::with(
+                    ResponseError::InvalidConfig,
+                    format!("null value not supported for topic config {name}"),
+                ));
+            };
+            validate_topic_config(name, value)?;
+        }
+        let topic_id = Uuid::new_v4();
+        let created = CreatedTopic {
+            topic_id,
+            num_partitions: assignment.len() as i32,
+            replication_factor: assignment.first().map_or(0, |r| r.len() as i16),
+        };
+        let mut records = vec![MetadataRecord::Topic { name: spec.name.clone(), topic_id }];
+        for (name, value) in &spec.configs {
+            records.push(MetadataRecord::Config {
+                resource: ConfigResource::Topic(spec.name.clone()),
+                name: name.clone(),
+                value: value.clone(),
+            });
+        }
+        records.extend(Self::partition_records(topic_id, 0, assignment));
+        Ok((created, records))
+    }
+
+    /// Creates topics; one result per spec, in order.
+    pub async fn create_topics(
+        &self,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+    ) -> Vec<Result<CreatedTopic, ApiError>> {
+        let _guard = self.controller.lock().await;
+        let mut image = (*self.image()).clone();
+        let mut results = Vec::with_capacity(specs.len());
+        let mut records = Vec::new();
+        for spec in &specs {
+            match self.plan_topic(&image, spec) {
+                Ok((created, topic_records)) => {
+                    // Later specs in the same request see this topic (duplicates are refused).
+                    for record in &topic_records {
+                        image.apply(record);
+                    }
+                    records.extend(topic_records);
+                    results.push(Ok(created));
+                }
+                Err(error) => results.push(Err(error)),
+            }
+        }
+        if validate_only || records.is_empty() {
+            return results;
+        }
+        if let Err(error) = self.commit(records).await {
+            return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+        }
+        results
+    }
+
+    /// Proposes records and brings hosted partitions in line with the new image.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
+        self.metadata.propose(records).await.map_err(|error| {
+            ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}"))
+        })?;
+        self.reconcile()
+            .map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()))
+    }
+
+    /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.
+    pub async fn auto_create_topic(&self, name: &str) -> Result<bool, ApiError> {
+        if !self.config(&self.image()).broker_bool("auto.create.topics.enable") {
+            return Ok(false);
+        }
+        let spec = TopicSpec {
+            name: name.to_string(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        };
+        match self.create_topics(vec![spec], false).await.pop() {
+            Some(Ok(_)) => Ok(true),
+            // A concurrent request created it first.
+            Some(Err(error)) if error.code == ResponseError::TopicAlreadyExists => Ok(true),
+            Some(Err(error)) => Err(error),
+            None => Ok(false),
+        }
+    }
+
+    /// Deletes topics by name; one result per name.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, ApiError>> {
+        let _guard = self.controller.lock().await;
+        let image = self.image();
+        let mut records = Vec::new();
+        let mut results = Vec::with_capacity(names.len());
+        for name in &names {
+            match image.topic(name) {
+                Some(topic) if !records.contains(&MetadataRecord::RemoveTopic { topic_id: topic.topic_id }) => {
+                    records.push(MetadataRecord::RemoveTopic { topic_id: topic.topic_id });
+                    results.push(Ok(topic.topic_id));
+                }
+                Some(topic) => results.push(Ok(topic.topic_id)),
+                None => results.push(Err(ApiError::with(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic '{name}' does not exist"),
+                ))),
+            }
+        }
+        if !records.is_empty() {
+            if let Err(error) = self.commit(records).await {
+                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+            }
+        }
+        results
+    }
+
+    /// Raises a topic's partition count to `count`.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<NodeId>>>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.controller.lock().await;
+        let image = self.image();
+        let topic = image.topic(name).ok_or_else(|| {
+            ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            let message = if count == current {
+                format!("topic currently has {current} partitions, which is the same as the requested {count}")
+            } else {
+                format!("topic currently has {current} partitions, {count} would not be an increase")
+            };
+            return Err(ApiError::with(ResponseError::InvalidPartitions, message));
+        }
+        let added = count - current;
+        let assignment = match assignments {
+            Some(assignments) => {
+                if assignments.len() as i32 != added {
+                    return Err(ApiError::with(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!("increasing the number of partitions by {added} but {} assignments provided", assignments.len()),
+                    ));
+                }
+                for replicas in &assignments {
+                    Self::check_manual_assignment(&image, replicas)?;
+                }
+                assignments
+            }
+            None => {
+                let replication_factor =
+                    topic.partitions.values().next().map_or(1, |p| p.replicas.len() as i16);
+                self.assign(&image, current, added, replication_factor)?
+            }
+        };
+        if validate_only {
+            return Ok(());
+        }
+        self.commit(Self::partition_records(topic.topic_id, current, assignment)).await
+    }
+
+    /// Applies config changes to one resource: `(name, Some(value))` sets, `(name, None)`
+    /// removes. With `replace` (the legacy AlterConfigs) every config not named is removed.
+    pub async fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.controller.lock().await;
+        let image = self.image();
+        let current: BTreeMap<String, String> = match &resource {
+            ConfigResource::Topic(name) => image
+                .topic(name)
+                .ok_or_else(|| {
+                    ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
+                })?
+                .configs
+                .clone(),
+            ConfigResource::Broker(node) => {
+                if node.is_some_and(|id| id != self.node_id && !image.brokers.contains_key(&id)) {
+                    return Err(ApiError::with(ResponseError::InvalidRequest, "unknown broker id"));
+                }
+                image.broker_configs.get(node).cloned().unwrap_or_default()
+            }
+        };
+        for (name, value) in &changes {
+            match &resource {
+                ConfigResource::Topic(_) => {
+                    if let Some(value) = value {
+                        validate_topic_config(name, value)?;
+                    } else if config::topic_def(name).is_none() {
+                        return Err(ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}")));
+                    }
+                }
+                ConfigResource::Broker(_) => {
+                    let def = config::broker_def(name).ok_or_else(|| {
+                        ApiError::with(ResponseError::InvalidConfig, format!("unknown broker config {name}"))
+                    })?;
+                    if !def.dynamic {
+                        return Err(config_error(ConfigError::ReadOnly { name: name.clone() }));
+                    }
+                    if let Some(value) = value {
+                        config::validate_value(name, def.kind, value).map_err(config_error)?;
+                    }
+                }
+            }
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        if replace {
+            for name in current.keys() {
+                if !changes.iter().any(|(changed, _)| changed == name) {
+                    records.push(MetadataRecord::Config { resource: resource.clone(), name: name.clone(), value: None });
+                }
+            }
+        }
+        for (name, value) in changes {
+            if value.is_none() && !current.contains_key(&name) {
+                continue;
+            }
+            records.push(MetadataRecord::Config { resource: resource.clone(), name, value });
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.commit(records).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names() {
+        for good in ["a", "topic-1", "my.topic_2", &"x".repeat(249)] {
+            assert!(validate_topic_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "with space", "slash/", "ü", &"x".repeat(250)] {
+            let error = validate_topic_name(bad).expect_err(bad);
+            assert_eq!(error.code, ResponseError::InvalidTopicException);
+        }
+    }
+
+    #[test]
+    fn dot_and_underscore_collide() {
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::Topic { name: "a.b".into(), topic_id: Uuid::new_v4() });
+        assert_eq!(colliding_topic(&image, "a_b"), Some("a.b"));
+        assert_eq!(colliding_topic(&image, "a.b"), None);
+        assert_eq!(colliding_topic(&image, "a-b"), None);
+    }
+}

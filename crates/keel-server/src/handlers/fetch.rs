@@ -1,0 +1,206 @@
+//! Fetch: whole batches from each partition's log, with long polling.
+//!
+//! A fetch answers at once when it has `min_bytes` of data or an error; otherwise it waits
+//! (without holding up the connection's later requests) until an append wakes it or
+//! `max_wait_ms` passes. Fetch sessions (KIP-227) are refused the way Kafka allows: every
+//! response carries session id 0, so clients keep sending full fetches, and an incremental
+//! fetch gets FETCH_SESSION_ID_NOT_FOUND.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::network::Reply;
+
+/// Upper bound on `max_wait_ms`, whatever a client asks.
+const MAX_WAIT_MS_CAP: i32 = 60_000;
+
+struct Wanted {
+    topic: TopicName,
+    topic_id: Uuid,
+    /// Resolved name, `None` for an unknown topic id.
+    name: Option<String>,
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: i32,
+    current_leader_epoch: i32,
+}
+
+struct Plan {
+    wanted: Vec<Wanted>,
+    max_bytes: i32,
+    min_bytes: i32,
+    read_committed: bool,
+    version: i16,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> Reply {
+    // Sessions are refused: an incremental fetch names a session we never created.
+    if request.session_epoch > 0 {
+        let mut response = FetchResponse::default();
+        response.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return Reply::Ready(Some(ResponseKind::Fetch(response)));
+    }
+    let image = broker.image();
+    let wanted = request
+        .topics
+        .into_iter()
+        .flat_map(|topic| {
+            let name = if version >= 13 {
+                image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+            } else {
+                Some(topic.topic.0.to_string())
+            };
+            let (topic_name, topic_id) = (topic.topic, topic.topic_id);
+            topic.partitions.into_iter().map(move |p| Wanted {
+                topic: topic_name.clone(),
+                topic_id,
+                name: name.clone(),
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+            })
+        })
+        .collect();
+    let plan = Plan {
+        wanted,
+        max_bytes: request.max_bytes,
+        min_bytes: request.min_bytes,
+        read_committed: request.isolation_level == 1,
+        version,
+    };
+    // Subscribe before the first read so that an append in between still wakes us.
+    let mut appends = broker.subscribe_appends();
+    let (response, bytes, errors) = read(broker, &plan);
+    let max_wait_ms = request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP);
+    if bytes >= plan.min_bytes.max(1) as usize || errors || max_wait_ms == 0 || plan.wanted.is_empty() {
+        return Reply::Ready(Some(ResponseKind::Fetch(response)));
+    }
+    let broker = broker.clone();
+    Reply::Pending(tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms as u64);
+        loop {
+            let woke = tokio::time::timeout_at(deadline, appends.changed()).await;
+            if !matches!(woke, Ok(Ok(()))) {
+                break;
+            }
+            if !has_new_data(&broker, &plan) {
+                continue;
+            }
+            let (response, bytes, errors) = read(&broker, &plan);
+            if bytes >= plan.min_bytes.max(1) as usize || errors {
+                return Some(ResponseKind::Fetch(response));
+            }
+        }
+        Some(ResponseKind::Fetch(read(&broker, &plan).0))
+    }))
+}
+
+/// True when some requested partition has data at or past its fetch offset.
+fn has_new_data(broker: &Broker, plan: &Plan) -> bool {
+    plan.wanted.iter().any(|w| {
+        w.name
+            .as_deref()
+            .and_then(|name| broker.partition(name, w.partition))
+            .is_some_and(|p| p.high_watermark() > w.fetch_offset)
+    })
+}
+
+/// Reads every requested partition; returns the response, the record bytes in it, and whether
+/// any partition has an error.
+fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut remaining = plan.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errors = false;
+    for wanted in &plan.wanted {
+        let mut data = PartitionData::default();
+        data.partition_index = wanted.partition;
+        // KIP-74: the first batch of the first non-empty partition is returned even when it
+        // exceeds the limits, so that a consumer never stalls on a large batch.
+        let min_one_batch = total == 0;
+        match read_partition(broker, plan, wanted, remaining, min_one_batch, &mut data) {
+            Ok(bytes) => {
+                total += bytes;
+                remaining = remaining.saturating_sub(bytes);
+            }
+            Err(error) => {
+                errors = true;
+                data.error_code = error.code();
+                data.high_watermark = -1;
+                data.last_stable_offset = -1;
+                data.log_start_offset = -1;
+                data.records = Some(Bytes::new());
+            }
+        }
+        let same_topic = topics.last().is_some_and(|t| {
+            if plan.version >= 13 { t.topic_id == wanted.topic_id } else { t.topic == wanted.topic }
+        });
+        if !same_topic {
+            let mut topic = FetchableTopicResponse::default();
+            if plan.version >= 13 {
+                topic.topic_id = wanted.topic_id;
+            } else {
+                topic.topic = wanted.topic.clone();
+            }
+            topics.push(topic);
+        }
+        if let Some(topic) = topics.last_mut() {
+            topic.partitions.push(data);
+        }
+    }
+    let mut response = FetchResponse::default();
+    response.responses = topics;
+    (response, total, errors)
+}
+
+fn read_partition(
+    broker: &Broker,
+    plan: &Plan,
+    wanted: &Wanted,
+    remaining: usize,
+    min_one_batch: bool,
+    data: &mut PartitionData,
+) -> Result<usize, ApiError> {
+    let name = wanted.name.as_deref().ok_or(ResponseError::UnknownTopicId)?;
+    let partition = broker
+        .partition(name, wanted.partition)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
+    let high_watermark = partition.high_watermark();
+    let last_stable_offset = partition.last_stable_offset();
+    data.high_watermark = high_watermark;
+    data.last_stable_offset = last_stable_offset;
+    data.log_start_offset = partition.log.log_start_offset();
+    if plan.read_committed {
+        data.aborted_transactions = Some(Vec::new());
+    }
+    let upper_bound = if plan.read_committed { last_stable_offset } else { high_watermark };
+    let max_bytes = remaining.min(wanted.partition_max_bytes.max(0) as usize);
+    let slice = partition.log.read(wanted.fetch_offset, max_bytes, upper_bound, min_one_batch)?;
+    let mut bytes = Vec::with_capacity(slice.len);
+    slice.read_into(&mut bytes).map_err(|e| ApiError::with(ResponseError::KafkaStorageError, e.to_string()))?;
+    let len = bytes.len();
+    data.records = Some(Bytes::from(bytes));
+    Ok(len)
+}
+
+/// KIP-320: a client that knows a newer epoch than ours is ahead of us; one with an older
+/// epoch is fenced. -1 means the client does not check.
+pub fn check_leader_epoch(requested: i32, current: i32) -> Result<(), ApiError> {
+    if requested < 0 || requested == current {
+        Ok(())
+    } else if requested > current {
+        Err(ApiError::new(ResponseError::UnknownLeaderEpoch))
+    } else {
+        Err(ApiError::new(ResponseError::FencedLeaderEpoch))
+    }
+}

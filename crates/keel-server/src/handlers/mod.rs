@@ -1,0 +1,55 @@
+//! Request handlers, one module per API family. Each takes the decoded request and returns
+//! the response body; errors become Kafka error codes here, per partition or per resource.
+
+pub mod admin;
+pub mod api_versions;
+pub mod configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use keel_protocol::Request;
+
+use crate::broker::Broker;
+use crate::network::Reply;
+
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
+    let version = request.version();
+    let ready = |response: ResponseKind| Reply::Ready(Some(response));
+    match request.body {
+        RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(api_versions::supported())),
+        RequestKind::Metadata(r) => ready(ResponseKind::Metadata(metadata::handle(broker, r, version).await)),
+        RequestKind::Produce(r) => produce::handle(broker, r, version).await,
+        RequestKind::Fetch(r) => fetch::handle(broker, r, version).await,
+        RequestKind::ListOffsets(r) => ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))),
+        RequestKind::CreateTopics(r) => ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, version).await)),
+        RequestKind::DeleteTopics(r) => ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version).await)),
+        RequestKind::CreatePartitions(r) => {
+            ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await))
+        }
+        RequestKind::DeleteRecords(r) => ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r))),
+        RequestKind::DescribeCluster(r) => ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))),
+        RequestKind::DescribeLogDirs(r) => ready(ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))),
+        RequestKind::DescribeConfigs(r) => {
+            ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, version)))
+        }
+        RequestKind::AlterConfigs(r) => ready(ResponseKind::AlterConfigs(configs::alter(broker, r).await)),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await))
+        }
+        // The codec only decodes APIs from the advertised table, all of which are above.
+        other => {
+            tracing::warn!(request = ?std::mem::discriminant(&other), "no handler; closing connection");
+            Reply::Close
+        }
+    }
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,221 @@
+//! Produce: validate each partition's batch, append it, and answer per `acks`.
+//!
+//! Batches stay bytes: the broker checks them (CRC, structure, size, no client control
+//! batches) and the log patches base offset and leader epoch in place. `acks=-1` answers once
+//! the appended data is fsynced (group commit: concurrent producers share an fsync);
+//! `acks=1` answers once it is in the page cache; `acks=0` never answers, and closes the
+//! connection on error as Kafka does.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
+use keel_log::batch::{self, BatchHeader, TimestampType};
+use keel_log::Log;
+
+use super::str_bytes;
+use crate::broker::{now_ms, Broker};
+use crate::error::ApiError;
+use crate::network::Reply;
+use crate::partition::Partition;
+
+/// Bit 3 of the batch attributes: timestamps are the broker's append time.
+const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
+/// Offset of `attributes` and `maxTimestamp` in a batch header.
+const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
+
+thread_local! {
+    /// The append buffer: the batch is copied here to be patched, reused across requests.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Appended {
+    log: Arc<Log>,
+    next_offset: i64,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
+    let acks = request.acks;
+    let mut failed = false;
+    let mut appended = Vec::new();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = if version >= 13 {
+            broker.image().topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.0.to_string())
+        };
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic.name.clone();
+        topic_response.topic_id = topic.topic_id;
+        for data in topic.partition_data {
+            let mut response = PartitionProduceResponse::default();
+            response.index = data.index;
+            let result = match (&name, acks) {
+                (_, a) if !matches!(a, -1..=1) => Err(ApiError::new(ResponseError::InvalidRequiredAcks)),
+                (None, _) => Err(ApiError::new(ResponseError::UnknownTopicId)),
+                (Some(name), _) => append(broker, name, data.index, data.records.as_deref(), acks, version).await,
+            };
+            match result {
+                Ok((partition, info, log_append_time)) => {
+                    response.base_offset = info.base_offset;
+                    response.log_append_time_ms = log_append_time;
+                    response.log_start_offset = partition.log.log_start_offset();
+                    appended.push(Appended { log: partition.log.clone(), next_offset: info.last_offset + 1 });
+                }
+                Err(error) => {
+                    failed = true;
+                    response.error_code = error.code();
+                    response.error_message = error.message.map(str_bytes);
+                    response.base_offset = -1;
+                    response.log_start_offset = -1;
+                }
+            }
+            topic_response.partition_responses.push(response);
+        }
+        if version >= 13 {
+            topic_response.name = TopicName::default();
+        }
+        responses.push(topic_response);
+    }
+    if !appended.is_empty() {
+        broker.notify_append();
+    }
+    let mut response = ProduceResponse::default();
+    response.responses = responses;
+    match acks {
+        0 if failed => Reply::Close,
+        0 => Reply::Ready(None),
+        -1 if !appended.is_empty() => Reply::Pending(tokio::spawn(async move {
+            wait_durable(appended, &mut response).await;
+            Some(ResponseKind::Produce(response))
+        })),
+        _ => Reply::Ready(Some(ResponseKind::Produce(response))),
+    }
+}
+
+/// Waits until every appended partition is fsynced to its appended end; a partition whose
+/// flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
+async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse) {
+    let flushes: Vec<_> = appended
+        .into_iter()
+        .map(|a| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
+        .collect();
+    let mut results = Vec::with_capacity(flushes.len());
+    for flush in flushes {
+        results.push(match flush.await {
+            Ok(result) => result,
+            Err(error) => Err(error.to_string()),
+        });
+    }
+    let mut results = results.into_iter();
+    for partition in response.responses.iter_mut().flat_map(|t| t.partition_responses.iter_mut()) {
+        if partition.error_code != 0 {
+            continue;
+        }
+        if let Some(Err(error)) = results.next() {
+            partition.error_code = ResponseError::KafkaStorageError.code();
+            partition.error_message = Some(str_bytes(error));
+            partition.base_offset = -1;
+        }
+    }
+}
+
+async fn append(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    records: Option<&[u8]>,
+    acks: i16,
+    version: i16,
+) -> Result<(Arc<Partition>, keel_log::AppendInfo, i64), ApiError> {
+    let partition = match broker.partition(topic, index) {
+        Some(partition) => partition,
+        None => {
+            let image = broker.image();
+            if image.topic(topic).is_none() {
+                crate::controller::validate_topic_name(topic)?;
+                broker.auto_create_topic(topic).await?;
+            }
+            broker
+                .partition(topic, index)
+                .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))?
+        }
+    };
+    let records = records.ok_or_else(|| ApiError::with(ResponseError::InvalidRecord, "no records"))?;
+    let image = broker.image();
+    let view = broker.config(&image);
+    let max_message_bytes = view.topic_i64(topic, "max.message.bytes").unwrap_or(1_048_588).max(0) as usize;
+    let summary = batch::validate_batches(records, max_message_bytes).map_err(|e| ApiError::from(&e))?;
+    // Since v3 a partition's data is exactly one batch (KIP-98).
+    if summary.batch_count != 1 {
+        return Err(ApiError::with(
+            ResponseError::InvalidRecord,
+            "produce requests since v3 must contain exactly one record batch per partition",
+        ));
+    }
+    check_batch(&summary.first, version)?;
+    let min_insync = view.topic_i64(topic, "min.insync.replicas").unwrap_or(1);
+    let isr = image
+        .topic(topic)
+        .and_then(|t| t.partitions.get(&index))
+        .map_or(0, |p| p.isr.len() as i64);
+    if acks == -1 && isr < min_insync {
+        return Err(ApiError::with(
+            ResponseError::NotEnoughReplicas,
+            format!("{isr} in-sync replicas, min.insync.replicas is {min_insync}"),
+        ));
+    }
+    let log_append_time = view.topic(topic, "message.timestamp.type").as_deref() == Some("LogAppendTime");
+    let now = now_ms();
+    let info = SCRATCH.with(|scratch| {
+        let mut buf = scratch.borrow_mut();
+        buf.clear();
+        buf.extend_from_slice(records);
+        if log_append_time {
+            set_log_append_time(&mut buf, now);
+        }
+        partition.log.append(&mut buf, partition.leader_epoch(), now)
+    })?;
+    Ok((partition, info, if log_append_time { now } else { -1 }))
+}
+
+/// Checks Kafka applies beyond the batch structure.
+fn check_batch(header: &BatchHeader, version: i16) -> Result<(), ApiError> {
+    match header.compression() {
+        batch::Compression::Unknown(codec) => {
+            return Err(ApiError::with(
+                ResponseError::UnsupportedCompressionType,
+                format!("unknown compression codec {codec}"),
+            ))
+        }
+        // zstd needs Produce v7 (KIP-110).
+        batch::Compression::Zstd if version < 7 => {
+            return Err(ApiError::new(ResponseError::UnsupportedCompressionType))
+        }
+        _ => {}
+    }
+    if header.is_transactional() {
+        return Err(ApiError::with(
+            ResponseError::InvalidTxnState,
+            "transactional produce needs a transaction coordinator, which this broker does not run yet",
+        ));
+    }
+    Ok(())
+}
+
+/// `message.timestamp.type=LogAppendTime`: the broker's clock stamps the batch. This changes
+/// CRC-covered bytes, so the CRC is recomputed.
+fn set_log_append_time(batch: &mut [u8], now: i64) {
+    if batch.len() < batch::HEADER_BYTES {
+        return;
+    }
+    let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]) | LOG_APPEND_TIME_FLAG;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now.to_be_bytes());
+    batch::recompute_crc(batch);
+    debug_assert!(BatchHeader::parse(batch).is_ok_and(|h| h.timestamp_type() == TimestampType::LogAppendTime));
+}

@@ -1,0 +1,146 @@
+//! Connections: reading request frames, dispatching them, writing responses in order.
+//!
+//! Requests of one connection are handled one after another, in the order they arrived, so
+//! that appends to a partition keep the producer's order (Kafka processes one request per
+//! connection at a time). A handler may finish its work later (a produce waiting for fsync, a
+//! fetch long-polling): it then returns a pending reply and the next request is handled at once,
+//! while a writer task sends every response in request order. In-flight requests per
+//! connection are bounded.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
+use keel_protocol::{decode_request, encode_response, frame_length, DecodeError, FRAME_LENGTH_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// Requests a connection may have in flight (handled, response not yet written).
+const IN_FLIGHT_MAX: usize = 128;
+/// Bytes read from the socket at a time while no frame is pending.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// What a handler gives back.
+pub enum Reply {
+    /// The response, or `None` when none is sent (Produce with acks=0).
+    Ready(Option<ResponseKind>),
+    /// Work that finishes later.
+    Pending(JoinHandle<Option<ResponseKind>>),
+    /// Close the connection without a response (Kafka's answer to acks=0 errors).
+    Close,
+}
+
+struct InFlight {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: Reply,
+}
+
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel(IN_FLIGHT_MAX);
+    let writer = tokio::spawn(write_loop(writer, rx));
+    tokio::select! {
+        result = read_loop(&broker, reader, tx) => {
+            if let Err(reason) = result {
+                tracing::debug!(?peer, %reason, "closing connection");
+            }
+        }
+        _ = shutdown.wait_for(|stop| *stop) => {}
+    }
+    // The sender is gone: the writer finishes the in-flight responses and stops.
+    let _ = writer.await;
+}
+
+async fn read_loop(
+    broker: &Arc<Broker>,
+    mut reader: OwnedReadHalf,
+    tx: mpsc::Sender<InFlight>,
+) -> Result<(), String> {
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let max_bytes = broker.request_max_bytes();
+        let length = loop {
+            match frame_length(&buffer, max_bytes).map_err(|e| e.to_string())? {
+                Some(length) if buffer.len() >= FRAME_LENGTH_BYTES + length => break length,
+                Some(length) => buffer.reserve(FRAME_LENGTH_BYTES + length - buffer.len()),
+                None => buffer.reserve(READ_CHUNK_BYTES),
+            }
+            if reader.read_buf(&mut buffer).await.map_err(|e| e.to_string())? == 0 {
+                return if buffer.is_empty() { Ok(()) } else { Err("connection closed mid-frame".into()) };
+            }
+        };
+        buffer.advance(FRAME_LENGTH_BYTES);
+        let frame = buffer.split_to(length).freeze();
+        let in_flight = match decode_request(frame) {
+            Ok(request) => {
+                let (api_key, version, correlation_id) =
+                    (request.api_key, request.version(), request.correlation_id());
+                let reply = handlers::handle(broker, request).await;
+                InFlight { api_key, version, correlation_id, reply }
+            }
+            // KIP-511: an ApiVersions request of a version we do not know gets a v0 response
+            // with UNSUPPORTED_VERSION and our ranges, so the client can retry with one we do.
+            Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
+                let mut response: ApiVersionsResponse = handlers::api_versions::supported();
+                response.error_code = kafka_protocol::error::ResponseError::UnsupportedVersion.code();
+                InFlight {
+                    api_key: ApiKey::ApiVersions,
+                    version: 0,
+                    correlation_id,
+                    reply: Reply::Ready(Some(ResponseKind::ApiVersions(response))),
+                }
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        if tx.send(in_flight).await.is_err() {
+            return Err("writer stopped".into());
+        }
+    }
+}
+
+async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
+    let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    while let Some(in_flight) = rx.recv().await {
+        let response = match in_flight.reply {
+            Reply::Ready(response) => response,
+            Reply::Pending(handle) => match handle.await {
+                Ok(response) => response,
+                Err(error) => {
+                    tracing::error!(%error, "request task failed; closing connection");
+                    return;
+                }
+            },
+            Reply::Close => return,
+        };
+        let Some(response) = response else { continue };
+        out.clear();
+        if let Err(error) = encode_response(
+            &mut out,
+            in_flight.api_key,
+            in_flight.version,
+            in_flight.correlation_id,
+            &response,
+        ) {
+            tracing::error!(%error, api_key = ?in_flight.api_key, "cannot encode response; closing connection");
+            return;
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+        // Large fetch responses should not pin their buffer for the connection's life.
+        if out.capacity() > 16 * READ_CHUNK_BYTES {
+            out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        }
+    }
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,141 @@
+//! Partition replicas hosted by this broker, kept in step with the metadata image.
+//!
+//! The image says which partitions exist and who leads them; [`Partitions::reconcile`] opens a
+//! log for every replica this node holds, drops the logs of deleted topics and pushes config
+//! changes down to the logs. On one node the leader is always this node, and the high watermark
+//! is the log end offset: every in-sync replica (this one) has what was appended.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use keel_cluster::{MetadataImage, NodeId};
+use keel_log::{Log, LogConfig, LogError, LogManager};
+use uuid::Uuid;
+
+use crate::config::ConfigView;
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub topic_id: Uuid,
+    pub log: Arc<Log>,
+    leader_epoch: AtomicI32,
+}
+
+impl Partition {
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// What consumers may read up to: every in-sync replica has it.
+    pub fn high_watermark(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// The last stable offset: no transactions yet, so the high watermark.
+    pub fn last_stable_offset(&self) -> i64 {
+        self.high_watermark()
+    }
+}
+
+type Key = (String, i32);
+
+#[derive(Default)]
+pub struct Partitions {
+    map: RwLock<HashMap<Key, Arc<Partition>>>,
+}
+
+impl Partitions {
+    pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.get(&(topic.to_string(), index)).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.values().cloned().collect()
+    }
+
+    /// Brings hosted partitions in line with `image`.
+    pub fn reconcile(
+        &self,
+        node_id: NodeId,
+        image: &MetadataImage,
+        logs: &LogManager,
+        view: &ConfigView<'_>,
+    ) -> Result<(), LogError> {
+        let mut map = self.map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Drop partitions whose topic is gone (or was recreated under a new id).
+        let stale: Vec<Key> = map
+            .iter()
+            .filter(|((topic, index), partition)| {
+                image.topic(topic).is_none_or(|t| {
+                    t.topic_id != partition.topic_id || !t.partitions.contains_key(index)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            map.remove(&key);
+            logs.delete(&key.0, key.1)?;
+        }
+        for topic in image.topics.values() {
+            let config = log_config(view, &topic.name);
+            for (&index, state) in &topic.partitions {
+                if !state.replicas.contains(&node_id) {
+                    continue;
+                }
+                let key = (topic.name.clone(), index);
+                if let Some(existing) = map.get(&key) {
+                    existing.leader_epoch.store(state.leader_epoch, Ordering::Release);
+                    if existing.log.config() != config {
+                        existing.log.set_config(config.clone());
+                    }
+                    continue;
+                }
+                let topic_id = topic.topic_id.to_string();
+                let log = match logs.get(&topic.name, index) {
+                    // A log left from an earlier topic of the same name is not this topic's.
+                    Some(log) if log.topic_id() != topic_id => {
+                        logs.delete(&topic.name, index)?;
+                        logs.get_or_create(&topic.name, index, &topic_id, config.clone())?
+                    }
+                    Some(log) => {
+                        log.set_config(config.clone());
+                        log
+                    }
+                    None => logs.get_or_create(&topic.name, index, &topic_id, config.clone())?,
+                };
+                map.insert(
+                    key,
+                    Arc::new(Partition {
+                        topic: topic.name.clone(),
+                        index,
+                        topic_id: topic.topic_id,
+                        log,
+                        leader_epoch: AtomicI32::new(state.leader_epoch),
+                    }),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The log settings of `topic` from its resolved configs.
+pub fn log_config(view: &ConfigView<'_>, topic: &str) -> LogConfig {
+    let defaults = LogConfig::default();
+    let positive = |name: &str| view.topic_i64(topic, name).filter(|v| *v > 0);
+    let unbounded = |value: Option<i64>| value.filter(|v| *v > 0 && *v < i64::MAX);
+    LogConfig {
+        segment_bytes: positive("segment.bytes").map_or(defaults.segment_bytes, |v| v as u64),
+        segment_ms: positive("segment.ms").unwrap_or(defaults.segment_ms),
+        index_interval_bytes: positive("index.interval.bytes")
+            .map_or(defaults.index_interval_bytes, |v| v.min(u32::MAX as i64) as u32),
+        segment_index_bytes: positive("segment.index.bytes")
+            .map_or(defaults.segment_index_bytes, |v| v as u64),
+        flush_messages: unbounded(view.topic_i64(topic, "flush.messages")).map(|v| v as u64),
+        flush_ms: unbounded(view.topic_i64(topic, "flush.ms")),
+    }
+}

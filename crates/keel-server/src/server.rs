@@ -1,0 +1,287 @@
+//! Starting and stopping a node: data directory, log recovery, metadata log, broker
+//! registration, the Kafka listener, the HTTP port, background checkpoints and clean shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::http::StatusCode;
+use axum::routing::get;
+use keel_cluster::{BrokerRegistration, MetadataRecord, MetadataStore, NodeId};
+use keel_log::{LogConfig, LogManager};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::{now_ms, Broker, Endpoint};
+use crate::config::StaticConfig;
+use crate::network;
+
+pub struct ServerOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `host:port` given to clients; defaults to the listen address.
+    pub advertise: Option<String>,
+    pub http: SocketAddr,
+    pub node_id: NodeId,
+    pub statics: StaticConfig,
+}
+
+/// How long shutdown waits for in-flight requests before closing connections anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs a node until `shutdown` completes, then stops it cleanly.
+pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&options.data_dir)
+        .with_context(|| format!("cannot create data directory {}", options.data_dir.display()))?;
+    let cluster_id = load_or_format(&options.data_dir, options.node_id)?;
+
+    // The HTTP port comes up first so that /livez answers during recovery.
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let http_listener = TcpListener::bind(options.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
+    let http_addr = http_listener.local_addr()?;
+    let http = tokio::spawn(serve_http(http_listener, ready_rx));
+
+    let logs = tokio::task::block_in_place(|| {
+        LogManager::open(&options.data_dir, LogConfig::default(), now_ms())
+    })
+    .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
+    let report = logs.recovery_report();
+    if !report.clean_shutdown {
+        tracing::warn!(partitions = report.partitions.len(), "recovered after an unclean shutdown");
+    }
+    for (dir, error) in &report.errors {
+        tracing::warn!(%dir, %error, "skipped");
+    }
+    let metadata = MetadataStore::open(&options.data_dir.join("__cluster_metadata"), options.node_id)
+        .await
+        .context("cannot open the cluster metadata log")?;
+
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let local = listener.local_addr()?;
+    let advertised = match &options.advertise {
+        Some(address) => parse_endpoint(address)?,
+        None => Endpoint { host: local.ip().to_string(), port: local.port() },
+    };
+    let broker = Arc::new(Broker::new(
+        options.node_id,
+        cluster_id,
+        options.data_dir.clone(),
+        advertised.clone(),
+        options.statics,
+        metadata,
+        logs,
+    ));
+    register(&broker).await?;
+    tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+    broker.set_ready(true);
+    let _ = ready_tx.send(true);
+    println!(
+        "keel node {} listening on {} (advertised {}:{}), http on {}, data in {}; ready in {} ms",
+        broker.node_id,
+        local,
+        advertised.host,
+        advertised.port,
+        http_addr,
+        options.data_dir.display(),
+        started.elapsed().as_millis()
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(network::serve(broker.clone(), stream, stop_rx.clone()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+
+    tracing::info!("shutting down");
+    broker.set_ready(false);
+    let _ = ready_tx.send(false);
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still busy after the grace period; closing them");
+        connections.abort_all();
+    }
+    let _ = background.await;
+    tokio::task::block_in_place(|| broker.logs.shutdown()).context("cannot flush the logs")?;
+    broker.metadata.shutdown().await.context("cannot stop the metadata log")?;
+    http.abort();
+    println!("keel node {} stopped cleanly", broker.node_id);
+    Ok(())
+}
+
+fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("--advertise {address:?} must be host:port"))?;
+    let port = port.parse().with_context(|| format!("--advertise {address:?} has a bad port"))?;
+    Ok(Endpoint { host: host.trim_matches(['[', ']']).to_string(), port })
+}
+
+/// Registers this broker (again, if its endpoint changed) in the metadata log.
+async fn register(broker: &Broker) -> anyhow::Result<()> {
+    let registration = BrokerRegistration {
+        node_id: broker.node_id,
+        host: broker.advertised.host.clone(),
+        port: broker.advertised.port,
+        rack: None,
+    };
+    if broker.image().brokers.get(&broker.node_id) != Some(&registration) {
+        broker
+            .metadata
+            .propose(vec![MetadataRecord::RegisterBroker(registration)])
+            .await
+            .context("cannot register the broker")?;
+    }
+    Ok(())
+}
+
+/// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory belongs
+/// to), or writes it for a new directory. Returns the cluster id.
+fn load_or_format(data_dir: &Path, node_id: NodeId) -> anyhow::Result<String> {
+    let path = data_dir.join("meta.properties");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let value = |key: &str| {
+                text.lines()
+                    .filter_map(|line| line.split_once('='))
+                    .find(|(k, _)| k.trim() == key)
+                    .map(|(_, v)| v.trim().to_string())
+            };
+            let stored: Option<NodeId> = value("node.id").and_then(|v| v.parse().ok());
+            if stored != Some(node_id) {
+                anyhow::bail!(
+                    "{} belongs to node {}, not {node_id}: start with --node-id {} or use another --data-dir",
+                    data_dir.display(),
+                    stored.map_or("?".into(), |id| id.to_string()),
+                    stored.map_or("?".into(), |id| id.to_string()),
+                );
+            }
+            value("cluster.id").with_context(|| format!("{} has no cluster.id", path.display()))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = cluster_id_from(uuid::Uuid::new_v4());
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            let tmp = data_dir.join("meta.properties.tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(data_dir)?.sync_all()?;
+            Ok(cluster_id)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Kafka's cluster id format: a UUID as 22 characters of URL-safe base64 without padding.
+fn cluster_id_from(id: uuid::Uuid) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = id.as_bytes();
+    let mut out = String::with_capacity(22);
+    for chunk in bytes.chunks(3) {
+        let mut group = [0u8; 3];
+        group[..chunk.len()].copy_from_slice(chunk);
+        let n = u32::from_be_bytes([0, group[0], group[1], group[2]]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
+    let app = axum::Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = *ready.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        );
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "http server stopped");
+    }
+}
+
+/// Periodic work: recovery-point checkpoints and time-based flushes.
+async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let checkpoint_every = Duration::from_millis(
+        broker
+            .statics
+            .get("log.flush.offset.checkpoint.interval.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000),
+    );
+    let mut checkpoint = tokio::time::interval(checkpoint_every);
+    let mut flush = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => return,
+            _ = checkpoint.tick() => {
+                let broker = broker.clone();
+                let result = tokio::task::spawn_blocking(move || broker.logs.checkpoint()).await;
+                if let Ok(Err(error)) = result {
+                    tracing::warn!(%error, "recovery checkpoint failed");
+                }
+            }
+            _ = flush.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = now_ms();
+                    for partition in broker.partitions.all() {
+                        if let Err(error) = partition.log.maybe_flush(now) {
+                            tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "flush failed");
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = cluster_id_from(uuid::Uuid::nil());
+        assert_eq!(id, "AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(cluster_id_from(uuid::Uuid::new_v4()).len(), 22);
+    }
+}
