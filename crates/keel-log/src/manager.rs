@@ -38,6 +38,10 @@ pub struct ManagerRecoveryReport {
 }
 
 /// Splits `<topic>-<partition>` at the last '-'.
+/// Names in the data dir that are not partition logs: Keel's cluster metadata log lives in
+/// `__cluster_metadata`, as Kafka's KRaft log lives in `__cluster_metadata-0`.
+pub const RESERVED_PREFIX: &str = "__cluster_metadata";
+
 pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
     if topic.is_empty() || partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
@@ -103,6 +107,10 @@ impl LogManager {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
+            // Directories of other components (the cluster metadata log) share the data dir.
+            if name.starts_with(RESERVED_PREFIX) {
+                continue;
+            }
             if name.ends_with(DELETE_SUFFIX) {
                 // A delete interrupted by a crash; finish it.
                 fs::remove_dir_all(&path).ctx(&path)?;

@@ -111,3 +111,8 @@ impl Broker {
             .unwrap_or(104_857_600)
     }
 }
+
+/// Resolves once a shutdown flag turns true (or its sender is gone).
+pub async fn stopped(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|stop| *stop).await;
+}

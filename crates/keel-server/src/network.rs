@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::broker::Broker;
+use crate::broker::{stopped, Broker};
 use crate::handlers;
 
 /// Requests a connection may have in flight (handled, response not yet written).
@@ -55,7 +55,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::
                 tracing::debug!(?peer, %reason, "closing connection");
             }
         }
-        _ = shutdown.wait_for(|stop| *stop) => {}
+        _ = stopped(&mut shutdown) => {}
     }
     // The sender is gone: the writer finishes the in-flight responses and stops.
     let _ = writer.await;

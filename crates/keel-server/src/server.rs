@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::broker::{now_ms, Broker, Endpoint};
+use crate::broker::{now_ms, stopped, Broker, Endpoint};
 use crate::config::StaticConfig;
 use crate::network;
 
@@ -53,7 +53,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     })
     .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
     let report = logs.recovery_report();
-    if !report.clean_shutdown {
+    if !report.clean_shutdown && !report.partitions.is_empty() {
         tracing::warn!(partitions = report.partitions.len(), "recovered after an unclean shutdown");
     }
     for (dir, error) in &report.errors {
@@ -250,7 +250,7 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => return,
+            _ = stopped(&mut stop) => return,
             _ = checkpoint.tick() => {
                 let broker = broker.clone();
                 let result = tokio::task::spawn_blocking(move || broker.logs.checkpoint()).await;

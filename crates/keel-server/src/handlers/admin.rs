@@ -55,9 +55,13 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
         let mut topic = CreatableTopicResult::default();
         match result {
             Ok(created) => {
-                topic.topic_id = if request.validate_only { Uuid::nil() } else { created.topic_id };
-                topic.num_partitions = created.num_partitions;
-                topic.replication_factor = created.replication_factor;
+                if version >= 7 && !request.validate_only {
+                    topic.topic_id = created.topic_id;
+                }
+                if version >= 5 {
+                    topic.num_partitions = created.num_partitions;
+                    topic.replication_factor = created.replication_factor;
+                }
                 // v5+: the topic's resolved configs, so tools need no DescribeConfigs.
                 if version >= 5 {
                     let view = broker.config(&image);
@@ -79,8 +83,6 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
             Err(error) => {
                 topic.error_code = error.code();
                 topic.error_message = error.message.map(str_bytes);
-                topic.num_partitions = -1;
-                topic.replication_factor = -1;
             }
         }
         topic.name = name;
@@ -110,16 +112,21 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
     for (name, topic_id) in wanted {
         let mut result = DeletableTopicResult::default();
         result.name = name.clone().map(|n| TopicName(str_bytes(n)));
-        result.topic_id = topic_id;
         let outcome = match name {
             Some(_) => results.next().unwrap_or_else(|| Err(ApiError::new(ResponseError::UnknownServerError))),
             None => Err(ApiError::new(ResponseError::UnknownTopicId)),
         };
         match outcome {
-            Ok(id) => result.topic_id = id,
+            Ok(id) if version >= 6 => result.topic_id = id,
+            Ok(_) => {}
             Err(error) => {
                 result.error_code = error.code();
-                result.error_message = error.message.map(str_bytes);
+                if version >= 6 {
+                    result.topic_id = topic_id;
+                }
+                if version >= 5 {
+                    result.error_message = error.message.map(str_bytes);
+                }
             }
         }
         response.responses.push(result);

@@ -137,7 +137,6 @@ fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
                 data.error_code = error.code();
                 data.high_watermark = -1;
                 data.last_stable_offset = -1;
-                data.log_start_offset = -1;
                 data.records = Some(Bytes::new());
             }
         }
@@ -179,7 +178,9 @@ fn read_partition(
     let last_stable_offset = partition.last_stable_offset();
     data.high_watermark = high_watermark;
     data.last_stable_offset = last_stable_offset;
-    data.log_start_offset = partition.log.log_start_offset();
+    if plan.version >= 5 {
+        data.log_start_offset = partition.log.log_start_offset();
+    }
     if plan.read_committed {
         data.aborted_transactions = Some(Vec::new());
     }

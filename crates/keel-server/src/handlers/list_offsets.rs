@@ -18,7 +18,7 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 const EARLIEST_PENDING_UPLOAD: i64 = -6;
 
-pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let read_committed = request.isolation_level == 1;
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
@@ -38,7 +38,9 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, _version: i16) -> Li
                 Ok((offset, timestamp, leader_epoch)) => {
                     partition_response.offset = offset;
                     partition_response.timestamp = timestamp;
-                    partition_response.leader_epoch = leader_epoch;
+                    if version >= 4 {
+                        partition_response.leader_epoch = leader_epoch;
+                    }
                 }
                 Err(error) => {
                     partition_response.error_code = error.code();

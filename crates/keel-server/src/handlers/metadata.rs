@@ -55,7 +55,43 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_OPERATIONS_ALL;
     }
+    fit_to_version(&mut response, version);
     response
+}
+
+/// Resets the fields that `version` does not carry (the codec refuses to drop set fields).
+fn fit_to_version(response: &mut MetadataResponse, version: i16) {
+    let defaults = MetadataResponse::default();
+    if version < 1 {
+        response.controller_id = defaults.controller_id;
+        response.brokers.iter_mut().for_each(|b| b.rack = None);
+    }
+    if version < 2 {
+        response.cluster_id = None;
+    }
+    if !(8..=10).contains(&version) {
+        response.cluster_authorized_operations = defaults.cluster_authorized_operations;
+    }
+    let topic_defaults = MetadataResponseTopic::default();
+    for topic in &mut response.topics {
+        if version < 1 {
+            topic.is_internal = false;
+        }
+        if version < 8 {
+            topic.topic_authorized_operations = topic_defaults.topic_authorized_operations;
+        }
+        if version < 10 {
+            topic.topic_id = Uuid::nil();
+        }
+        for partition in &mut topic.partitions {
+            if version < 5 {
+                partition.offline_replicas.clear();
+            }
+            if version < 7 {
+                partition.leader_epoch = -1;
+            }
+        }
+    }
 }
 
 pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {

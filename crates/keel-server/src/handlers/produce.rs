@@ -63,15 +63,18 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 Ok((partition, info, log_append_time)) => {
                     response.base_offset = info.base_offset;
                     response.log_append_time_ms = log_append_time;
-                    response.log_start_offset = partition.log.log_start_offset();
+                    if version >= 5 {
+                        response.log_start_offset = partition.log.log_start_offset();
+                    }
                     appended.push(Appended { log: partition.log.clone(), next_offset: info.last_offset + 1 });
                 }
                 Err(error) => {
                     failed = true;
                     response.error_code = error.code();
-                    response.error_message = error.message.map(str_bytes);
+                    if version >= 8 {
+                        response.error_message = error.message.map(str_bytes);
+                    }
                     response.base_offset = -1;
-                    response.log_start_offset = -1;
                 }
             }
             topic_response.partition_responses.push(response);
@@ -90,7 +93,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         0 if failed => Reply::Close,
         0 => Reply::Ready(None),
         -1 if !appended.is_empty() => Reply::Pending(tokio::spawn(async move {
-            wait_durable(appended, &mut response).await;
+            wait_durable(appended, &mut response, version).await;
             Some(ResponseKind::Produce(response))
         })),
         _ => Reply::Ready(Some(ResponseKind::Produce(response))),
@@ -99,7 +102,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
 
 /// Waits until every appended partition is fsynced to its appended end; a partition whose
 /// flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
-async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse) {
+async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, version: i16) {
     let flushes: Vec<_> = appended
         .into_iter()
         .map(|a| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
@@ -118,8 +121,11 @@ async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse) {
         }
         if let Some(Err(error)) = results.next() {
             partition.error_code = ResponseError::KafkaStorageError.code();
-            partition.error_message = Some(str_bytes(error));
+            if version >= 8 {
+                partition.error_message = Some(str_bytes(error));
+            }
             partition.base_offset = -1;
+            partition.log_start_offset = -1;
         }
     }
 }
