@@ -37,11 +37,11 @@ pub struct ManagerRecoveryReport {
     pub errors: Vec<(String, String)>,
 }
 
-/// Splits `<topic>-<partition>` at the last '-'.
 /// Names in the data dir that are not partition logs: Keel's cluster metadata log lives in
 /// `__cluster_metadata`, as Kafka's KRaft log lives in `__cluster_metadata-0`.
 pub const RESERVED_PREFIX: &str = "__cluster_metadata";
 
+/// Splits `<topic>-<partition>` at the last '-'.
 pub fn parse_partition_dir(name: &str) -> Option<(String, i32)> {
     let (topic, partition) = name.rsplit_once('-')?;
     if topic.is_empty() || partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
