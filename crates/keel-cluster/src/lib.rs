@@ -1,0 +1,11 @@
+//! Cluster metadata: the records, the image they build, and the replicated log that commits them.
+
+pub mod metadata;
+pub mod raft;
+pub mod store;
+
+pub use metadata::{
+    BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState,
+    TopicImage,
+};
+pub use store::{MetadataError, MetadataStore};

@@ -1,0 +1,270 @@
+//! [`MetadataStore`]: the cluster-metadata log as the broker sees it. Proposals of
+//! [`MetadataRecord`]s go through openraft (a quorum of one node for now), are made durable in
+//! the log under the metadata directory, and are applied to the [`MetadataImage`] that readers
+//! get from [`MetadataStore::image`] or [`MetadataStore::subscribe`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::watch;
+
+use crate::metadata::{MetadataImage, MetadataRecord, NodeId};
+use crate::raft::file::{FileError, FRAME_BYTES_MAX};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{MetadataBatch, Raft, RaftNodeId};
+
+/// Largest serialized batch [`MetadataStore::propose`] accepts. Well below the frame limit so an
+/// entry's log id and envelope always fit: an entry the log cannot store would stop raft.
+pub const PROPOSAL_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+
+/// How long [`MetadataStore::open`] waits for this node to lead and catch up.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata log i/o error on {path}: {source}; check the disk and the permissions of the data directory")]
+    Io { path: PathBuf, source: io::Error },
+
+    #[error("metadata log file {path} is corrupt: {detail}; restore the metadata directory from a replica or backup")]
+    Corrupt { path: PathBuf, detail: String },
+
+    #[error(
+        "node id {node_id} is invalid for the metadata log: set node.id to a non-negative integer"
+    )]
+    InvalidNodeId { node_id: NodeId },
+
+    #[error("node {node_id} is not a voter of the metadata log in this directory (voters: {voters:?}); start it with the node.id the data directory was created with")]
+    NotVoter { node_id: NodeId, voters: Vec<u64> },
+
+    #[error(
+        "this node is not the metadata leader (leader: {leader:?}); send the request to the leader"
+    )]
+    NotLeader { leader: Option<NodeId> },
+
+    #[error("metadata proposal of {bytes} bytes exceeds the limit of {max_bytes} bytes; split it into smaller proposals")]
+    ProposalTooLarge { bytes: usize, max_bytes: usize },
+
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+    },
+
+    #[error("the metadata store is shut down; reopen it")]
+    ShutDown,
+
+    #[error("metadata raft failed: {0}")]
+    Raft(String),
+}
+
+impl From<FileError> for MetadataError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::Io { path, source } => MetadataError::Io { path, source },
+            FileError::Corrupt { path, detail } => MetadataError::Corrupt { path, detail },
+        }
+    }
+}
+
+impl From<Fatal<RaftNodeId>> for MetadataError {
+    fn from(e: Fatal<RaftNodeId>) -> Self {
+        match e {
+            Fatal::Stopped => MetadataError::ShutDown,
+            other => MetadataError::Raft(other.to_string()),
+        }
+    }
+}
+
+/// The cluster-metadata log and its latest applied image. Cloning is cheap and shares the log.
+#[derive(Clone)]
+pub struct MetadataStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raft: Raft,
+    node_id: NodeId,
+    dir: PathBuf,
+    image_rx: watch::Receiver<Arc<MetadataImage>>,
+}
+
+impl std::fmt::Debug for MetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataStore")
+            .field("node_id", &self.inner.node_id)
+            .field("dir", &self.inner.dir)
+            .field("applied_index", &self.inner.image_rx.borrow().applied_index)
+            .finish()
+    }
+}
+
+impl MetadataStore {
+    /// Opens (or creates) the metadata log in `dir`, starts a single-node openraft instance with
+    /// node id `node_id`, initializes membership `{node_id}` when the log is fresh, and returns
+    /// once this node is leader and every committed entry is applied to the image.
+    pub async fn open(dir: &Path, node_id: NodeId) -> Result<MetadataStore, MetadataError> {
+        let raft_id =
+            RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        let dir = dir.to_path_buf();
+        let (log_store, state_machine, image_rx) = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || -> Result<_, MetadataError> {
+                let (log_store, recovery) = LogStore::open(&dir)?;
+                if recovery != Default::default() {
+                    tracing::warn!(dir = %dir.display(), ?recovery, "recovered the metadata log after a crash");
+                }
+                let (state_machine, image_rx) = StateMachine::open(&dir)?;
+                Ok((log_store, state_machine, image_rx))
+            })
+            .await
+            .map_err(|e| MetadataError::Raft(format!("opening the metadata log panicked: {e}")))??
+        };
+
+        let config = Config {
+            cluster_name: "keel-metadata".to_string(),
+            // The image is rebuilt by replaying the log; snapshots are built only on request.
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| MetadataError::Raft(e.to_string()))?;
+        let raft = Raft::new(
+            raft_id,
+            Arc::new(config),
+            NetworkFactory,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(MetadataError::from)?;
+        let store = MetadataStore {
+            inner: Arc::new(Inner {
+                raft,
+                node_id,
+                dir,
+                image_rx,
+            }),
+        };
+        match store.start(raft_id).await {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                // Do not leave a raft running behind a failed open.
+                let _ = store.inner.raft.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(&self, raft_id: RaftNodeId) -> Result<(), MetadataError> {
+        let raft = &self.inner.raft;
+        if !raft.is_initialized().await? {
+            let members = BTreeMap::from([(raft_id, BasicNode::default())]);
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(RaftError::APIError(e)) => return Err(MetadataError::Raft(e.to_string())),
+                Err(RaftError::Fatal(e)) => return Err(e.into()),
+            }
+        }
+        // The metrics catch up with the membership asynchronously after initialize and startup.
+        let metrics = raft
+            .wait(Some(OPEN_TIMEOUT))
+            .metrics(
+                |m| {
+                    m.membership_config
+                        .membership()
+                        .voter_ids()
+                        .next()
+                        .is_some()
+                },
+                "load the membership",
+            )
+            .await
+            .map_err(|_| MetadataError::Timeout {
+                what: "the metadata log to load its membership",
+                waited: OPEN_TIMEOUT,
+            })?;
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        if !voters.contains(&raft_id) {
+            return Err(MetadataError::NotVoter {
+                node_id: self.inner.node_id,
+                voters,
+            });
+        }
+        raft.wait(Some(OPEN_TIMEOUT))
+            .current_leader(raft_id, "open the metadata log")
+            .await
+            .map_err(|_| MetadataError::Timeout {
+                what: "this node to become the metadata leader",
+                waited: OPEN_TIMEOUT,
+            })?;
+        // Waits until everything committed before this call is applied to the image.
+        tokio::time::timeout(OPEN_TIMEOUT, raft.ensure_linearizable())
+            .await
+            .map_err(|_| MetadataError::Timeout {
+                what: "the metadata log to apply its committed entries",
+                waited: OPEN_TIMEOUT,
+            })?
+            .map_err(|e| match e {
+                RaftError::APIError(e) => MetadataError::Raft(e.to_string()),
+                RaftError::Fatal(e) => e.into(),
+            })?;
+        Ok(())
+    }
+
+    /// Commits `records` as one log entry, applied atomically and in order, and returns its log
+    /// index once it is committed, durable and applied to the image.
+    pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, MetadataError> {
+        let batch = MetadataBatch { records };
+        let bytes = serde_json::to_vec(&batch)
+            .map_err(|e| MetadataError::Raft(format!("encode proposal: {e}")))?
+            .len();
+        if bytes > PROPOSAL_BYTES_MAX {
+            return Err(MetadataError::ProposalTooLarge {
+                bytes,
+                max_bytes: PROPOSAL_BYTES_MAX,
+            });
+        }
+        match self.inner.raft.client_write(batch).await {
+            Ok(response) => Ok(response.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(MetadataError::NotLeader {
+                    leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()),
+                })
+            }
+            Err(RaftError::APIError(e)) => Err(MetadataError::Raft(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// The latest applied image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.inner.image_rx.borrow().clone()
+    }
+
+    /// A receiver that sees every newly applied image.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.inner.image_rx.clone()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// Stops raft. Every acknowledged proposal is already fsynced, so nothing is lost; later
+    /// calls on any clone fail with [`MetadataError::ShutDown`]. Calling it twice is harmless.
+    pub async fn shutdown(&self) -> Result<(), MetadataError> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
+    }
+}
