@@ -219,9 +219,10 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchSumma
     let mut summary: Option<BatchSummary> = None;
     while position < buf.len() {
         let rest = &buf[position..];
-        // Check the size before the CRC so an oversized batch gets MESSAGE_TOO_LARGE, as in Kafka.
+        // Check the size before the CRC so an oversized batch gets MESSAGE_TOO_LARGE, as in
+        // Kafka; a length claiming more bytes than were sent is corrupt, not large.
         if let Ok(header) = BatchHeader::parse(rest) {
-            if header.size() > max_batch_bytes {
+            if header.size() > max_batch_bytes && header.size() <= rest.len() {
                 return Err(BatchError::TooLarge {
                     position,
                     size_bytes: header.size(),

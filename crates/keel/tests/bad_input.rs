@@ -1,0 +1,265 @@
+//! Hostile and malformed input: every case gets Kafka's error code or a closed connection,
+//! the broker keeps serving, and the data stored before is intact.
+
+mod common;
+
+use bytes::Bytes;
+use common::{i16_at, Keel, Raw};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreateTopicsRequest, FetchRequest, MetadataRequest, ProduceRequest, ProduceResponse,
+    TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use keel_log::testing::test_batch;
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+fn produce(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    let mut partition = PartitionProduceData::default();
+    partition.index = 0;
+    partition.records = Some(Bytes::from(records));
+    let mut data = TopicProduceData::default();
+    data.name = topic_name(topic);
+    data.partition_data = vec![partition];
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 5_000;
+    request.topic_data = vec![data];
+    request
+}
+
+fn produce_error(response: &ProduceResponse) -> i16 {
+    response.responses[0].partition_responses[0].error_code
+}
+
+fn create_topic(raw: &mut Raw, name: &str) {
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(name);
+    topic.num_partitions = 1;
+    topic.replication_factor = 1;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 5_000;
+    let response = raw.call(7, &request);
+    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0].error_message);
+}
+
+fn fetch(topic: &str, offset: i64) -> FetchRequest {
+    let mut partition = FetchPartition::default();
+    partition.partition = 0;
+    partition.fetch_offset = offset;
+    partition.partition_max_bytes = 1 << 20;
+    let mut wanted = FetchTopic::default();
+    wanted.topic = topic_name(topic);
+    wanted.partitions = vec![partition];
+    let mut request = FetchRequest::default();
+    request.max_wait_ms = 0;
+    request.max_bytes = 1 << 20;
+    request.topics = vec![wanted];
+    request
+}
+
+/// The broker still answers a fresh connection.
+fn assert_alive(keel: &Keel) {
+    let mut raw = keel.connect();
+    let response = raw.call(3, &ApiVersionsRequest::default());
+    assert_eq!(response.error_code, 0);
+}
+
+#[test]
+fn hostile_frames_close_the_connection_and_nothing_else() {
+    let keel = Keel::start(&["socket.request.max.bytes=1048576"]);
+
+    // A negative length.
+    let mut raw = keel.connect();
+    raw.send_bytes(&(-1i32).to_be_bytes());
+    assert!(raw.closed(), "negative frame length");
+
+    // A length above socket.request.max.bytes: closed before anything is allocated.
+    let mut raw = keel.connect();
+    raw.send_bytes(&i32::MAX.to_be_bytes());
+    assert!(raw.closed(), "oversized frame length");
+
+    // A zero length.
+    let mut raw = keel.connect();
+    raw.send_bytes(&0i32.to_be_bytes());
+    assert!(raw.closed(), "zero frame length");
+
+    // A frame shorter than a request header.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 3, 0, 18, 0]);
+    assert!(raw.closed(), "truncated header");
+
+    // A truncated frame: the peer goes away mid-frame; the broker must not hang on it.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 100, 0, 18, 0, 3]);
+    raw.stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    assert!(raw.closed(), "truncated frame");
+
+    // An unknown API key.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 10, 0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0]);
+    assert!(raw.closed(), "unknown api key");
+
+    // An unsupported version of an API other than ApiVersions.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 10, 0, 3, 0, 99, 0, 0, 0, 1, 0, 0]);
+    assert!(raw.closed(), "unsupported metadata version");
+
+    // A Metadata v0 request whose topic array claims 54 million entries.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 15, 0, 3, 0, 0, 0, 0, 0, 9, 0, 0, 0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+    assert!(raw.closed(), "lying array count");
+
+    // A body that does not decode at all.
+    let mut raw = keel.connect();
+    raw.send_bytes(&[0, 0, 0, 12, 0, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff]);
+    assert!(raw.closed(), "garbage produce body");
+
+    assert_alive(&keel);
+}
+
+#[test]
+fn api_versions_answers_unknown_versions_with_its_ranges() {
+    let keel = Keel::start(&[]);
+    let mut raw = keel.connect();
+    // KIP-511: a version from the future gets a v0-shaped answer with UNSUPPORTED_VERSION.
+    let correlation_id = raw.send(0, &ApiVersionsRequest::default());
+    let _ = raw.read_frame().expect("v0 answer");
+    let mut frame = {
+        // Rewrite the version field of a v3 request to 99.
+        use kafka_protocol::messages::RequestHeader;
+        use kafka_protocol::protocol::Encodable;
+        let header = RequestHeader::default()
+            .with_request_api_key(18)
+            .with_request_api_version(99)
+            .with_correlation_id(correlation_id + 1);
+        let mut body = bytes::BytesMut::new();
+        header.encode(&mut body, 2).expect("header");
+        body.extend_from_slice(&[0, 0, 0]); // tagged fields of a flexible body
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    };
+    raw.send_bytes(&frame);
+    let response = raw.read_frame().expect("the broker answers");
+    frame.clear();
+    assert_eq!(i32::from_be_bytes([response[0], response[1], response[2], response[3]]), correlation_id + 1);
+    assert_eq!(i16_at(&response, 4), ResponseError::UnsupportedVersion.code());
+    // The api_keys array follows: at least the APIs Keel serves.
+    let count = i32::from_be_bytes([response[6], response[7], response[8], response[9]]);
+    assert!(count >= 10, "{count} api keys");
+}
+
+#[test]
+fn bad_produce_requests_get_kafka_error_codes_and_damage_nothing() {
+    let keel = Keel::start(&["auto.create.topics.enable=false", "message.max.bytes=10000"]);
+    let mut raw = keel.connect();
+    create_topic(&mut raw, "good");
+
+    // A good batch first: it must survive everything below.
+    let good = test_batch(3, 1_700_000_000_000, 10);
+    let response = raw.call(9, &produce("good", 1, good.clone()));
+    assert_eq!(produce_error(&response), 0);
+
+    // A bad CRC.
+    let mut corrupt = test_batch(3, 1_700_000_000_000, 10);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let response = raw.call(9, &produce("good", 1, corrupt));
+    assert_eq!(produce_error(&response), ResponseError::CorruptMessage.code());
+
+    // A batch larger than max.message.bytes.
+    let response = raw.call(9, &produce("good", 1, test_batch(1, 1_700_000_000_000, 20_000)));
+    assert_eq!(produce_error(&response), ResponseError::MessageTooLarge.code());
+
+    // acks=2.
+    let response = raw.call(9, &produce("good", 2, good.clone()));
+    assert_eq!(produce_error(&response), ResponseError::InvalidRequiredAcks.code());
+
+    // A record count that lies (recordsCount at byte 57 no longer matches lastOffsetDelta + 1).
+    let mut lying_count = test_batch(3, 1_700_000_000_000, 10);
+    lying_count[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
+    keel_log::batch::recompute_crc(&mut lying_count);
+    let response = raw.call(9, &produce("good", 1, lying_count));
+    assert_ne!(produce_error(&response), 0);
+
+    // A batch length that lies (claims more bytes than sent).
+    let mut lying_length = test_batch(3, 1_700_000_000_000, 10);
+    lying_length[8..12].copy_from_slice(&1_000_000i32.to_be_bytes());
+    let response = raw.call(9, &produce("good", 1, lying_length));
+    assert_eq!(produce_error(&response), ResponseError::CorruptMessage.code());
+
+    // A batch written as a control batch by a client.
+    let mut control = test_batch(1, 1_700_000_000_000, 4);
+    control[22] |= 1 << 5;
+    keel_log::batch::recompute_crc(&mut control);
+    let response = raw.call(9, &produce("good", 1, control));
+    assert_eq!(produce_error(&response), ResponseError::InvalidRecord.code());
+
+    // An invalid topic name, and a missing topic with auto-creation off.
+    let response = raw.call(9, &produce("bad name!", 1, good.clone()));
+    assert_eq!(produce_error(&response), ResponseError::InvalidTopicException.code());
+    let response = raw.call(9, &produce("missing", 1, good.clone()));
+    assert_eq!(produce_error(&response), ResponseError::UnknownTopicOrPartition.code());
+
+    // A fetch beyond the log.
+    let response = raw.call(12, &fetch("good", 1_000));
+    assert_eq!(response.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
+
+    // The good batch is intact and alone: three records at offsets 0..3.
+    let response = raw.call(12, &fetch("good", 0));
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.high_watermark, 3);
+    let records = partition.records.clone().expect("records");
+    assert_eq!(records.len(), good.len());
+    // Only baseOffset (0..8) and partitionLeaderEpoch (12..16) are the broker's to patch.
+    assert_eq!(&records[8..12], &good[8..12], "batch length changed");
+    assert_eq!(&records[16..], &good[16..], "stored batch differs from what was produced");
+
+    // acks=0 with an error: no response, the connection is closed.
+    let mut raw0 = keel.connect();
+    raw0.send(9, &produce("good", 0, test_batch(1, 1_700_000_000_000, 20_000)));
+    assert!(raw0.closed(), "acks=0 error closes the connection");
+    assert_alive(&keel);
+}
+
+#[test]
+fn invalid_topic_names_are_refused() {
+    let keel = Keel::start(&[]);
+    let mut raw = keel.connect();
+    for name in ["bad name", "..", "a/b", &"x".repeat(250)] {
+        let mut topic = CreatableTopic::default();
+        topic.name = topic_name(name);
+        topic.num_partitions = 1;
+        topic.replication_factor = 1;
+        let mut request = CreateTopicsRequest::default();
+        request.topics = vec![topic];
+        let response = raw.call(7, &request);
+        assert_eq!(response.topics[0].error_code, ResponseError::InvalidTopicException.code(), "{name}");
+        // Metadata with auto-creation gives the same answer and creates nothing.
+        let mut wanted = kafka_protocol::messages::metadata_request::MetadataRequestTopic::default();
+        wanted.name = Some(topic_name(name));
+        let mut request = MetadataRequest::default();
+        request.topics = Some(vec![wanted]);
+        request.allow_auto_topic_creation = true;
+        let response = raw.call(12, &request);
+        assert_eq!(response.topics[0].error_code, ResponseError::InvalidTopicException.code(), "{name}");
+    }
+    // Replication factor above the live brokers.
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name("rf3");
+    topic.num_partitions = 1;
+    topic.replication_factor = 3;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    let response = raw.call(7, &request);
+    assert_eq!(response.topics[0].error_code, ResponseError::InvalidReplicationFactor.code());
+}

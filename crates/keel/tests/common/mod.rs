@@ -1,0 +1,190 @@
+//! A real `keel` process for integration tests, and a raw Kafka protocol client to poke it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+pub struct Keel {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub kafka: SocketAddr,
+    pub http: SocketAddr,
+    sets: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr")
+}
+
+impl Keel {
+    /// Starts a node on fresh ports and a fresh data dir, with extra `--set key=value` configs.
+    pub fn start(sets: &[&str]) -> Keel {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut keel = Keel {
+            child: None,
+            data_dir: tmp.path().join("data"),
+            kafka: free_port(),
+            http: free_port(),
+            sets: sets.iter().map(|s| s.to_string()).collect(),
+            _tmp: Some(tmp),
+        };
+        keel.spawn();
+        keel
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    fn spawn(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
+        command
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.kafka.to_string())
+            .arg("--http")
+            .arg(self.http.to_string())
+            .env("KEEL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for set in &self.sets {
+            command.arg("--set").arg(set);
+        }
+        self.child = Some(command.spawn().expect("spawn keel"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ready() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("keel exited during startup: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("keel was not ready within 20 s");
+    }
+
+    /// GET /readyz answered 200.
+    pub fn ready(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect_timeout(&self.http, Duration::from_millis(200)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        if stream.write_all(b"GET /readyz HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn connect(&self) -> Raw {
+        Raw::connect(self.kafka)
+    }
+}
+
+impl Drop for Keel {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking Kafka protocol connection that sends whatever it is given.
+pub struct Raw {
+    pub stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        Raw { stream, correlation_id: 0 }
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends a request frame and returns the correlation id used.
+    pub fn send<R: Request>(&mut self, version: i16, request: &R) -> i32 {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("keel-test")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, R::header_version(version)).expect("encode header");
+        request.encode(&mut body, version).expect("encode request");
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.send_bytes(&frame);
+        self.correlation_id
+    }
+
+    /// Reads one response frame body; `None` when the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).ok()?;
+        let mut body = vec![0u8; i32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    /// Sends a request and decodes its response.
+    pub fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
+        let correlation_id = self.send(version, request);
+        let mut frame = self.read_frame().expect("the broker closed the connection");
+        let api_key = ApiKey::try_from(R::KEY).expect("api key");
+        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).expect("header");
+        assert_eq!(header.correlation_id, correlation_id);
+        R::Response::decode(&mut frame, version).expect("decode response")
+    }
+
+    /// True when the broker closes the connection (reads EOF) within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.stream.read(&mut byte) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Reads a big-endian i16 at `at`.
+pub fn i16_at(bytes: &Bytes, at: usize) -> i16 {
+    (&bytes[at..at + 2]).get_i16()
+}
