@@ -458,7 +458,7 @@ mod tests {
         assert_eq!(statics.get("log.segment.bytes"), Some("1048576"));
 
         let toml = dir.path().join("keel.toml");
-        std::fs::write(&toml, "[log.retention]\nhours = 2\n\"auto.create.topics.enable\" = false\n").expect("write");
+        std::fs::write(&toml, "\"auto.create.topics.enable\" = false\n[log.retention]\nhours = 2\n").expect("write");
         statics.load_file(&toml).expect("loads");
         assert_eq!(statics.get("log.retention.hours"), Some("2"));
         assert_eq!(statics.get("auto.create.topics.enable"), Some("false"));

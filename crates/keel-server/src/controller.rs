@@ -34,6 +34,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-') {
         return Err(invalid("may contain only ASCII letters, digits, '.', '_' and '-'"));
     }
+    if name.starts_with(keel_log::manager::RESERVED_PREFIX) {
+        return Err(invalid("is reserved for the cluster metadata log"));
+    }
     Ok(())
 }
 
@@ -453,7 +456,7 @@ mod tests {
         for good in ["a", "topic-1", "my.topic_2", &"x".repeat(249)] {
             assert!(validate_topic_name(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "..", "with space", "slash/", "ü", &"x".repeat(250)] {
+        for bad in ["", ".", "..", "with space", "slash/", "ü", "__cluster_metadata", &"x".repeat(250)] {
             let error = validate_topic_name(bad).expect_err(bad);
             assert_eq!(error.code, ResponseError::InvalidTopicException);
         }

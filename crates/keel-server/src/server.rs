@@ -38,6 +38,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("cannot create data directory {}", options.data_dir.display()))?;
+    let _lock = lock_data_dir(&options.data_dir)?;
     let cluster_id = load_or_format(&options.data_dir, options.node_id)?;
 
     // The HTTP port comes up first so that /livez answers during recovery.
@@ -161,6 +162,28 @@ async fn register(broker: &Broker) -> anyhow::Result<()> {
             .context("cannot register the broker")?;
     }
     Ok(())
+}
+
+/// Takes `<data-dir>/.lock` for the life of the process, so two nodes never share a data
+/// directory (Kafka does the same with its `.lock` file).
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{} is in use by another keel process; stop it or choose another --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
 }
 
 /// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory belongs
