@@ -81,7 +81,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     let mut appends = broker.subscribe_appends();
     let (response, bytes, errors) = read(broker, &plan);
     let max_wait_ms = request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP);
-    if bytes >= plan.min_bytes.max(1) as usize || errors || max_wait_ms == 0 || plan.wanted.is_empty() {
+    if enough(bytes, plan.min_bytes) || errors || max_wait_ms == 0 || plan.wanted.is_empty() {
         return Reply::Ready(Some(ResponseKind::Fetch(response)));
     }
     let broker = broker.clone();
@@ -96,12 +96,17 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 continue;
             }
             let (response, bytes, errors) = read(&broker, &plan);
-            if bytes >= plan.min_bytes.max(1) as usize || errors {
+            if enough(bytes, plan.min_bytes) || errors {
                 return Some(ResponseKind::Fetch(response));
             }
         }
         Some(ResponseKind::Fetch(read(&broker, &plan).0))
     }))
+}
+
+/// Kafka answers as soon as `min_bytes` are available; `min_bytes` ≤ 0 answers at once.
+fn enough(bytes: usize, min_bytes: i32) -> bool {
+    bytes as i64 >= i64::from(min_bytes)
 }
 
 /// True when some requested partition has data at or past its fetch offset.
