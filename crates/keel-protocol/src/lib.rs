@@ -2,6 +2,7 @@
 //! the table of API versions Keel advertises. No I/O lives here.
 
 pub mod codec;
+pub mod fetch_encoding;
 pub mod frame;
 pub mod versions;
 
