@@ -128,16 +128,16 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
             "run", "records", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "target", "met"
         );
         for (report, target) in &runs {
-            let l = report.latency.unwrap_or_default();
+            let ms = |pick: fn(&report::Latency) -> f64| report.latency.map_or("-".into(), |l| format!("{:.2}", pick(&l)));
             println!(
-                "{:<26} {:>10} {:>12.0} {:>9.1} {:>9.2} {:>9.2} {:>9.2}  {:<16} {}",
+                "{:<26} {:>10} {:>12.0} {:>9.1} {:>9} {:>9} {:>9}  {:<16} {}",
                 report.name,
                 report.records,
                 report.records_per_sec(),
                 report.mib_per_sec(),
-                l.p50_ms,
-                l.p99_ms,
-                l.p999_ms,
+                ms(|l| l.p50_ms),
+                ms(|l| l.p99_ms),
+                ms(|l| l.p999_ms),
                 target.describe(),
                 if target.met(report) { "yes" } else { "NO" }
             );

@@ -103,6 +103,12 @@ pub fn now_ms() -> i64 {
 }
 
 impl Broker {
+    /// `keel.fetch.sendfile.enable`: send fetched records with sendfile(2) instead of reading
+    /// them into the response buffer.
+    pub fn fetch_sendfile(&self) -> bool {
+        self.statics.get("keel.fetch.sendfile.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
     /// `socket.request.max.bytes`: the largest frame accepted.
     pub fn request_max_bytes(&self) -> usize {
         self.statics

@@ -11,7 +11,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
+use keel_log::ReadSlice;
+use keel_protocol::fetch_encoding::{encode_fetch_response, RecordsSource};
 use keel_protocol::{decode_request, encode_response, frame_length, DecodeError, FRAME_LENGTH_BYTES};
+use std::os::unix::fs::FileExt;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -20,18 +24,25 @@ use tokio::task::JoinHandle;
 
 use crate::broker::{stopped, Broker};
 use crate::handlers;
+use crate::handlers::fetch::FetchOutput;
 
 /// Requests a connection may have in flight (handled, response not yet written).
 const IN_FLIGHT_MAX: usize = 128;
 /// Bytes read from the socket at a time while no frame is pending.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// A response body: an ordinary message, or a Fetch response whose records are file ranges.
+pub enum Response {
+    Kind(ResponseKind),
+    Fetch(FetchOutput),
+}
+
 /// What a handler gives back.
 pub enum Reply {
     /// The response, or `None` when none is sent (Produce with acks=0).
-    Ready(Option<ResponseKind>),
+    Ready(Option<Response>),
     /// Work that finishes later.
-    Pending(JoinHandle<Option<ResponseKind>>),
+    Pending(JoinHandle<Option<Response>>),
     /// Close the connection without a response (Kafka's answer to acks=0 errors).
     Close,
 }
@@ -48,7 +59,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::
     let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(IN_FLIGHT_MAX);
-    let writer = tokio::spawn(write_loop(writer, rx));
+    let writer = tokio::spawn(write_loop(writer, rx, broker.fetch_sendfile()));
     tokio::select! {
         result = read_loop(&broker, reader, tx) => {
             if let Err(reason) = result {
@@ -97,7 +108,7 @@ async fn read_loop(
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
-                    reply: Reply::Ready(Some(ResponseKind::ApiVersions(response))),
+                    reply: Reply::Ready(Some(Response::Kind(ResponseKind::ApiVersions(response)))),
                 }
             }
             Err(error) => return Err(error.to_string()),
@@ -108,7 +119,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>) {
+async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>, sendfile: bool) {
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
     while let Some(in_flight) = rx.recv().await {
         let response = match in_flight.reply {
@@ -124,17 +135,19 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
         };
         let Some(response) = response else { continue };
         out.clear();
-        if let Err(error) = encode_response(
-            &mut out,
-            in_flight.api_key,
-            in_flight.version,
-            in_flight.correlation_id,
-            &response,
-        ) {
-            tracing::error!(%error, api_key = ?in_flight.api_key, "cannot encode response; closing connection");
-            return;
-        }
-        if writer.write_all(&out).await.is_err() {
+        let written = match response {
+            Response::Kind(body) => {
+                match encode_response(&mut out, in_flight.api_key, in_flight.version, in_flight.correlation_id, &body) {
+                    Ok(()) => writer.write_all(&out).await.map_err(anyhow::Error::from),
+                    Err(error) => Err(error),
+                }
+            }
+            Response::Fetch(output) => {
+                write_fetch(&mut writer, &mut out, in_flight.version, in_flight.correlation_id, output, sendfile).await
+            }
+        };
+        if let Err(error) = written {
+            tracing::debug!(%error, api_key = ?in_flight.api_key, "cannot write a response; closing connection");
             return;
         }
         // Large fetch responses should not pin their buffer for the connection's life.
@@ -143,4 +156,88 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Record data read from files into the response buffer: one copy, one write.
+struct CopyRecords<'a>(&'a [Option<ReadSlice>]);
+
+impl RecordsSource for CopyRecords<'_> {
+    fn len(&self, index: usize) -> Option<usize> {
+        self.0.get(index)?.as_ref().map(|slice| slice.len)
+    }
+
+    fn fill(&mut self, out: &mut BytesMut, index: usize) -> anyhow::Result<usize> {
+        let Some(Some(slice)) = self.0.get(index) else { return Ok(0) };
+        let Some(file) = &slice.file else { return Ok(0) };
+        let start = out.len();
+        out.resize(start + slice.len, 0);
+        file.read_exact_at(&mut out[start..], slice.position)?;
+        Ok(slice.len)
+    }
+}
+
+/// Record data left in the files, to be sent with `sendfile` between the buffer's pieces.
+struct SendRecords<'a> {
+    slices: &'a [Option<ReadSlice>],
+    /// (buffer position, slice index) for every withheld slice.
+    splits: Vec<(usize, usize)>,
+}
+
+impl RecordsSource for SendRecords<'_> {
+    fn len(&self, index: usize) -> Option<usize> {
+        self.slices.get(index)?.as_ref().map(|slice| slice.len)
+    }
+
+    fn fill(&mut self, out: &mut BytesMut, index: usize) -> anyhow::Result<usize> {
+        self.splits.push((out.len(), index));
+        Ok(0)
+    }
+}
+
+async fn write_fetch(
+    writer: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    version: i16,
+    correlation_id: i32,
+    output: FetchOutput,
+    sendfile: bool,
+) -> anyhow::Result<()> {
+    if !sendfile {
+        encode_fetch_response(out, version, correlation_id, &output.response, &mut CopyRecords(&output.slices))?;
+        writer.write_all(out).await?;
+        return Ok(());
+    }
+    let mut records = SendRecords { slices: &output.slices, splits: Vec::new() };
+    encode_fetch_response(out, version, correlation_id, &output.response, &mut records)?;
+    let mut written = 0;
+    for (split, index) in records.splits {
+        writer.write_all(&out[written..split]).await?;
+        written = split;
+        if let Some(Some(slice)) = output.slices.get(index) {
+            if let Some(file) = &slice.file {
+                send_file(writer, file, slice.position, slice.len).await?;
+            }
+        }
+    }
+    writer.write_all(&out[written..]).await?;
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `position` to the socket with `sendfile(2)`.
+async fn send_file(writer: &mut OwnedWriteHalf, file: &std::fs::File, mut position: u64, len: usize) -> anyhow::Result<()> {
+    let stream = writer.as_ref();
+    let mut remaining = len;
+    while remaining > 0 {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, file, Some(&mut position), remaining).map_err(std::io::Error::from)
+        });
+        match sent {
+            Ok(0) => anyhow::bail!("the segment file ended before the fetched range"),
+            Ok(n) => remaining -= n,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(())
 }

@@ -144,3 +144,10 @@ fn rdkafka_roundtrip_with_every_codec() {
         roundtrip(&keel, codec);
     }
 }
+
+/// The same through the zero-copy fetch path (`keel.fetch.sendfile.enable=true`).
+#[test]
+fn rdkafka_roundtrip_with_sendfile_fetches() {
+    let keel = Keel::start(&["keel.fetch.sendfile.enable=true"]);
+    roundtrip(&keel, "lz4");
+}

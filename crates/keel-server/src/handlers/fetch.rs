@@ -13,11 +13,12 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use keel_log::ReadSlice;
 use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::network::Reply;
+use crate::network::{Reply, Response};
 
 /// Upper bound on `max_wait_ms`, whatever a client asks.
 const MAX_WAIT_MS_CAP: i32 = 60_000;
@@ -46,7 +47,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     if request.session_epoch > 0 {
         let mut response = FetchResponse::default();
         response.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return Reply::Ready(Some(ResponseKind::Fetch(response)));
+        return Reply::Ready(Some(Response::Kind(ResponseKind::Fetch(response))));
     }
     let image = broker.image();
     let wanted = request
@@ -79,10 +80,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     };
     // Subscribe before the first read so that an append in between still wakes us.
     let mut appends = broker.subscribe_appends();
-    let (response, bytes, errors) = read(broker, &plan);
+    let (output, bytes, errors) = read(broker, &plan);
     let max_wait_ms = request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP);
     if enough(bytes, plan.min_bytes) || errors || max_wait_ms == 0 || plan.wanted.is_empty() {
-        return Reply::Ready(Some(ResponseKind::Fetch(response)));
+        return Reply::Ready(Some(Response::Fetch(output)));
     }
     let broker = broker.clone();
     Reply::Pending(tokio::spawn(async move {
@@ -95,12 +96,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             if !has_new_data(&broker, &plan) {
                 continue;
             }
-            let (response, bytes, errors) = read(&broker, &plan);
+            let (output, bytes, errors) = read(&broker, &plan);
             if enough(bytes, plan.min_bytes) || errors {
-                return Some(ResponseKind::Fetch(response));
+                return Some(Response::Fetch(output));
             }
         }
-        Some(ResponseKind::Fetch(read(&broker, &plan).0))
+        Some(Response::Fetch(read(&broker, &plan).0))
     }))
 }
 
@@ -119,13 +120,22 @@ fn has_new_data(broker: &Broker, plan: &Plan) -> bool {
     })
 }
 
+/// A Fetch response whose records are file ranges, read or sent when the response is written.
+pub struct FetchOutput {
+    /// The response with `records` unset for the partitions that have a slice.
+    pub response: FetchResponse,
+    /// One entry per partition of the response, in order.
+    pub slices: Vec<Option<ReadSlice>>,
+}
+
 /// Reads every requested partition; returns the response, the record bytes in it, and whether
 /// any partition has an error.
-fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
+fn read(broker: &Broker, plan: &Plan) -> (FetchOutput, usize, bool) {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut remaining = plan.max_bytes.max(0) as usize;
     let mut total = 0usize;
     let mut errors = false;
+    let mut slices = Vec::with_capacity(plan.wanted.len());
     for wanted in &plan.wanted {
         let mut data = PartitionData::default();
         data.partition_index = wanted.partition;
@@ -133,9 +143,10 @@ fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
         // exceeds the limits, so that a consumer never stalls on a large batch.
         let min_one_batch = total == 0;
         match read_partition(broker, plan, wanted, remaining, min_one_batch, &mut data) {
-            Ok(bytes) => {
-                total += bytes;
-                remaining = remaining.saturating_sub(bytes);
+            Ok(slice) => {
+                total += slice.len;
+                remaining = remaining.saturating_sub(slice.len);
+                slices.push(Some(slice));
             }
             Err(error) => {
                 errors = true;
@@ -143,6 +154,7 @@ fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
                 data.high_watermark = -1;
                 data.last_stable_offset = -1;
                 data.records = Some(Bytes::new());
+                slices.push(None);
             }
         }
         let same_topic = topics.last().is_some_and(|t| {
@@ -163,7 +175,7 @@ fn read(broker: &Broker, plan: &Plan) -> (FetchResponse, usize, bool) {
     }
     let mut response = FetchResponse::default();
     response.responses = topics;
-    (response, total, errors)
+    (FetchOutput { response, slices }, total, errors)
 }
 
 fn read_partition(
@@ -173,7 +185,7 @@ fn read_partition(
     remaining: usize,
     min_one_batch: bool,
     data: &mut PartitionData,
-) -> Result<usize, ApiError> {
+) -> Result<ReadSlice, ApiError> {
     let name = wanted.name.as_deref().ok_or(ResponseError::UnknownTopicId)?;
     let partition = broker
         .partition(name, wanted.partition)
@@ -191,12 +203,7 @@ fn read_partition(
     }
     let upper_bound = if plan.read_committed { last_stable_offset } else { high_watermark };
     let max_bytes = remaining.min(wanted.partition_max_bytes.max(0) as usize);
-    let slice = partition.log.read(wanted.fetch_offset, max_bytes, upper_bound, min_one_batch)?;
-    let mut bytes = Vec::with_capacity(slice.len);
-    slice.read_into(&mut bytes).map_err(|e| ApiError::with(ResponseError::KafkaStorageError, e.to_string()))?;
-    let len = bytes.len();
-    data.records = Some(Bytes::from(bytes));
-    Ok(len)
+    Ok(partition.log.read(wanted.fetch_offset, max_bytes, upper_bound, min_one_batch)?)
 }
 
 /// KIP-320: a client that knows a newer epoch than ours is ahead of us; one with an older

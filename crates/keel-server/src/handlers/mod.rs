@@ -16,11 +16,11 @@ use kafka_protocol::protocol::StrBytes;
 use keel_protocol::Request;
 
 use crate::broker::Broker;
-use crate::network::Reply;
+use crate::network::{Reply, Response};
 
 pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
     let version = request.version();
-    let ready = |response: ResponseKind| Reply::Ready(Some(response));
+    let ready = |response: ResponseKind| Reply::Ready(Some(Response::Kind(response)));
     match request.body {
         RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(api_versions::supported())),
         RequestKind::Metadata(r) => ready(ResponseKind::Metadata(metadata::handle(broker, r, version).await)),

@@ -18,7 +18,7 @@ use keel_log::Log;
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
 use crate::error::ApiError;
-use crate::network::Reply;
+use crate::network::{Reply, Response};
 use crate::partition::Partition;
 
 /// Bit 3 of the batch attributes: timestamps are the broker's append time.
@@ -94,9 +94,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         0 => Reply::Ready(None),
         -1 if !appended.is_empty() => Reply::Pending(tokio::spawn(async move {
             wait_durable(appended, &mut response, version).await;
-            Some(ResponseKind::Produce(response))
+            Some(Response::Kind(ResponseKind::Produce(response)))
         })),
-        _ => Reply::Ready(Some(ResponseKind::Produce(response))),
+        _ => Reply::Ready(Some(Response::Kind(ResponseKind::Produce(response)))),
     }
 }
 
