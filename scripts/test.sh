@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The test command for Keel: ./scripts/test.sh [extra pytest args...]
+#
+# Installs what the tests need (kcat from apt, a Python venv in .venv), builds the
+# broker in release mode, runs the Rust tests and then the Python client tests
+# against target/release/keel. Idempotent; safe to re-run. Fails fast.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+START=$(date +%s)
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+elapsed() { local s=$(( $(date +%s) - START )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
+trap 'rc=$?; if [ $rc -ne 0 ]; then printf "\n==== FAILED (exit %d) after %s ====\n" "$rc" "$(elapsed)"; fi' EXIT
+
+# ---------------------------------------------------------------- kcat
+stage "kcat"
+if command -v kcat >/dev/null 2>&1; then
+    echo "kcat present: $(command -v kcat)"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        echo "error: kcat is not installed and this user cannot install it (not root, no passwordless sudo)." >&2
+        echo "       install it with: apt-get install -y kcat" >&2
+        exit 1
+    fi
+    echo "installing kcat with apt-get"
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y kcat
+fi
+kcat -V | grep -i '^Version'
+
+# ---------------------------------------------------------------- python venv
+stage "python venv (.venv)"
+REQ="tests/python/requirements.txt"
+if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv with $(command -v python3) ($(python3 --version))"
+    python3 -m venv .venv
+fi
+REQ_HASH="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" = "$REQ_HASH" ]; then
+    echo "requirements unchanged; skipping pip install"
+else
+    echo "pip install -r $REQ"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install -r "$REQ"
+    echo "$REQ_HASH" > .venv/.requirements.sha256
+fi
+.venv/bin/python -c 'import confluent_kafka, kafka; print("confluent-kafka", confluent_kafka.__version__, "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__)'
+
+# ---------------------------------------------------------------- build
+stage "cargo build --release -p keel"
+cargo build --release -p keel
+export KEEL_BIN="$ROOT/target/release/keel"
+ls -l "$KEEL_BIN"
+
+# ---------------------------------------------------------------- rust tests
+stage "cargo test --workspace --release"
+cargo test --workspace --release
+
+# ---------------------------------------------------------------- fuzz
+# The decoders get a short fuzzing run every time (30 s each). cargo-fuzz runs on the stable
+# toolchain with RUSTC_BOOTSTRAP and no sanitizer; libFuzzer still stops on a panic, a crash,
+# or an allocation over its RSS limit.
+stage "cargo fuzz (30 s per target)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install --locked cargo-fuzz
+fi
+for target in decode_request validate_batches; do
+    log="fuzz/$target.log"
+    if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
+            -max_total_time="${KEEL_FUZZ_SECONDS:-30}" -rss_limit_mb=2048) >"$log" 2>&1; then
+        tail -n 60 "$log"
+        echo "fuzz target $target failed; the input is in fuzz/artifacts/$target/" >&2
+        exit 1
+    fi
+    echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -n 1)"
+done
+
+# ---------------------------------------------------------------- python tests
+stage "pytest tests/python"
+.venv/bin/python -m pytest tests/python -v --timeout=600 "$@"
+
+stage "ALL PASSED in $(elapsed)"
