@@ -61,7 +61,11 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
     drop(probe);
     let available: u64 = marks.iter().map(|(low, high)| (high - low).max(0) as u64).sum();
     if available == 0 {
-        bail!("topic {} is empty: run `keel-bench produce --topic {}` first", common.topic, common.topic);
+        bail!(
+            "topic {} is empty: run `keel-bench produce --topic {}` first",
+            common.topic,
+            common.topic
+        );
     }
     let wanted = common.records.map_or(available, |r| r.min(available));
     let plan = Arc::new(ReadPlan {
@@ -89,7 +93,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
                 .name(format!("consumer-{index}"))
                 .spawn(move || -> anyhow::Result<ReadOutcome> {
                     let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
-                    consumer.assign(&assignment).context("cannot assign the partitions")?;
+                    consumer
+                        .assign(&assignment)
+                        .context("cannot assign the partitions")?;
                     read_assigned(&consumer, &plan, own_available)
                 })
                 .context("cannot start a consumer thread")
@@ -97,7 +103,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
         .collect::<anyhow::Result<_>>()?;
     let mut total = ReadOutcome::default();
     for thread in threads {
-        let outcome = thread.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
+        let outcome = thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
         total.seen += outcome.seen;
         total.measured += outcome.measured;
         total.bytes += outcome.bytes;
@@ -116,7 +124,9 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
         .map_or(0.0, |w| total.last_record.saturating_sub(w).as_secs_f64());
     let mut extra = vec![(
         "first record ms",
-        serde_json::json!(total.first_record.map_or(-1.0, |d| (d.as_secs_f64() * 1e5).round() / 100.0)),
+        serde_json::json!(total
+            .first_record
+            .map_or(-1.0, |d| (d.as_secs_f64() * 1e5).round() / 100.0)),
     )];
     extra.push(("partitions", serde_json::json!(partitions)));
     extra.push(("consumers", serde_json::json!(args.consumers)));
@@ -160,7 +170,11 @@ struct ReadOutcome {
     last_record: Duration,
 }
 
-fn read_assigned(consumer: &BaseConsumer, plan: &ReadPlan, own_available: u64) -> anyhow::Result<ReadOutcome> {
+fn read_assigned(
+    consumer: &BaseConsumer,
+    plan: &ReadPlan,
+    own_available: u64,
+) -> anyhow::Result<ReadOutcome> {
     let mut out = ReadOutcome::default();
     let mut unpublished = 0;
     let deadline = plan.warmup + plan.duration;
@@ -185,7 +199,11 @@ fn read_assigned(consumer: &BaseConsumer, plan: &ReadPlan, own_available: u64) -
             continue;
         }
         // The window opens at the first record after the warm-up (at assign without one).
-        out.window_start.get_or_insert(if plan.warmup.is_zero() { Duration::ZERO } else { now });
+        out.window_start.get_or_insert(if plan.warmup.is_zero() {
+            Duration::ZERO
+        } else {
+            now
+        });
         out.measured += 1;
         out.bytes += message.payload_len() as u64;
     }

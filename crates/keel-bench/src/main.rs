@@ -18,7 +18,11 @@ use produce::{ProduceArgs, ProducerArgs};
 use report::Report;
 
 #[derive(Parser)]
-#[command(name = "keel-bench", version, about = "Throughput and latency benchmarks against a running broker")]
+#[command(
+    name = "keel-bench",
+    version,
+    about = "Throughput and latency benchmarks against a running broker"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -104,15 +108,32 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
         runs.push((report, target));
     };
 
-    let acks1 = ProduceArgs { common: with_topic("acks1"), producer: producer("1"), broker_pid: args.broker_pid };
+    let acks1 = ProduceArgs {
+        common: with_topic("acks1"),
+        producer: producer("1"),
+        broker_pid: args.broker_pid,
+    };
     finish(produce::run(&acks1)?, Target::MbPerSecAtLeast(300.0));
-    let acks_all = ProduceArgs { common: with_topic("acksall"), producer: producer("all"), broker_pid: args.broker_pid };
+    let acks_all = ProduceArgs {
+        common: with_topic("acksall"),
+        producer: producer("all"),
+        broker_pid: args.broker_pid,
+    };
     finish(produce::run(&acks_all)?, Target::MbPerSecAtLeast(150.0));
     // Reads what the acks=1 run wrote, from the start of each partition.
-    let consume = ConsumeArgs { common: with_topic("acks1"), fetch_wait_max_ms: 10, consumers: 1, broker_pid: args.broker_pid };
+    let consume = ConsumeArgs {
+        common: with_topic("acks1"),
+        fetch_wait_max_ms: 10,
+        consumers: 1,
+        broker_pid: args.broker_pid,
+    };
     finish(consume::run(&consume)?, Target::MbPerSecAtLeast(600.0));
     let e2e = E2eArgs {
-        common: CommonArgs { duration_secs: Some(args.e2e_secs), records: None, ..with_topic("e2e") },
+        common: CommonArgs {
+            duration_secs: Some(args.e2e_secs),
+            records: None,
+            ..with_topic("e2e")
+        },
         rate: args.e2e_rate,
         acks: "1".into(),
         linger_ms: 0,
@@ -124,11 +145,13 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
     if !json {
         println!();
         println!(
-            "{:<26} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}  {:<16} {}",
-            "run", "records", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "target", "met"
+            "{:<26} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}  {:<16} met",
+            "run", "records", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "target"
         );
         for (report, target) in &runs {
-            let ms = |pick: fn(&report::Latency) -> f64| report.latency.map_or("-".into(), |l| format!("{:.2}", pick(&l)));
+            let ms = |pick: fn(&report::Latency) -> f64| {
+                report.latency.map_or("-".into(), |l| format!("{:.2}", pick(&l)))
+            };
             println!(
                 "{:<26} {:>10} {:>12.0} {:>9.1} {:>9} {:>9} {:>9}  {:<16} {}",
                 report.name,

@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod fetch_encoding;
 pub mod frame;
+pub mod records;
 pub mod versions;
 
 pub use codec::{decode_request, encode_response, DecodeError, Request};

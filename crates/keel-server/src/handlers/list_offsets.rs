@@ -4,7 +4,6 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
 
 use super::fetch::check_leader_epoch;
 use crate::broker::Broker;
@@ -93,10 +92,13 @@ fn lookup(partition: &Partition, target: i64, read_committed: bool) -> Result<(i
     })
 }
 
+/// The most a stored batch may inflate to when its records are decoded (a compressed batch
+/// can claim any size; see `keel_protocol::records`).
+const INFLATED_BATCH_MAX_BYTES: usize = 128 << 20;
+
 /// Decodes a stored batch (decompressing if needed) into (offset, timestamp) pairs.
 fn records(batch: Vec<u8>) -> Vec<(i64, i64)> {
-    let mut buf = Bytes::from(batch);
-    match RecordBatchDecoder::decode(&mut buf) {
+    match keel_protocol::records::decode_batch(Bytes::from(batch), INFLATED_BATCH_MAX_BYTES) {
         Ok(set) => set.records.iter().map(|r| (r.offset, r.timestamp)).collect(),
         Err(error) => {
             tracing::warn!(%error, "cannot decode a stored batch for a timestamp lookup");
