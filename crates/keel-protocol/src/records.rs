@@ -70,7 +70,7 @@ const XERIAL_HEADER_BYTES: usize = 16;
 fn snappy(input: &[u8], max_bytes: usize) -> Result<Bytes, RecordsError> {
     let decode = |e: snap::Error| RecordsError::Decode(e.to_string());
     let mut out = Vec::new();
-    let mut block = |compressed: &[u8], out: &mut Vec<u8>| -> Result<(), RecordsError> {
+    let block = |compressed: &[u8], out: &mut Vec<u8>| -> Result<(), RecordsError> {
         let len = snap::raw::decompress_len(compressed).map_err(decode)?;
         if out.len().saturating_add(len) > max_bytes {
             return Err(RecordsError::TooLarge { max_bytes });
