@@ -28,6 +28,8 @@ use crate::handlers::fetch::FetchOutput;
 
 /// Requests a connection may have in flight (handled, response not yet written).
 const IN_FLIGHT_MAX: usize = 128;
+/// The largest record buffer a connection keeps between fetches.
+const SCRATCH_MAX_BYTES: usize = 16 << 20;
 /// Bytes read from the socket at a time while no frame is pending.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
@@ -121,6 +123,7 @@ async fn read_loop(
 
 async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>, sendfile: bool) {
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut scratch = Vec::new();
     while let Some(in_flight) = rx.recv().await {
         let response = match in_flight.reply {
             Reply::Ready(response) => response,
@@ -143,47 +146,35 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
                 }
             }
             Response::Fetch(output) => {
-                write_fetch(&mut writer, &mut out, in_flight.version, in_flight.correlation_id, output, sendfile).await
+                let (version, correlation_id) = (in_flight.version, in_flight.correlation_id);
+                write_fetch(&mut writer, &mut out, &mut scratch, version, correlation_id, output, sendfile).await
             }
         };
         if let Err(error) = written {
             tracing::debug!(%error, api_key = ?in_flight.api_key, "cannot write a response; closing connection");
             return;
         }
-        // Large fetch responses should not pin their buffer for the connection's life.
+        // A large response should not pin its buffer for the connection's life; the record
+        // buffer may stay as large as one partition's fetch (max.partition.fetch.bytes).
         if out.capacity() > 16 * READ_CHUNK_BYTES {
             out = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        }
+        if scratch.len() > SCRATCH_MAX_BYTES {
+            scratch = Vec::new();
         }
     }
     let _ = writer.shutdown().await;
 }
 
-/// Record data read from files into the response buffer: one copy, one write.
-struct CopyRecords<'a>(&'a [Option<ReadSlice>]);
-
-impl RecordsSource for CopyRecords<'_> {
-    fn len(&self, index: usize) -> Option<usize> {
-        self.0.get(index)?.as_ref().map(|slice| slice.len)
-    }
-
-    fn fill(&mut self, out: &mut BytesMut, index: usize) -> anyhow::Result<usize> {
-        let Some(Some(slice)) = self.0.get(index) else { return Ok(0) };
-        let Some(file) = &slice.file else { return Ok(0) };
-        let start = out.len();
-        out.resize(start + slice.len, 0);
-        file.read_exact_at(&mut out[start..], slice.position)?;
-        Ok(slice.len)
-    }
-}
-
-/// Record data left in the files, to be sent with `sendfile` between the buffer's pieces.
-struct SendRecords<'a> {
+/// Record data left in the files: the response buffer holds everything else, and each
+/// withheld range is written between its pieces.
+struct Withheld<'a> {
     slices: &'a [Option<ReadSlice>],
     /// (buffer position, slice index) for every withheld slice.
     splits: Vec<(usize, usize)>,
 }
 
-impl RecordsSource for SendRecords<'_> {
+impl RecordsSource for Withheld<'_> {
     fn len(&self, index: usize) -> Option<usize> {
         self.slices.get(index)?.as_ref().map(|slice| slice.len)
     }
@@ -194,29 +185,34 @@ impl RecordsSource for SendRecords<'_> {
     }
 }
 
+/// Writes a Fetch response: its fields from `out`, its records straight from the segment
+/// files, either with `sendfile(2)` (no copy through user space) or with a positional read
+/// into `scratch`, a buffer reused for the connection's life (one copy).
 async fn write_fetch(
     writer: &mut OwnedWriteHalf,
     out: &mut BytesMut,
+    scratch: &mut Vec<u8>,
     version: i16,
     correlation_id: i32,
     output: FetchOutput,
     sendfile: bool,
 ) -> anyhow::Result<()> {
-    if !sendfile {
-        encode_fetch_response(out, version, correlation_id, &output.response, &mut CopyRecords(&output.slices))?;
-        writer.write_all(out).await?;
-        return Ok(());
-    }
-    let mut records = SendRecords { slices: &output.slices, splits: Vec::new() };
+    let mut records = Withheld { slices: &output.slices, splits: Vec::new() };
     encode_fetch_response(out, version, correlation_id, &output.response, &mut records)?;
     let mut written = 0;
     for (split, index) in records.splits {
         writer.write_all(&out[written..split]).await?;
         written = split;
-        if let Some(Some(slice)) = output.slices.get(index) {
-            if let Some(file) = &slice.file {
-                send_file(writer, file, slice.position, slice.len).await?;
+        let Some(Some(slice)) = output.slices.get(index) else { continue };
+        let Some(file) = &slice.file else { continue };
+        if sendfile {
+            send_file(writer, file, slice.position, slice.len).await?;
+        } else {
+            if scratch.len() < slice.len {
+                scratch.resize(slice.len, 0);
             }
+            file.read_exact_at(&mut scratch[..slice.len], slice.position)?;
+            writer.write_all(&scratch[..slice.len]).await?;
         }
     }
     writer.write_all(&out[written..]).await?;

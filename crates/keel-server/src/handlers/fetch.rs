@@ -59,7 +59,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             } else {
                 Some(topic.topic.0.to_string())
             };
-            let (topic_name, topic_id) = (topic.topic, topic.topic_id);
+            // Copied so the response does not pin the request frame (see produce.rs).
+            let (topic_name, topic_id) = (TopicName(super::str_bytes(topic.topic.0.as_str())), topic.topic_id);
             topic.partitions.into_iter().map(move |p| Wanted {
                 topic: topic_name.clone(),
                 topic_id,

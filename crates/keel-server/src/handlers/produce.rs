@@ -49,7 +49,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             Some(topic.name.0.to_string())
         };
         let mut topic_response = TopicProduceResponse::default();
-        topic_response.name = topic.name.clone();
+        // A copy, not a slice of the request frame: a response holding a slice would keep the
+        // whole frame alive until it is written, and the connection's read buffer could not
+        // be reused for the next frame.
+        topic_response.name = TopicName(str_bytes(topic.name.0.as_str()));
         topic_response.topic_id = topic.topic_id;
         for data in topic.partition_data {
             let mut response = PartitionProduceResponse::default();
