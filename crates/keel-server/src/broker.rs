@@ -104,15 +104,19 @@ pub fn now_ms() -> i64 {
 
 impl Broker {
     /// `keel.fetch.sendfile.enable`: send fetched records with sendfile(2) instead of reading
-    /// them into the response buffer.
+    /// them into a buffer first (see docs/benchmarks.md for the measurements behind the default).
     pub fn fetch_sendfile(&self) -> bool {
-        self.statics.get("keel.fetch.sendfile.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.static_or_default("keel.fetch.sendfile.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// A static broker config, or its default.
+    fn static_or_default(&self, name: &str) -> Option<&str> {
+        self.statics.get(name).or_else(|| crate::config::broker_def(name).and_then(|def| def.default))
     }
 
     /// `socket.request.max.bytes`: the largest frame accepted.
     pub fn request_max_bytes(&self) -> usize {
-        self.statics
-            .get("socket.request.max.bytes")
+        self.static_or_default("socket.request.max.bytes")
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(104_857_600)
     }

@@ -136,7 +136,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("offsets.topic.replication.factor", Short, Some("1"), false, "Replication factor of __consumer_offsets."),
     broker!("transaction.state.log.num.partitions", Int, Some("50"), false, "Partitions of __transaction_state."),
     broker!("transaction.state.log.replication.factor", Short, Some("1"), false, "Replication factor of __transaction_state."),
-    broker!("keel.fetch.sendfile.enable", Boolean, Some("false"), false, "Keel: send fetched records with sendfile(2) (zero copy) instead of reading them into the response; pays off on real NICs."),
+    broker!("keel.fetch.sendfile.enable", Boolean, Some("true"), false, "Keel: send fetched records with sendfile(2) (no copy through user space); false reads them into a buffer first."),
     broker!("group.initial.rebalance.delay.ms", Int, Some("3000"), false, "Delay of the first rebalance of a new group."),
 ];
 

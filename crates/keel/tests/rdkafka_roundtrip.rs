@@ -145,9 +145,9 @@ fn rdkafka_roundtrip_with_every_codec() {
     }
 }
 
-/// The same through the zero-copy fetch path (`keel.fetch.sendfile.enable=true`).
+/// The same through the buffered fetch path (`keel.fetch.sendfile.enable=false`).
 #[test]
-fn rdkafka_roundtrip_with_sendfile_fetches() {
-    let keel = Keel::start(&["keel.fetch.sendfile.enable=true"]);
+fn rdkafka_roundtrip_with_buffered_fetches() {
+    let keel = Keel::start(&["keel.fetch.sendfile.enable=false"]);
     roundtrip(&keel, "lz4");
 }
