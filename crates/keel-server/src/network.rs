@@ -62,22 +62,21 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(IN_FLIGHT_MAX);
     let writer = tokio::spawn(write_loop(writer, rx, broker.fetch_sendfile()));
-    tokio::select! {
-        result = read_loop(&broker, reader, tx) => {
-            if let Err(reason) = result {
-                tracing::debug!(?peer, %reason, "closing connection");
-            }
-        }
-        _ = stopped(&mut shutdown) => {}
+    if let Err(reason) = read_loop(&broker, reader, tx, &mut shutdown).await {
+        tracing::debug!(?peer, %reason, "closing connection");
     }
     // The sender is gone: the writer finishes the in-flight responses and stops.
     let _ = writer.await;
 }
 
+/// Reads and handles requests until the peer closes, an error, or shutdown. Shutdown stops
+/// only the waiting for the next frame: a request being handled always completes, so that
+/// nothing appended goes unanswered.
 async fn read_loop(
     broker: &Arc<Broker>,
     mut reader: OwnedReadHalf,
     tx: mpsc::Sender<InFlight>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
@@ -88,7 +87,11 @@ async fn read_loop(
                 Some(length) => buffer.reserve(FRAME_LENGTH_BYTES + length - buffer.len()),
                 None => buffer.reserve(READ_CHUNK_BYTES),
             }
-            if reader.read_buf(&mut buffer).await.map_err(|e| e.to_string())? == 0 {
+            let read = tokio::select! {
+                read = reader.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
+                _ = stopped(shutdown) => return Ok(()),
+            };
+            if read == 0 {
                 return if buffer.is_empty() { Ok(()) } else { Err("connection closed mid-frame".into()) };
             }
         };
@@ -140,10 +143,14 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
         out.clear();
         let written = match response {
             Response::Kind(body) => {
-                match encode_response(&mut out, in_flight.api_key, in_flight.version, in_flight.correlation_id, &body) {
-                    Ok(()) => writer.write_all(&out).await.map_err(anyhow::Error::from),
-                    Err(error) => Err(error),
+                if let Err(error) =
+                    encode_response(&mut out, in_flight.api_key, in_flight.version, in_flight.correlation_id, &body)
+                {
+                    // A response that does not encode is a broker bug, not a client problem.
+                    tracing::error!(%error, api_key = ?in_flight.api_key, version = in_flight.version, "cannot encode a response; closing connection");
+                    return;
                 }
+                writer.write_all(&out).await.map_err(anyhow::Error::from)
             }
             Response::Fetch(output) => {
                 let (version, correlation_id) = (in_flight.version, in_flight.correlation_id);
