@@ -1,0 +1,392 @@
+//! Committed offsets (Kafka 4.x `OffsetMetadataManager`): OffsetCommit validation against the
+//! classic group, OffsetFetch, DeleteGroups' offset tombstones and the periodic expiry of
+//! offsets (KIP-211: an Empty group's offsets expire `offsets.retention.ms` after it emptied).
+
+use std::collections::BTreeMap;
+
+use crate::api::{
+    Effect, GroupState, OffsetCommit, OffsetCommitResponse, OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
+    OffsetFetchResultTopic, RequestId, Response,
+};
+use crate::coordinator::{Coordinator, Out};
+use crate::error::ErrorCode;
+use crate::group::ClassicGroup;
+use crate::membership::MAX_STRING_BYTES;
+use crate::records::{CoordinatorRecord, OffsetCommitKey, OffsetCommitValue};
+
+/// One committed offset (Kafka's `OffsetAndMetadata`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OffsetAndMetadata {
+    pub committed_offset: i64,
+    /// -1 when unknown.
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp_ms: i64,
+    /// Only for OffsetCommit v2–v4 with an explicit `retention_time_ms` (record version 1).
+    pub expire_timestamp_ms: Option<i64>,
+}
+
+impl OffsetAndMetadata {
+    pub fn from_record(value: &OffsetCommitValue) -> Self {
+        Self {
+            committed_offset: value.offset,
+            leader_epoch: value.leader_epoch,
+            metadata: value.metadata.clone(),
+            commit_timestamp_ms: value.commit_timestamp_ms,
+            expire_timestamp_ms: Some(value.expire_timestamp_ms).filter(|ts| *ts != -1),
+        }
+    }
+
+    fn to_record(&self) -> OffsetCommitValue {
+        OffsetCommitValue {
+            offset: self.committed_offset,
+            leader_epoch: self.leader_epoch,
+            metadata: self.metadata.clone(),
+            commit_timestamp_ms: self.commit_timestamp_ms,
+            expire_timestamp_ms: self.expire_timestamp_ms.unwrap_or(-1),
+        }
+    }
+}
+
+fn offset_record(
+    group_id: &str,
+    topic: &str,
+    partition: i32,
+    value: Option<OffsetCommitValue>,
+) -> CoordinatorRecord {
+    CoordinatorRecord::OffsetCommit {
+        key: OffsetCommitKey {
+            group: group_id.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+        },
+        value,
+    }
+}
+
+impl Coordinator {
+    /// OffsetCommit (any version 2–10). The response follows the records of the accepted
+    /// partitions.
+    pub fn commit_offsets(
+        &mut self,
+        id: RequestId,
+        request: OffsetCommit,
+        now_ms: i64,
+    ) -> Vec<Effect> {
+        self.ensure_cleanup_scheduled(now_ms);
+        let mut out = Out::default();
+        let response = self.commit(&request, now_ms, &mut out);
+        out.respond(id, Response::OffsetCommit(response));
+        out.into_effects()
+    }
+
+    fn commit(
+        &mut self,
+        request: &OffsetCommit,
+        now_ms: i64,
+        out: &mut Out,
+    ) -> OffsetCommitResponse {
+        let all_partitions = |error: ErrorCode| OffsetCommitResponse {
+            topics: request
+                .topics
+                .iter()
+                .map(|t| OffsetCommitResponseTopic {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| OffsetCommitResponsePartition {
+                            partition_index: p.partition_index,
+                            error_code: error,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        // Kafka accepts the empty group id here (only null is INVALID_GROUP_ID); a key that no
+        // record could hold is refused.
+        if request.group_id.len() > MAX_STRING_BYTES {
+            return all_partitions(ErrorCode::INVALID_GROUP_ID);
+        }
+        match self.groups.get(&request.group_id) {
+            None if request.generation_id < 0 => {
+                // A consumer without group management (or the admin client) commits: Kafka
+                // creates a "simple" group, Empty and without protocol type.
+                let group = ClassicGroup::new(request.group_id.clone(), Some(now_ms));
+                self.groups.insert(request.group_id.clone(), group);
+            }
+            // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
+            None if request.version >= 9 => return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND),
+            None => return all_partitions(ErrorCode::ILLEGAL_GENERATION),
+            Some(group) => {
+                if let Err(error) = validate_offset_commit(group, request) {
+                    return all_partitions(error);
+                }
+            }
+        }
+
+        // A commit proves the member alive in Stable and PreparingRebalance (Kafka does the same).
+        if let Some(group) = self.groups.get(&request.group_id) {
+            if matches!(
+                group.state,
+                GroupState::Stable | GroupState::PreparingRebalance
+            ) {
+                if let Some(member) = group.members.get(&request.member_id) {
+                    let session_timeout_ms = member.session_timeout_ms;
+                    self.schedule_heartbeat(
+                        &request.group_id,
+                        &request.member_id,
+                        session_timeout_ms,
+                        now_ms,
+                    );
+                }
+            }
+        }
+
+        let expire_timestamp_ms = (request.retention_time_ms != -1)
+            .then(|| now_ms.saturating_add(request.retention_time_ms));
+        let mut topics = Vec::with_capacity(request.topics.len());
+        for topic in &request.topics {
+            let mut partitions = Vec::with_capacity(topic.partitions.len());
+            for partition in &topic.partitions {
+                let metadata = partition.committed_metadata.clone().unwrap_or_default();
+                // `String.length()` in Kafka: UTF-16 code units.
+                let metadata_too_large = metadata.encode_utf16().count()
+                    > self.config.offset_metadata_max_bytes
+                    || metadata.len() > MAX_STRING_BYTES;
+                let error = if metadata_too_large {
+                    ErrorCode::OFFSET_METADATA_TOO_LARGE
+                } else if topic.name.len() > MAX_STRING_BYTES {
+                    // No such topic can exist (names are at most 249 characters).
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                } else {
+                    let offset = OffsetAndMetadata {
+                        committed_offset: partition.committed_offset,
+                        leader_epoch: partition.committed_leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now_ms,
+                        expire_timestamp_ms,
+                    };
+                    out.persist(offset_record(
+                        &request.group_id,
+                        &topic.name,
+                        partition.partition_index,
+                        Some(offset.to_record()),
+                    ));
+                    self.offsets
+                        .entry(request.group_id.clone())
+                        .or_default()
+                        .insert((topic.name.clone(), partition.partition_index), offset);
+                    ErrorCode::NONE
+                };
+                partitions.push(OffsetCommitResponsePartition {
+                    partition_index: partition.partition_index,
+                    error_code: error,
+                });
+            }
+            topics.push(OffsetCommitResponseTopic {
+                name: topic.name.clone(),
+                partitions,
+            });
+        }
+        OffsetCommitResponse { topics }
+    }
+
+    /// OffsetFetch for one group. An unknown group is not an error: every requested partition
+    /// reads -1 (and "all partitions" reads nothing), as Kafka. Keel has no transactional
+    /// offsets yet, so UNSTABLE_OFFSET_COMMIT never occurs.
+    pub fn fetch_offsets(&self, request: &OffsetFetch) -> OffsetFetchResult {
+        let group_offsets = if self.groups.contains_key(&request.group_id) {
+            self.offsets.get(&request.group_id)
+        } else {
+            None
+        };
+        let partition = |topic: &str, partition_index: i32| match group_offsets
+            .and_then(|o| o.get(&(topic.to_owned(), partition_index)))
+        {
+            Some(offset) => OffsetFetchPartition {
+                partition_index,
+                committed_offset: offset.committed_offset,
+                committed_leader_epoch: offset.leader_epoch,
+                metadata: offset.metadata.clone(),
+                error_code: ErrorCode::NONE,
+            },
+            None => OffsetFetchPartition {
+                partition_index,
+                committed_offset: -1,
+                committed_leader_epoch: -1,
+                metadata: String::new(),
+                error_code: ErrorCode::NONE,
+            },
+        };
+        let topics = match &request.topics {
+            Some(topics) => topics
+                .iter()
+                .map(|t| OffsetFetchResultTopic {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partition_indexes
+                        .iter()
+                        .map(|p| partition(&t.name, *p))
+                        .collect(),
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<&str, Vec<OffsetFetchPartition>> = BTreeMap::new();
+                for (topic, partition_index) in group_offsets.into_iter().flat_map(|o| o.keys()) {
+                    by_topic
+                        .entry(topic)
+                        .or_default()
+                        .push(partition(topic, *partition_index));
+                }
+                by_topic
+                    .into_iter()
+                    .map(|(name, partitions)| OffsetFetchResultTopic {
+                        name: name.to_owned(),
+                        partitions,
+                    })
+                    .collect()
+            }
+        };
+        OffsetFetchResult {
+            group_id: request.group_id.clone(),
+            error_code: ErrorCode::NONE,
+            topics,
+        }
+    }
+
+    /// Tombstones for every offset of a group (DeleteGroups).
+    pub(crate) fn delete_all_offsets(&mut self, group_id: &str, out: &mut Out) {
+        for (topic, partition) in self
+            .offsets
+            .remove(group_id)
+            .into_iter()
+            .flat_map(|o| o.into_keys())
+        {
+            out.persist(offset_record(group_id, &topic, partition, None));
+        }
+    }
+
+    /// Kafka's `cleanupGroupMetadata`: expire offsets, then delete Empty groups left with none.
+    pub(crate) fn cleanup_group_metadata(&mut self, now_ms: i64, out: &mut Out) {
+        let group_ids: Vec<String> = self.groups.keys().cloned().collect();
+        for group_id in group_ids {
+            let all_offsets_expired = self.cleanup_expired_offsets(&group_id, now_ms, out);
+            let is_empty = self
+                .groups
+                .get(&group_id)
+                .is_some_and(|g| g.state == GroupState::Empty);
+            if all_offsets_expired && is_empty {
+                self.delete_group(&group_id, out);
+            }
+        }
+    }
+
+    /// Kafka's `cleanupExpiredOffsets`. Returns whether the group has no offsets left.
+    fn cleanup_expired_offsets(&mut self, group_id: &str, now_ms: i64, out: &mut Out) -> bool {
+        let Some(group) = self.groups.get(group_id) else {
+            return false;
+        };
+        let Some(offsets) = self.offsets.get_mut(group_id) else {
+            return true;
+        };
+        let Some(base) = offset_expiration_base(group) else {
+            return false;
+        };
+        let retention_ms = self.config.offsets_retention_ms;
+        let mut all_expired = true;
+        offsets.retain(|(topic, partition), offset| {
+            if group.is_subscribed_to_topic(topic) {
+                all_expired = false;
+                return true;
+            }
+            let expired = match offset.expire_timestamp_ms {
+                // Commits with an explicit retention (OffsetCommit v2–v4) keep the old rule.
+                Some(expire_timestamp_ms) => now_ms >= expire_timestamp_ms,
+                None => now_ms.saturating_sub(base.timestamp_ms(offset)) >= retention_ms,
+            };
+            if expired {
+                out.persist(offset_record(group_id, topic, *partition, None));
+                false
+            } else {
+                all_expired = false;
+                true
+            }
+        });
+        if offsets.is_empty() {
+            self.offsets.remove(group_id);
+        }
+        all_expired
+    }
+}
+
+/// From when an offset's retention runs (Kafka's `OffsetExpirationCondition` base timestamp).
+#[derive(Debug, Clone, Copy)]
+enum ExpirationBase {
+    /// From when the group became Empty (KIP-211); from the commit for groups loaded from
+    /// records without that timestamp.
+    EmptiedAt(Option<i64>),
+    /// From the last commit.
+    CommitTimestamp,
+}
+
+impl ExpirationBase {
+    fn timestamp_ms(self, offset: &OffsetAndMetadata) -> i64 {
+        match self {
+            ExpirationBase::EmptiedAt(Some(emptied_at_ms)) => emptied_at_ms,
+            ExpirationBase::EmptiedAt(None) | ExpirationBase::CommitTimestamp => {
+                offset.commit_timestamp_ms
+            }
+        }
+    }
+}
+
+/// Kafka's `ClassicGroup.offsetExpirationCondition`: `None` when no offset of the group may
+/// expire now.
+fn offset_expiration_base(group: &ClassicGroup) -> Option<ExpirationBase> {
+    match (&group.protocol_type, group.state) {
+        (Some(_), GroupState::Empty) => {
+            Some(ExpirationBase::EmptiedAt(group.current_state_timestamp_ms))
+        }
+        // A Stable consumer group whose subscriptions are known: offsets of topics nobody
+        // subscribes to any more expire from their commit (KIP-496).
+        (Some(_), GroupState::Stable)
+            if group.uses_consumer_protocol() && group.subscribed_topics.is_some() =>
+        {
+            Some(ExpirationBase::CommitTimestamp)
+        }
+        (Some(_), _) => None,
+        // A simple group (manual commits only).
+        (None, _) => Some(ExpirationBase::CommitTimestamp),
+    }
+}
+
+/// Kafka's `ClassicGroup.validateOffsetCommit` for non-transactional commits.
+fn validate_offset_commit(group: &ClassicGroup, request: &OffsetCommit) -> Result<(), ErrorCode> {
+    if group.state == GroupState::Dead {
+        return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    }
+    // Generation -1: the admin client or a consumer without group management. Allowed while
+    // nobody owns the partitions.
+    if request.generation_id < 0 && group.state == GroupState::Empty {
+        return Ok(());
+    }
+    if request.generation_id >= 0
+        || !request.member_id.is_empty()
+        || request.group_instance_id.is_some()
+    {
+        group.validate_member(&request.member_id, request.group_instance_id.as_deref())?;
+        if request.generation_id != group.generation_id {
+            return Err(ErrorCode::ILLEGAL_GENERATION);
+        }
+    } else if group.state != GroupState::Empty {
+        return Err(ErrorCode::UNKNOWN_MEMBER_ID);
+    }
+    // The member has the new generation from its JoinGroup response but no assignment yet: it
+    // must not commit for partitions it may be about to lose.
+    if group.state == GroupState::CompletingRebalance {
+        return Err(ErrorCode::REBALANCE_IN_PROGRESS);
+    }
+    Ok(())
+}
