@@ -5,6 +5,7 @@
 //! time in (`now_ms`) so behaviour is deterministic under test.
 
 pub mod batch;
+pub mod builder;
 mod checkpoint;
 pub mod error;
 pub mod log;
