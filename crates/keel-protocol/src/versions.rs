@@ -3,7 +3,8 @@
 //! Clients take min(their max, ours) per API and infer features (and, for kafka-python, the broker
 //! release) from these ranges, so the table lists only what Keel implements, with the ranges of
 //! the Kafka 4.1 release whose message specs the `kafka-protocol` crate is generated from.
-//! Produce is listed from v0 as Kafka 4.x does: librdkafka before 2.11.1 turns compression off
+//! OffsetCommit and OffsetFetch stop at v9: the codec's request types end there (v10, topic
+//! ids for KIP-848, is not decodable yet). Produce is listed from v0 as Kafka 4.x does: librdkafka before 2.11.1 turns compression off
 //! unless Produce v0 is advertised; requests below v3 are still refused (KIP-896).
 
 use kafka_protocol::messages::ApiKey;
@@ -32,6 +33,15 @@ const ADVERTISED: &[ApiRange] = &[
     range(ApiKey::Fetch, 4, 18),
     range(ApiKey::ListOffsets, 1, 10),
     range(ApiKey::Metadata, 0, 13),
+    range(ApiKey::OffsetCommit, 2, 9),
+    range(ApiKey::OffsetFetch, 1, 9),
+    range(ApiKey::FindCoordinator, 0, 6),
+    range(ApiKey::JoinGroup, 0, 9),
+    range(ApiKey::Heartbeat, 0, 4),
+    range(ApiKey::LeaveGroup, 0, 5),
+    range(ApiKey::SyncGroup, 0, 5),
+    range(ApiKey::DescribeGroups, 0, 6),
+    range(ApiKey::ListGroups, 0, 5),
     range(ApiKey::ApiVersions, 0, 4),
     range(ApiKey::CreateTopics, 2, 7),
     range(ApiKey::DeleteTopics, 1, 6),
@@ -40,6 +50,7 @@ const ADVERTISED: &[ApiRange] = &[
     range(ApiKey::AlterConfigs, 0, 2),
     range(ApiKey::DescribeLogDirs, 1, 4),
     range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DescribeCluster, 0, 2),
 ];

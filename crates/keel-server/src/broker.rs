@@ -29,6 +29,8 @@ pub struct Broker {
     pub metadata: MetadataStore,
     pub logs: LogManager,
     pub partitions: Partitions,
+    /// The group coordinators running here, one per `__consumer_offsets` partition.
+    pub groups: crate::groups::Groups,
     /// Serializes controller decisions: each is validated against the image it is proposed on.
     pub controller: Mutex<()>,
     /// Bumped after every append; long-polling fetches wait for it to change.
@@ -55,6 +57,7 @@ impl Broker {
             metadata,
             logs,
             partitions: Partitions::default(),
+            groups: crate::groups::Groups::default(),
             controller: Mutex::new(()),
             appends: watch::channel(0).0,
             ready: AtomicBool::new(false),

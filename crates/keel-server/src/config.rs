@@ -138,6 +138,9 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("transaction.state.log.replication.factor", Short, Some("1"), false, "Replication factor of __transaction_state."),
     broker!("keel.fetch.sendfile.enable", Boolean, Some("true"), false, "Keel: send fetched records with sendfile(2) (no copy through user space); false reads them into a buffer first."),
     broker!("group.initial.rebalance.delay.ms", Int, Some("3000"), false, "Delay of the first rebalance of a new group."),
+    broker!("group.min.session.timeout.ms", Int, Some("6000"), false, "Smallest session timeout a group member may ask for."),
+    broker!("group.max.session.timeout.ms", Int, Some("1800000"), false, "Largest session timeout a group member may ask for."),
+    broker!("offsets.retention.minutes", Int, Some("10080"), false, "How long the committed offsets of an empty group are kept."),
 ];
 
 macro_rules! topic {

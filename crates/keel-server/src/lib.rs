@@ -5,6 +5,7 @@ pub mod broker;
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod network;
 pub mod partition;

@@ -62,7 +62,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(IN_FLIGHT_MAX);
     let writer = tokio::spawn(write_loop(writer, rx, broker.fetch_sendfile()));
-    if let Err(reason) = read_loop(&broker, reader, tx, &mut shutdown).await {
+    let client_host = peer.map_or_else(String::new, |addr| format!("/{}", addr.ip()));
+    if let Err(reason) = read_loop(&broker, reader, tx, &mut shutdown, &client_host).await {
         tracing::debug!(?peer, %reason, "closing connection");
     }
     // The sender is gone: the writer finishes the in-flight responses and stops.
@@ -77,6 +78,7 @@ async fn read_loop(
     mut reader: OwnedReadHalf,
     tx: mpsc::Sender<InFlight>,
     shutdown: &mut watch::Receiver<bool>,
+    client_host: &str,
 ) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
@@ -101,7 +103,7 @@ async fn read_loop(
             Ok(request) => {
                 let (api_key, version, correlation_id) =
                     (request.api_key, request.version(), request.correlation_id());
-                let reply = handlers::handle(broker, request).await;
+                let reply = handlers::handle(broker, request, client_host).await;
                 InFlight { api_key, version, correlation_id, reply }
             }
             // KIP-511: an ApiVersions request of a version we do not know gets a v0 response

@@ -83,6 +83,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     ));
     register(&broker).await?;
     tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
+    broker.start_coordinators();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();

@@ -153,13 +153,105 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::IncrementalAlterConfigs(request)
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::FindCoordinator => {
+            let mut request = FindCoordinatorRequest::default();
+            if version >= 4 {
+                request.coordinator_keys = vec![StrBytes::from_static_str("versions-group")];
+            } else {
+                request.key = StrBytes::from_static_str("versions-group");
+            }
+            RequestKind::FindCoordinator(request)
+        }
+        ApiKey::JoinGroup => {
+            let mut protocol = join_group_request::JoinGroupRequestProtocol::default();
+            protocol.name = StrBytes::from_static_str("range");
+            protocol.metadata = Bytes::from_static(&[0, 1, 0, 0, 0, 0]);
+            let mut request = JoinGroupRequest::default();
+            request.group_id = GroupId(StrBytes::from_string(format!("join-v{version}")));
+            request.session_timeout_ms = 10_000;
+            request.rebalance_timeout_ms = 10_000;
+            request.protocol_type = StrBytes::from_static_str("consumer");
+            request.protocols = vec![protocol];
+            RequestKind::JoinGroup(request)
+        }
+        ApiKey::SyncGroup => {
+            let mut request = SyncGroupRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("no-such-group"));
+            request.generation_id = 1;
+            request.member_id = StrBytes::from_static_str("m");
+            RequestKind::SyncGroup(request)
+        }
+        ApiKey::Heartbeat => {
+            let mut request = HeartbeatRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("no-such-group"));
+            request.generation_id = 1;
+            request.member_id = StrBytes::from_static_str("m");
+            RequestKind::Heartbeat(request)
+        }
+        ApiKey::LeaveGroup => {
+            let mut request = LeaveGroupRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("no-such-group"));
+            if version >= 3 {
+                let mut member = leave_group_request::MemberIdentity::default();
+                member.member_id = StrBytes::from_static_str("m");
+                request.members = vec![member];
+            } else {
+                request.member_id = StrBytes::from_static_str("m");
+            }
+            RequestKind::LeaveGroup(request)
+        }
+        ApiKey::OffsetCommit => {
+            let mut partition = offset_commit_request::OffsetCommitRequestPartition::default();
+            partition.committed_offset = 1;
+            let mut topic = offset_commit_request::OffsetCommitRequestTopic::default();
+            if version >= 10 {
+                topic.topic_id = topic_id;
+            } else {
+                topic.name = name();
+            }
+            topic.partitions = vec![partition];
+            let mut request = OffsetCommitRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("versions-commit"));
+            request.generation_id_or_member_epoch = -1;
+            request.topics = vec![topic];
+            RequestKind::OffsetCommit(request)
+        }
+        ApiKey::OffsetFetch => {
+            let mut request = OffsetFetchRequest::default();
+            if version >= 8 {
+                let mut group = offset_fetch_request::OffsetFetchRequestGroup::default();
+                group.group_id = GroupId(StrBytes::from_static_str("versions-commit"));
+                group.topics = None;
+                request.groups = vec![group];
+            } else {
+                let mut topic = offset_fetch_request::OffsetFetchRequestTopic::default();
+                topic.name = name();
+                topic.partition_indexes = vec![0];
+                request.group_id = GroupId(StrBytes::from_static_str("versions-commit"));
+                request.topics = Some(vec![topic]);
+            }
+            RequestKind::OffsetFetch(request)
+        }
+        ApiKey::DescribeGroups => {
+            let mut request = DescribeGroupsRequest::default();
+            request.groups = vec![GroupId(StrBytes::from_static_str("versions-commit"))];
+            request.include_authorized_operations = version >= 3;
+            RequestKind::DescribeGroups(request)
+        }
+        ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::DeleteGroups => {
+            let mut request = DeleteGroupsRequest::default();
+            request.groups_names = vec![GroupId(StrBytes::from_static_str("no-such-group"))];
+            RequestKind::DeleteGroups(request)
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }
 
 #[test]
 fn every_advertised_version_answers() {
-    let keel = Keel::start(&[]);
+    // New groups form at once, so that the JoinGroup samples answer without waiting.
+    let keel = Keel::start(&["group.initial.rebalance.delay.ms=0"]);
     let mut raw = keel.connect();
 
     // The topic the samples use, and its id.

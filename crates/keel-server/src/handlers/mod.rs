@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod configs;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -18,8 +19,9 @@ use keel_protocol::Request;
 use crate::broker::Broker;
 use crate::network::{Reply, Response};
 
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
+pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -> Reply {
     let version = request.version();
+    let client_id = request.header.client_id.as_ref().map_or("", |id| id.as_str()).to_string();
     let ready = |response: ResponseKind| Reply::Ready(Some(Response::Kind(response)));
     match request.body {
         RequestKind::ApiVersions(_) => ready(ResponseKind::ApiVersions(api_versions::supported())),
@@ -42,6 +44,20 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Reply {
         RequestKind::IncrementalAlterConfigs(r) => {
             ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await))
         }
+        RequestKind::FindCoordinator(r) => {
+            ready(ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version).await))
+        }
+        RequestKind::JoinGroup(r) => groups::join_group_reply(broker, r, version, &client_id, client_host).await,
+        RequestKind::SyncGroup(r) => groups::sync_group_reply(broker, r, version).await,
+        RequestKind::Heartbeat(r) => ready(ResponseKind::Heartbeat(groups::heartbeat(broker, r).await)),
+        RequestKind::LeaveGroup(r) => ready(ResponseKind::LeaveGroup(groups::leave_group(broker, r, version).await)),
+        RequestKind::OffsetCommit(r) => ready(ResponseKind::OffsetCommit(groups::offset_commit(broker, r, version).await)),
+        RequestKind::OffsetFetch(r) => ready(ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, version).await)),
+        RequestKind::ListGroups(r) => ready(ResponseKind::ListGroups(groups::list_groups(broker, r, version).await)),
+        RequestKind::DescribeGroups(r) => {
+            ready(ResponseKind::DescribeGroups(groups::describe_groups(broker, r, version).await))
+        }
+        RequestKind::DeleteGroups(r) => ready(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await)),
         // The codec only decodes APIs from the advertised table, all of which are above.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "no handler; closing connection");

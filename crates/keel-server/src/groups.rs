@@ -1,0 +1,381 @@
+//! The group coordinators this broker runs: one actor per `__consumer_offsets` partition it
+//! leads, each owning a `keel_coordinator::Coordinator` and that partition's log.
+//!
+//! A group belongs to partition `abs(java_hash(group_id)) % partitions` (Kafka's rule, so
+//! every client and broker agrees). The actor serializes the coordinator's calls, writes the
+//! records it emits to the partition with the durability of `acks=all` (appended, then
+//! fsynced) before sending any response that follows them, and runs the coordinator's timers.
+//! Loading replays the partition from its start. The topic is created on first use, as Kafka
+//! does, with `offsets.topic.num.partitions` partitions and `cleanup.policy=compact`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use keel_coordinator::{
+    Coordinator, Effect, ErrorCode, GroupConfig, GroupDescription, GroupListing, GroupState, Heartbeat,
+    JoinGroup, LeaveGroup, MemberIdGenerator, OffsetCommit, OffsetFetch, OffsetFetchResult, Record,
+    RequestId, Response, SyncGroup,
+};
+use keel_log::batch::batch_headers;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::{now_ms, Broker};
+use crate::controller::TopicSpec;
+use crate::error::ApiError;
+use crate::partition::Partition;
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Commands a coordinator may have queued.
+const COMMANDS_MAX: usize = 1024;
+/// Bytes read per step while replaying a partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
+/// The most one stored batch may inflate to while loading.
+const LOAD_INFLATED_MAX_BYTES: usize = 128 << 20;
+
+/// Java's `String.hashCode` over UTF-16 code units: the group-to-partition rule clients and
+/// brokers share.
+pub fn java_hash(s: &str) -> i32 {
+    s.encode_utf16().fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
+}
+
+/// Kafka's `Utils.abs(groupId.hashCode()) % partitions`.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let hash = java_hash(group_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs % partitions.max(1)
+}
+
+pub enum Command {
+    Call(Call, oneshot::Sender<Response>),
+    Fetch(OffsetFetch, oneshot::Sender<OffsetFetchResult>),
+    List(Vec<GroupState>, oneshot::Sender<Vec<GroupListing>>),
+    Describe(String, oneshot::Sender<GroupDescription>),
+    Delete(Vec<String>, oneshot::Sender<Vec<(String, ErrorCode)>>),
+}
+
+/// The coordinator calls whose answer may wait (for a rebalance or a write).
+pub enum Call {
+    Join(JoinGroup),
+    Sync(SyncGroup),
+    Heartbeat(Heartbeat),
+    Leave(LeaveGroup),
+    Commit(OffsetCommit),
+}
+
+/// Member ids as Kafka makes them: `<client id>-<uuid>` (the coordinator adds the prefix).
+struct RandomMemberIds;
+
+impl MemberIdGenerator for RandomMemberIds {
+    fn next_suffix(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
+#[derive(Default)]
+pub struct Groups {
+    actors: Mutex<HashMap<i32, mpsc::Sender<Command>>>,
+}
+
+impl Groups {
+    /// The running coordinators, by partition.
+    pub fn all(&self) -> Vec<mpsc::Sender<Command>> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, mpsc::Sender<Command>>> {
+        self.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Broker {
+    fn group_config(&self) -> GroupConfig {
+        let image = self.image();
+        let view = self.config(&image);
+        let mut config = GroupConfig::default();
+        if let Some(ms) = view.broker_i64("group.initial.rebalance.delay.ms") {
+            config.group_initial_rebalance_delay_ms = ms.clamp(0, i64::from(i32::MAX)) as i32;
+        }
+        if let Some(ms) = view.broker_i64("group.min.session.timeout.ms") {
+            config.group_min_session_timeout_ms = ms.clamp(0, i64::from(i32::MAX)) as i32;
+        }
+        if let Some(ms) = view.broker_i64("group.max.session.timeout.ms") {
+            config.group_max_session_timeout_ms = ms.clamp(0, i64::from(i32::MAX)) as i32;
+        }
+        if let Some(minutes) = view.broker_i64("offsets.retention.minutes") {
+            config.offsets_retention_ms = minutes.saturating_mul(60_000);
+        }
+        config
+    }
+
+    /// Creates `__consumer_offsets` if it does not exist yet; returns its partition count.
+    pub async fn ensure_offsets_topic(&self) -> Result<i32, ApiError> {
+        if let Some(topic) = self.image().topic(OFFSETS_TOPIC) {
+            return Ok(topic.partitions.len() as i32);
+        }
+        let view_image = self.image();
+        let view = self.config(&view_image);
+        let partitions = view.broker_i64("offsets.topic.num.partitions").unwrap_or(50) as i32;
+        let brokers = view_image.brokers.len().max(1) as i64;
+        let replication_factor = view.broker_i64("offsets.topic.replication.factor").unwrap_or(1).min(brokers) as i16;
+        let spec = TopicSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: partitions,
+            replication_factor,
+            assignments: BTreeMap::new(),
+            configs: [
+                ("cleanup.policy", "compact"),
+                ("compression.type", "producer"),
+                ("segment.bytes", "104857600"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect(),
+        };
+        match self.create_topics(vec![spec], false).await.pop() {
+            Some(Ok(created)) => Ok(created.num_partitions),
+            Some(Err(error)) if error.code == kafka_protocol::error::ResponseError::TopicAlreadyExists => {
+                Ok(self.image().topic(OFFSETS_TOPIC).map_or(partitions, |t| t.partitions.len() as i32))
+            }
+            Some(Err(error)) => Err(error),
+            None => Err(ApiError::new(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)),
+        }
+    }
+
+    /// The coordinator partition of `group_id`, creating the offsets topic on first use.
+    pub async fn coordinator_partition(&self, group_id: &str) -> Result<i32, ApiError> {
+        let partitions = self.ensure_offsets_topic().await?;
+        Ok(partition_for(group_id, partitions))
+    }
+
+    /// The actor of the coordinator for `group_id`, started (and loaded) on first use.
+    pub async fn coordinator(self: &Arc<Self>, group_id: &str) -> Result<mpsc::Sender<Command>, ErrorCode> {
+        let index = self.coordinator_partition(group_id).await.map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
+        self.coordinator_at(index).ok_or(ErrorCode::NOT_COORDINATOR)
+    }
+
+    fn coordinator_at(self: &Arc<Self>, index: i32) -> Option<mpsc::Sender<Command>> {
+        let mut actors = self.groups.lock();
+        if let Some(sender) = actors.get(&index).filter(|s| !s.is_closed()) {
+            return Some(sender.clone());
+        }
+        let partition = self.partition(OFFSETS_TOPIC, index)?;
+        let (tx, rx) = mpsc::channel(COMMANDS_MAX);
+        tokio::spawn(run(self.clone(), partition, rx));
+        actors.insert(index, tx.clone());
+        Some(tx)
+    }
+
+    /// Starts the coordinators of every `__consumer_offsets` partition this broker hosts, so
+    /// that groups loaded from disk expire their members and offsets without a new request.
+    pub fn start_coordinators(self: &Arc<Self>) {
+        let count = self.image().topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len() as i32);
+        for index in 0..count {
+            let _ = self.coordinator_at(index);
+        }
+    }
+}
+
+/// Queues a coordinator call; the answer arrives on the returned channel. Queuing in request
+/// order keeps a connection's calls (commits, joins) in the order it sent them.
+pub async fn submit(sender: &mpsc::Sender<Command>, call: Call) -> Option<oneshot::Receiver<Response>> {
+    let (tx, rx) = oneshot::channel();
+    sender.send(Command::Call(call, tx)).await.ok()?;
+    Some(rx)
+}
+
+struct Actor {
+    broker: Arc<Broker>,
+    partition: Arc<Partition>,
+    coordinator: Coordinator,
+    next_id: RequestId,
+    waiting: HashMap<RequestId, oneshot::Sender<Response>>,
+}
+
+async fn run(broker: Arc<Broker>, partition: Arc<Partition>, mut rx: mpsc::Receiver<Command>) {
+    let coordinator = match load(&broker, &partition) {
+        Ok(coordinator) => coordinator,
+        Err(error) => {
+            tracing::error!(partition = partition.index, %error, "cannot load group coordinator");
+            return;
+        }
+    };
+    let mut actor = Actor { broker, partition, coordinator, next_id: 0, waiting: HashMap::new() };
+    let effects = actor.coordinator.on_loaded(now_ms());
+    actor.apply(effects).await;
+    loop {
+        let deadline = actor.coordinator.next_deadline_ms();
+        let sleep = async {
+            match deadline {
+                Some(at) => {
+                    let wait_ms = (at - now_ms()).max(0) as u64;
+                    tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = rx.recv() => match command {
+                Some(command) => actor.handle(command).await,
+                None => return,
+            },
+            _ = sleep => {
+                let effects = actor.coordinator.tick(now_ms());
+                actor.apply(effects).await;
+            }
+        }
+    }
+}
+
+impl Actor {
+    async fn handle(&mut self, command: Command) {
+        let now = now_ms();
+        match command {
+            Command::Call(call, reply) => {
+                self.next_id += 1;
+                let id = self.next_id;
+                self.waiting.insert(id, reply);
+                let effects = match call {
+                    Call::Join(request) => self.coordinator.join_group(id, request, now),
+                    Call::Sync(request) => self.coordinator.sync_group(id, request, now),
+                    Call::Heartbeat(request) => self.coordinator.heartbeat(id, request, now),
+                    Call::Leave(request) => self.coordinator.leave_group(id, request, now),
+                    Call::Commit(request) => self.coordinator.commit_offsets(id, request, now),
+                };
+                self.apply(effects).await;
+            }
+            Command::Fetch(request, reply) => {
+                let _ = reply.send(self.coordinator.fetch_offsets(&request));
+            }
+            Command::List(states, reply) => {
+                let _ = reply.send(self.coordinator.list_groups(&states));
+            }
+            Command::Describe(group_id, reply) => {
+                let _ = reply.send(self.coordinator.describe_group(&group_id));
+            }
+            Command::Delete(group_ids, reply) => {
+                let (results, effects) = self.coordinator.delete_groups(&group_ids, now);
+                let failed = self.apply(effects).await;
+                let results = match failed {
+                    Some(error) => results.into_iter().map(|(id, _)| (id, error)).collect(),
+                    None => results,
+                };
+                let _ = reply.send(results);
+            }
+        }
+    }
+
+    /// Runs effects in order: a write completes (durably) before the responses after it.
+    /// Returns the error code of a failed write, after which the coordinator is rebuilt from
+    /// its log and every waiting request is answered with that error.
+    async fn apply(&mut self, effects: Vec<Effect>) -> Option<ErrorCode> {
+        let mut failed: Option<ErrorCode> = None;
+        for effect in effects {
+            match effect {
+                Effect::Persist(records) if failed.is_none() => {
+                    if let Err(error) = persist(&self.broker, &self.partition, &records).await {
+                        tracing::error!(partition = self.partition.index, %error, "cannot write group records");
+                        failed = Some(ErrorCode::from_append_error(ErrorCode::KAFKA_STORAGE_ERROR));
+                    }
+                }
+                Effect::Persist(_) => {}
+                Effect::Respond(id, response) => {
+                    let response = match failed {
+                        Some(error) => response.with_error(error),
+                        None => response,
+                    };
+                    if let Some(reply) = self.waiting.remove(&id) {
+                        let _ = reply.send(response);
+                    }
+                }
+            }
+        }
+        if let Some(error) = failed {
+            // Never keep a coordinator whose state is ahead of its log.
+            for (_, reply) in self.waiting.drain() {
+                drop(reply);
+            }
+            match load(&self.broker, &self.partition) {
+                Ok(coordinator) => self.coordinator = coordinator,
+                Err(load_error) => tracing::error!(%load_error, "cannot reload group coordinator"),
+            }
+            return Some(error);
+        }
+        None
+    }
+
+}
+
+/// Appends records to the partition and waits until they are fsynced.
+async fn persist(broker: &Broker, partition: &Partition, records: &[Record]) -> Result<(), String> {
+    let Some(mut batch) = keel_log::builder::build_batch(
+        records.iter().map(|r| (Some(&r.key[..]), r.value.as_deref())),
+        now_ms(),
+    ) else {
+        return Ok(());
+    };
+    let log = partition.log.clone();
+    let info = log.append(&mut batch, partition.leader_epoch(), now_ms()).map_err(|e| e.to_string())?;
+    broker.notify_append();
+    let end = info.last_offset + 1;
+    tokio::task::spawn_blocking(move || log.flush_to(end))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Builds a coordinator from every record of the partition, in offset order.
+fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
+    let mut coordinator = Coordinator::with_member_id_generator(broker.group_config(), Box::new(RandomMemberIds));
+    let log = &partition.log;
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    let mut buf = Vec::new();
+    let mut records = 0usize;
+    while offset < end {
+        let slice = log.read(offset, LOAD_READ_BYTES, end, true).map_err(|e| e.to_string())?;
+        if slice.len == 0 {
+            break;
+        }
+        buf.clear();
+        slice.read_into(&mut buf).map_err(|e| e.to_string())?;
+        for item in batch_headers(&buf) {
+            let (position, header) = item.map_err(|e| e.to_string())?;
+            // Transactional offset commits and control markers are not written yet.
+            if header.is_control() || header.is_transactional() {
+                continue;
+            }
+            let bytes = Bytes::copy_from_slice(&buf[position..position + header.size()]);
+            let set = keel_protocol::records::decode_batch(bytes, LOAD_INFLATED_MAX_BYTES).map_err(|e| e.to_string())?;
+            for record in set.records {
+                let Some(key) = record.key else { continue };
+                let record = Record { key: key.to_vec(), value: record.value.map(|v| v.to_vec()) };
+                if let Err(error) = coordinator.replay(&record) {
+                    tracing::debug!(%error, "skipping a record the coordinator does not know");
+                }
+                records += 1;
+            }
+        }
+        offset = slice.last_offset + 1;
+    }
+    tracing::debug!(partition = partition.index, records, "group coordinator loaded");
+    Ok(coordinator)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_hash_to_partitions_as_in_kafka() {
+        // Java: "test-group".hashCode() == 627841412; "".hashCode() == 0.
+        assert_eq!(java_hash("test-group"), 627_841_412);
+        assert_eq!(java_hash(""), 0);
+        assert_eq!(partition_for("test-group", 50), 12);
+        // Non-ASCII text hashes by UTF-16 code units, as Java does.
+        assert_eq!(java_hash("é"), 0xe9);
+        assert_eq!(java_hash("😀"), 1_772_899);
+    }
+}

@@ -1,0 +1,637 @@
+//! The consumer group APIs on the wire: FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+//!
+//! Each request is mapped to the coordinator's plain structs, sent to the actor of the group's
+//! `__consumer_offsets` partition, and the answer is shaped for the request's version (the codec
+//! refuses fields a version does not have).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator as WireCoordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use keel_coordinator as gc;
+use keel_coordinator::ErrorCode;
+use tokio::sync::oneshot;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::groups::{submit, Call, Command};
+use crate::network::{Reply, Response};
+
+/// FindCoordinator key types.
+const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
+
+fn opt_str(s: &Option<StrBytes>) -> Option<String> {
+    s.as_ref().map(|s| s.to_string())
+}
+
+pub async fn find_coordinator(broker: &Arc<Broker>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 {
+        request.coordinator_keys.iter().map(|k| k.to_string()).collect()
+    } else {
+        vec![request.key.to_string()]
+    };
+    let mut coordinators = Vec::with_capacity(keys.len());
+    for key in keys {
+        let mut coordinator = WireCoordinator::default();
+        coordinator.key = str_bytes(key.clone());
+        let outcome = match request.key_type {
+            GROUP_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
+            GROUP_KEY => match broker.coordinator_partition(&key).await {
+                Ok(_) => Ok(()),
+                Err(_) => Err((ResponseError::CoordinatorNotAvailable, "the offsets topic cannot be created")),
+            },
+            TRANSACTION_KEY => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet")),
+            _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
+        };
+        match outcome {
+            Ok(()) => {
+                coordinator.node_id = BrokerId(broker.node_id);
+                coordinator.host = str_bytes(broker.advertised.host.clone());
+                coordinator.port = i32::from(broker.advertised.port);
+            }
+            Err((error, message)) => {
+                coordinator.error_code = error.code();
+                coordinator.error_message = Some(str_bytes(message));
+                coordinator.node_id = BrokerId(-1);
+                coordinator.port = -1;
+            }
+        }
+        coordinators.push(coordinator);
+    }
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = coordinators;
+    } else if let Some(c) = coordinators.pop() {
+        response.error_code = c.error_code;
+        if version >= 1 {
+            response.error_message = c.error_message;
+        }
+        response.node_id = c.node_id;
+        response.host = c.host;
+        response.port = c.port;
+    }
+    response
+}
+
+/// A coordinator call on its way: queued now, answered later.
+type Pending = Result<oneshot::Receiver<gc::Response>, ErrorCode>;
+
+/// Queues a call to the group's coordinator (in request order).
+async fn enqueue(broker: &Arc<Broker>, group_id: &str, request: Call) -> Pending {
+    let sender = broker.coordinator(group_id).await?;
+    submit(&sender, request).await.ok_or(ErrorCode::NOT_COORDINATOR)
+}
+
+/// Waits for a queued call's answer; `Err` is the error code to answer with.
+async fn answer(pending: Pending) -> Result<gc::Response, ErrorCode> {
+    pending?.await.map_err(|_| ErrorCode::NOT_COORDINATOR)
+}
+
+/// Sends a call to the group's coordinator and waits for the answer.
+async fn coordinate(broker: &Arc<Broker>, group_id: &str, request: Call) -> Result<gc::Response, ErrorCode> {
+    answer(enqueue(broker, group_id, request).await).await
+}
+
+/// JoinGroup and SyncGroup wait for a rebalance, possibly for minutes: the connection goes on
+/// with its other requests meanwhile, and the response is written in its turn.
+pub async fn join_group_reply(
+    broker: &Arc<Broker>,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> Reply {
+    let member_id = request.member_id.to_string();
+    let group_id = request.group_id.0.to_string();
+    let pending = enqueue(broker, &group_id, Call::Join(join_request(request, version, client_id, client_host))).await;
+    Reply::Pending(tokio::spawn(async move {
+        let answer = match answer(pending).await {
+            Ok(gc::Response::JoinGroup(answer)) => answer,
+            Ok(_) => gc::JoinGroupResponse::error(member_id, ErrorCode::NOT_COORDINATOR),
+            Err(error) => gc::JoinGroupResponse::error(member_id, error),
+        };
+        Some(Response::Kind(ResponseKind::JoinGroup(join_response(answer, version))))
+    }))
+}
+
+pub async fn sync_group_reply(broker: &Arc<Broker>, request: SyncGroupRequest, version: i16) -> Reply {
+    let group_id = request.group_id.0.to_string();
+    let pending = enqueue(broker, &group_id, Call::Sync(sync_request(request))).await;
+    Reply::Pending(tokio::spawn(async move {
+        let answer = match answer(pending).await {
+            Ok(gc::Response::SyncGroup(answer)) => answer,
+            Ok(_) => gc::SyncGroupResponse::error(ErrorCode::NOT_COORDINATOR),
+            Err(error) => gc::SyncGroupResponse::error(error),
+        };
+        Some(Response::Kind(ResponseKind::SyncGroup(sync_response(answer, version))))
+    }))
+}
+
+fn join_request(request: JoinGroupRequest, version: i16, client_id: &str, client_host: &str) -> gc::JoinGroup {
+    gc::JoinGroup {
+        version,
+        group_id: request.group_id.0.to_string(),
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: the session timeout stands in for it.
+        rebalance_timeout_ms: if version >= 1 { request.rebalance_timeout_ms } else { request.session_timeout_ms },
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt_str(&request.group_instance_id),
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .iter()
+            .map(|p| gc::JoinProtocol { name: p.name.to_string(), metadata: p.metadata.clone() })
+            .collect(),
+        reason: opt_str(&request.reason),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+    }
+}
+
+fn join_response(answer: gc::JoinGroupResponse, version: i16) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default();
+    response.error_code = answer.error_code.code();
+    response.generation_id = answer.generation_id;
+    if version >= 7 {
+        response.protocol_type = answer.protocol_type.map(str_bytes);
+        response.protocol_name = answer.protocol_name.map(str_bytes);
+    } else {
+        // Before v7 the protocol name is not nullable.
+        response.protocol_name = Some(str_bytes(answer.protocol_name.unwrap_or_default()));
+    }
+    response.leader = str_bytes(answer.leader);
+    if version >= 9 {
+        response.skip_assignment = answer.skip_assignment;
+    }
+    response.member_id = str_bytes(answer.member_id);
+    response.members = answer
+        .members
+        .into_iter()
+        .map(|m| {
+            let mut member = JoinGroupResponseMember::default();
+            member.member_id = str_bytes(m.member_id);
+            if version >= 5 {
+                member.group_instance_id = m.group_instance_id.map(str_bytes);
+            }
+            member.metadata = m.metadata;
+            member
+        })
+        .collect();
+    response
+}
+
+fn sync_request(request: SyncGroupRequest) -> gc::SyncGroup {
+    gc::SyncGroup {
+        group_id: request.group_id.0.to_string(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt_str(&request.group_instance_id),
+        protocol_type: opt_str(&request.protocol_type),
+        protocol_name: opt_str(&request.protocol_name),
+        assignments: request
+            .assignments
+            .iter()
+            .map(|a| gc::SyncAssignment { member_id: a.member_id.to_string(), assignment: a.assignment.clone() })
+            .collect(),
+    }
+}
+
+fn sync_response(answer: gc::SyncGroupResponse, version: i16) -> SyncGroupResponse {
+    let mut response = SyncGroupResponse::default();
+    response.error_code = answer.error_code.code();
+    if version >= 5 {
+        response.protocol_type = answer.protocol_type.map(str_bytes);
+        response.protocol_name = answer.protocol_name.map(str_bytes);
+    }
+    response.assignment = answer.assignment;
+    response
+}
+
+pub async fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let beat = gc::Heartbeat {
+        group_id: group_id.clone(),
+        generation_id: request.generation_id,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt_str(&request.group_instance_id),
+    };
+    let error = match coordinate(broker, &group_id, Call::Heartbeat(beat)).await {
+        Ok(gc::Response::Heartbeat(answer)) => answer.error_code,
+        Ok(_) => ErrorCode::NOT_COORDINATOR,
+        Err(error) => error,
+    };
+    let mut response = HeartbeatResponse::default();
+    response.error_code = error.code();
+    response
+}
+
+pub async fn leave_group(broker: &Arc<Broker>, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    let group_id = request.group_id.0.to_string();
+    let members = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| gc::LeaveMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: opt_str(&m.group_instance_id),
+                reason: opt_str(&m.reason),
+            })
+            .collect()
+    } else {
+        vec![gc::LeaveMember { member_id: request.member_id.to_string(), group_instance_id: None, reason: None }]
+    };
+    let leave = gc::LeaveGroup { group_id: group_id.clone(), members };
+    let answer = match coordinate(broker, &group_id, Call::Leave(leave)).await {
+        Ok(gc::Response::LeaveGroup(answer)) => answer,
+        Ok(_) => gc::LeaveGroupResponse { error_code: ErrorCode::NOT_COORDINATOR, members: Vec::new() },
+        Err(error) => gc::LeaveGroupResponse { error_code: error, members: Vec::new() },
+    };
+    let mut response = LeaveGroupResponse::default();
+    if version >= 3 {
+        response.error_code = answer.error_code.code();
+        response.members = answer
+            .members
+            .into_iter()
+            .map(|m| {
+                let mut member = MemberResponse::default();
+                member.member_id = str_bytes(m.member_id);
+                member.group_instance_id = m.group_instance_id.map(str_bytes);
+                member.error_code = m.error_code.code();
+                member
+            })
+            .collect();
+    } else {
+        // v0-v2 name one member: its error is the response's.
+        let member_error = answer.members.first().map_or(ErrorCode::NONE, |m| m.error_code);
+        response.error_code = if answer.error_code.is_none() { member_error.code() } else { answer.error_code.code() };
+    }
+    response
+}
+
+pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, version: i16) -> OffsetCommitResponse {
+    let image = broker.image();
+    let group_id = request.group_id.0.to_string();
+    // Topics that do not exist are answered here; the rest go to the coordinator.
+    let mut unknown: Vec<OffsetCommitResponseTopic> = Vec::new();
+    let mut known = Vec::new();
+    for topic in &request.topics {
+        let name = if version >= 10 {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            image.topic(topic.name.0.as_str()).map(|t| t.name.clone())
+        };
+        let partitions_exist = name.as_deref().and_then(|n| image.topic(n)).map(|t| t.partitions.len() as i32);
+        match (name, partitions_exist) {
+            (Some(name), Some(count)) => {
+                let (inside, outside): (Vec<_>, Vec<_>) =
+                    topic.partitions.iter().partition(|p| p.partition_index >= 0 && p.partition_index < count);
+                if !outside.is_empty() {
+                    unknown.push(commit_errors(version, topic, &outside, ResponseError::UnknownTopicOrPartition));
+                }
+                known.push(gc::OffsetCommitTopic {
+                    name,
+                    partitions: inside
+                        .into_iter()
+                        .map(|p| gc::OffsetCommitPartition {
+                            partition_index: p.partition_index,
+                            committed_offset: p.committed_offset,
+                            committed_leader_epoch: p.committed_leader_epoch,
+                            committed_metadata: opt_str(&p.committed_metadata),
+                        })
+                        .collect(),
+                });
+            }
+            _ => {
+                let error = if version >= 10 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+                let all: Vec<_> = topic.partitions.iter().collect();
+                unknown.push(commit_errors(version, topic, &all, error));
+            }
+        }
+    }
+    let commit = gc::OffsetCommit {
+        version,
+        group_id: group_id.clone(),
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.to_string(),
+        group_instance_id: opt_str(&request.group_instance_id),
+        retention_time_ms: request.retention_time_ms,
+        topics: known,
+    };
+    let requested = commit.topics.clone();
+    let answer = match coordinate(broker, &group_id, Call::Commit(commit)).await {
+        Ok(gc::Response::OffsetCommit(answer)) => answer,
+        other => {
+            let error = other.err().unwrap_or(ErrorCode::NOT_COORDINATOR);
+            gc::OffsetCommitResponse {
+                topics: requested
+                    .iter()
+                    .map(|t| gc::OffsetCommitResponseTopic {
+                        name: t.name.clone(),
+                        partitions: t
+                            .partitions
+                            .iter()
+                            .map(|p| gc::OffsetCommitResponsePartition { partition_index: p.partition_index, error_code: error })
+                            .collect(),
+                    })
+                    .collect(),
+            }
+        }
+    };
+    let mut response = OffsetCommitResponse::default();
+    for topic in answer.topics {
+        let mut out = OffsetCommitResponseTopic::default();
+        if version >= 10 {
+            out.topic_id = image.topic(&topic.name).map(|t| t.topic_id).unwrap_or_default();
+        } else {
+            out.name = TopicName(str_bytes(topic.name));
+        }
+        out.partitions = topic
+            .partitions
+            .into_iter()
+            .map(|p| {
+                let mut partition = OffsetCommitResponsePartition::default();
+                partition.partition_index = p.partition_index;
+                partition.error_code = p.error_code.code();
+                partition
+            })
+            .collect();
+        response.topics.push(out);
+    }
+    response.topics.extend(unknown);
+    response
+}
+
+fn commit_errors(
+    version: i16,
+    topic: &offset_commit_request::OffsetCommitRequestTopic,
+    partitions: &[&offset_commit_request::OffsetCommitRequestPartition],
+    error: ResponseError,
+) -> OffsetCommitResponseTopic {
+    let mut out = OffsetCommitResponseTopic::default();
+    if version >= 10 {
+        out.topic_id = topic.topic_id;
+    } else {
+        out.name = TopicName(str_bytes(topic.name.0.as_str()));
+    }
+    out.partitions = partitions
+        .iter()
+        .map(|p| {
+            let mut partition = OffsetCommitResponsePartition::default();
+            partition.partition_index = p.partition_index;
+            partition.error_code = error.code();
+            partition
+        })
+        .collect();
+    out
+}
+
+/// Fetches one group's committed offsets; `topics` None means every partition it has.
+async fn fetch_group(broker: &Arc<Broker>, group_id: &str, topics: Option<Vec<gc::OffsetFetchTopic>>) -> gc::OffsetFetchResult {
+    let failed = |error| gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() };
+    let sender = match broker.coordinator(group_id).await {
+        Ok(sender) => sender,
+        Err(error) => return failed(error),
+    };
+    let (tx, rx) = oneshot::channel();
+    let request = gc::OffsetFetch { group_id: group_id.to_string(), topics };
+    if sender.send(Command::Fetch(request, tx)).await.is_err() {
+        return failed(ErrorCode::NOT_COORDINATOR);
+    }
+    rx.await.unwrap_or_else(|_| failed(ErrorCode::NOT_COORDINATOR))
+}
+
+pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+    let image = broker.image();
+    let mut response = OffsetFetchResponse::default();
+    if version < 8 {
+        let topics = request.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| gc::OffsetFetchTopic { name: t.name.0.to_string(), partition_indexes: t.partition_indexes })
+                .collect()
+        });
+        let result = fetch_group(broker, request.group_id.0.as_str(), topics).await;
+        if version >= 2 {
+            response.error_code = result.error_code.code();
+        }
+        response.topics = result
+            .topics
+            .into_iter()
+            .map(|t| {
+                let mut topic = OffsetFetchResponseTopic::default();
+                topic.name = TopicName(str_bytes(t.name));
+                topic.partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut partition = OffsetFetchResponsePartition::default();
+                        partition.partition_index = p.partition_index;
+                        partition.committed_offset = p.committed_offset;
+                        if version >= 5 {
+                            partition.committed_leader_epoch = p.committed_leader_epoch;
+                        }
+                        partition.metadata = Some(str_bytes(p.metadata));
+                        partition.error_code = p.error_code.code();
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        return response;
+    }
+    for group in request.groups {
+        let topics = group.topics.map(|topics| {
+            topics
+                .into_iter()
+                .map(|t| {
+                    let name = if version >= 10 {
+                        image.topic_by_id(&t.topic_id).map(|topic| topic.name.clone()).unwrap_or_default()
+                    } else {
+                        t.name.0.to_string()
+                    };
+                    gc::OffsetFetchTopic { name, partition_indexes: t.partition_indexes }
+                })
+                .collect()
+        });
+        let result = fetch_group(broker, group.group_id.0.as_str(), topics).await;
+        let mut out = OffsetFetchResponseGroup::default();
+        out.group_id = group.group_id;
+        out.error_code = result.error_code.code();
+        out.topics = result
+            .topics
+            .into_iter()
+            .map(|t| {
+                let mut topic = OffsetFetchResponseTopics::default();
+                if version >= 10 {
+                    topic.topic_id = image.topic(&t.name).map(|x| x.topic_id).unwrap_or_default();
+                } else {
+                    topic.name = TopicName(str_bytes(t.name));
+                }
+                topic.partitions = t
+                    .partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut partition = OffsetFetchResponsePartitions::default();
+                        partition.partition_index = p.partition_index;
+                        partition.committed_offset = p.committed_offset;
+                        partition.committed_leader_epoch = p.committed_leader_epoch;
+                        partition.metadata = Some(str_bytes(p.metadata));
+                        partition.error_code = p.error_code.code();
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        response.groups.push(out);
+    }
+    response
+}
+
+pub async fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest, version: i16) -> ListGroupsResponse {
+    let mut response = ListGroupsResponse::default();
+    let mut states = Vec::new();
+    if version >= 4 {
+        for name in &request.states_filter {
+            match gc::GroupState::parse(name.as_str()) {
+                Some(state) => states.push(state),
+                // An unknown state matches no classic group.
+                None => return response,
+            }
+        }
+    }
+    // Only classic groups exist; a types filter without "classic" matches none.
+    if version >= 5
+        && !request.types_filter.is_empty()
+        && !request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"))
+    {
+        return response;
+    }
+    let mut listings = BTreeMap::new();
+    for sender in broker.groups.all() {
+        let (tx, rx) = oneshot::channel();
+        if sender.send(Command::List(states.clone(), tx)).await.is_err() {
+            continue;
+        }
+        for listing in rx.await.unwrap_or_default() {
+            listings.insert(listing.group_id.clone(), listing);
+        }
+    }
+    response.groups = listings
+        .into_values()
+        .map(|l| {
+            let mut group = ListedGroup::default();
+            group.group_id = GroupId(str_bytes(l.group_id));
+            group.protocol_type = str_bytes(l.protocol_type);
+            if version >= 4 {
+                group.group_state = str_bytes(l.state.name());
+            }
+            if version >= 5 {
+                group.group_type = str_bytes("Classic");
+            }
+            group
+        })
+        .collect();
+    response
+}
+
+/// DescribeGroups' "authorized operations" bit set for groups (READ, DESCRIBE, DELETE), all
+/// allowed while no authorizer is configured.
+const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
+
+pub async fn describe_groups(broker: &Arc<Broker>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+    let mut response = DescribeGroupsResponse::default();
+    for group_id in request.groups {
+        let id = group_id.0.to_string();
+        let description = match broker.coordinator(&id).await {
+            Ok(sender) => {
+                let (tx, rx) = oneshot::channel();
+                match sender.send(Command::Describe(id.clone(), tx)).await {
+                    Ok(()) => rx.await.ok(),
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        let mut group = DescribedGroup::default();
+        group.group_id = group_id;
+        match description {
+            Some(d) => {
+                group.error_code = d.error_code.code();
+                if version < 6 && d.error_code == ErrorCode::GROUP_ID_NOT_FOUND {
+                    // Before v6 an unknown group is a Dead one with no error.
+                    group.error_code = 0;
+                }
+                if version >= 6 && !d.error_code.is_none() {
+                    group.error_message = Some(str_bytes(d.error_code.name()));
+                }
+                group.group_state = str_bytes(d.state.name());
+                group.protocol_type = str_bytes(d.protocol_type);
+                group.protocol_data = str_bytes(d.protocol_data);
+                group.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut member = DescribedGroupMember::default();
+                        member.member_id = str_bytes(m.member_id);
+                        if version >= 4 {
+                            member.group_instance_id = m.group_instance_id.map(str_bytes);
+                        }
+                        member.client_id = str_bytes(m.client_id);
+                        member.client_host = str_bytes(m.client_host);
+                        member.member_metadata = m.member_metadata;
+                        member.member_assignment = m.member_assignment;
+                        member
+                    })
+                    .collect();
+            }
+            None => {
+                group.error_code = ErrorCode::NOT_COORDINATOR.code();
+                group.group_state = str_bytes("Dead");
+            }
+        }
+        if version >= 3 && request.include_authorized_operations {
+            group.authorized_operations = GROUP_OPERATIONS_ALL;
+        }
+        response.groups.push(group);
+    }
+    response
+}
+
+pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
+    let mut response = DeleteGroupsResponse::default();
+    for group_id in request.groups_names {
+        let id = group_id.0.to_string();
+        let error = match broker.coordinator(&id).await {
+            Ok(sender) => {
+                let (tx, rx) = oneshot::channel();
+                match sender.send(Command::Delete(vec![id.clone()], tx)).await {
+                    Ok(()) => rx.await.ok().and_then(|r| r.into_iter().next()).map_or(ErrorCode::NOT_COORDINATOR, |(_, e)| e),
+                    Err(_) => ErrorCode::NOT_COORDINATOR,
+                }
+            }
+            Err(error) => error,
+        };
+        let mut result = DeletableGroupResult::default();
+        result.group_id = group_id;
+        result.error_code = error.code();
+        response.results.push(result);
+    }
+    response
+}
