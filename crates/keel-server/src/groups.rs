@@ -150,7 +150,12 @@ impl Broker {
     }
 
     /// The actor of the coordinator for `group_id`, started (and loaded) on first use.
+    /// An empty group id is INVALID_GROUP_ID for every group request, as in Kafka's
+    /// `GroupCoordinatorService`.
     pub async fn coordinator(self: &Arc<Self>, group_id: &str) -> Result<mpsc::Sender<Command>, ErrorCode> {
+        if group_id.is_empty() {
+            return Err(ErrorCode::INVALID_GROUP_ID);
+        }
         let index = self.coordinator_partition(group_id).await.map_err(|_| ErrorCode::COORDINATOR_NOT_AVAILABLE)?;
         self.coordinator_at(index).ok_or(ErrorCode::NOT_COORDINATOR)
     }

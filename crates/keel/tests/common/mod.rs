@@ -184,6 +184,12 @@ impl Raw {
     }
 }
 
+/// Decodes a response frame read with `Raw::read_frame`.
+pub fn decode_response<T: Decodable>(mut frame: Bytes, api_key: ApiKey, version: i16) -> T {
+    ResponseHeader::decode(&mut frame, api_key.response_header_version(version)).expect("response header");
+    T::decode(&mut frame, version).expect("response body")
+}
+
 /// Reads a big-endian i16 at `at`.
 pub fn i16_at(bytes: &Bytes, at: usize) -> i16 {
     (&bytes[at..at + 2]).get_i16()
