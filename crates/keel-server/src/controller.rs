@@ -281,6 +281,10 @@ impl Broker {
 
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.
     pub async fn auto_create_topic(&self, name: &str) -> Result<bool, ApiError> {
+        // The offsets topic has its own partition count and configs, whoever asks first.
+        if name == crate::groups::OFFSETS_TOPIC {
+            return self.ensure_offsets_topic().await.map(|_| true);
+        }
         if !self.config(&self.image()).broker_bool("auto.create.topics.enable") {
             return Ok(false);
         }
