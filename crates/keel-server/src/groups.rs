@@ -73,18 +73,32 @@ impl MemberIdGenerator for RandomMemberIds {
     }
 }
 
+struct Running {
+    sender: mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 #[derive(Default)]
 pub struct Groups {
-    actors: Mutex<HashMap<i32, mpsc::Sender<Command>>>,
+    actors: Mutex<HashMap<i32, Running>>,
 }
 
 impl Groups {
     /// The running coordinators, by partition.
     pub fn all(&self) -> Vec<mpsc::Sender<Command>> {
-        self.lock().values().cloned().collect()
+        self.lock().values().map(|running| running.sender.clone()).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, mpsc::Sender<Command>>> {
+    /// Stops every coordinator after the call it is running, before the logs close.
+    pub async fn stop(&self) {
+        let running: Vec<Running> = self.lock().drain().map(|(_, running)| running).collect();
+        for Running { sender, task } in running {
+            drop(sender);
+            let _ = task.await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Running>> {
         self.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -162,14 +176,14 @@ impl Broker {
 
     fn coordinator_at(self: &Arc<Self>, index: i32) -> Option<mpsc::Sender<Command>> {
         let mut actors = self.groups.lock();
-        if let Some(sender) = actors.get(&index).filter(|s| !s.is_closed()) {
-            return Some(sender.clone());
+        if let Some(running) = actors.get(&index).filter(|r| !r.sender.is_closed()) {
+            return Some(running.sender.clone());
         }
         let partition = self.partition(OFFSETS_TOPIC, index)?;
-        let (tx, rx) = mpsc::channel(COMMANDS_MAX);
-        tokio::spawn(run(self.clone(), partition, rx));
-        actors.insert(index, tx.clone());
-        Some(tx)
+        let (sender, rx) = mpsc::channel(COMMANDS_MAX);
+        let task = tokio::spawn(run(self.clone(), partition, rx));
+        actors.insert(index, Running { sender: sender.clone(), task });
+        Some(sender)
     }
 
     /// Starts the coordinators of every `__consumer_offsets` partition this broker hosts, so

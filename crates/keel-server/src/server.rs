@@ -132,6 +132,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         connections.abort_all();
     }
     let _ = background.await;
+    broker.groups.stop().await;
     tokio::task::block_in_place(|| broker.logs.shutdown()).context("cannot flush the logs")?;
     broker.metadata.shutdown().await.context("cannot stop the metadata log")?;
     http.abort();
