@@ -366,6 +366,12 @@ impl Log {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Refuses every later write: the log's directory is being deleted, and a handle still
+    /// held elsewhere (a slow request, a group coordinator) must not append to unlinked files.
+    pub fn mark_deleted(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
     fn check_failed(&self) -> Result<(), LogError> {
         if self.failed.load(Ordering::Acquire) {
             return Err(LogError::Failed {

@@ -221,6 +221,9 @@ impl LogManager {
             let mut logs = self.logs.write().unwrap_or_else(PoisonError::into_inner);
             logs.remove(&(topic.to_string(), partition))
         };
+        if let Some(log) = &removed {
+            log.mark_deleted();
+        }
         let name = partition_dir_name(topic, partition);
         let path = self.data_dir.join(&name);
         if removed.is_none() && !path.exists() {
@@ -229,7 +232,14 @@ impl LogManager {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let doomed = self.data_dir.join(format!("{name}.{nanos}{DELETE_SUFFIX}"));
+        // Like Kafka's `logDeleteDirName`: a long topic name is cut so that the name stays
+        // within the 255 bytes a file name may have.
+        let suffix = format!("-{partition}.{nanos}{DELETE_SUFFIX}");
+        let mut prefix_len = topic.len().min(255usize.saturating_sub(suffix.len()));
+        while !topic.is_char_boundary(prefix_len) {
+            prefix_len -= 1;
+        }
+        let doomed = self.data_dir.join(format!("{}{suffix}", &topic[..prefix_len]));
         match fs::rename(&path, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -377,5 +387,20 @@ mod tests {
         assert!(manager.get("gone", 0).is_none());
         assert!(!dir.path().join("gone-0").exists());
         manager.delete("gone", 0).expect("idempotent");
+    }
+
+    #[test]
+    fn delete_handles_the_longest_topic_names_and_fences_old_handles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
+        let topic = "t".repeat(249);
+        let log = manager
+            .get_or_create(&topic, 12, "id", LogConfig::default())
+            .expect("create");
+        manager.delete(&topic, 12).expect("a 249-character topic can be deleted");
+        assert!(!dir.path().join(format!("{topic}-12")).exists());
+        // A handle still held elsewhere no longer writes.
+        let mut batch = crate::testing::test_batch(1, 0, 10);
+        assert!(log.append(&mut batch, 0, 0).is_err());
     }
 }

@@ -17,6 +17,15 @@ use crate::error::ApiError;
 
 /// Kafka's longest topic name.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
+/// Kafka's `MAX_PARTITIONS_PER_BATCH`: the most partitions one request may create.
+pub const PARTITIONS_PER_REQUEST_MAX: i64 = 10_000;
+
+fn too_many_partitions() -> ApiError {
+    ApiError::with(
+        ResponseError::PolicyViolation,
+        format!("excessively large number of partitions per request (at most {PARTITIONS_PER_REQUEST_MAX})"),
+    )
+}
 
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     let invalid = |why: &str| {
@@ -177,7 +186,7 @@ impl Broker {
         let view = self.config(image);
         let assignment = if spec.assignments.is_empty() {
             let partitions = match spec.num_partitions {
-                -1 => view.broker_i64("num.partitions").unwrap_or(1) as i32,
+                -1 => view.broker_i64("num.partitions").unwrap_or(1).clamp(1, PARTITIONS_PER_REQUEST_MAX) as i32,
                 n if n <= 0 => {
                     return Err(ApiError::with(
                         ResponseError::InvalidPartitions,
@@ -248,6 +257,14 @@ impl Broker {
         let mut image = (*self.image()).clone();
         let mut results = Vec::with_capacity(specs.len());
         let mut records = Vec::new();
+        // Checked before anything is planned: planning allocates per partition.
+        let requested: i64 = specs
+            .iter()
+            .map(|s| if s.assignments.is_empty() { i64::from(s.num_partitions.max(1)) } else { s.assignments.len() as i64 })
+            .sum();
+        if requested > PARTITIONS_PER_REQUEST_MAX {
+            return specs.iter().map(|_| Err(too_many_partitions())).collect();
+        }
         for spec in &specs {
             match self.plan_topic(&image, spec) {
                 Ok((created, topic_records)) => {
@@ -354,6 +371,9 @@ impl Broker {
             return Err(ApiError::with(ResponseError::InvalidPartitions, message));
         }
         let added = count - current;
+        if i64::from(added) > PARTITIONS_PER_REQUEST_MAX {
+            return Err(too_many_partitions());
+        }
         let assignment = match assignments {
             Some(assignments) => {
                 if assignments.len() as i32 != added {

@@ -76,11 +76,14 @@ impl MemberIdGenerator for RandomMemberIds {
 struct Running {
     sender: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
+    /// The partition it serves: a deleted and recreated topic gets new actors.
+    partition: Arc<Partition>,
 }
 
 #[derive(Default)]
 pub struct Groups {
     actors: Mutex<HashMap<i32, Running>>,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Groups {
@@ -91,8 +94,9 @@ impl Groups {
 
     /// Stops every coordinator after the call it is running, before the logs close.
     pub async fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
         let running: Vec<Running> = self.lock().drain().map(|(_, running)| running).collect();
-        for Running { sender, task } in running {
+        for Running { sender, task, .. } in running {
             drop(sender);
             let _ = task.await;
         }
@@ -175,14 +179,21 @@ impl Broker {
     }
 
     fn coordinator_at(self: &Arc<Self>, index: i32) -> Option<mpsc::Sender<Command>> {
-        let mut actors = self.groups.lock();
-        if let Some(running) = actors.get(&index).filter(|r| !r.sender.is_closed()) {
-            return Some(running.sender.clone());
+        if self.groups.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
         }
         let partition = self.partition(OFFSETS_TOPIC, index)?;
+        let mut actors = self.groups.lock();
+        if let Some(running) = actors
+            .get(&index)
+            .filter(|r| !r.sender.is_closed() && Arc::ptr_eq(&r.partition, &partition))
+        {
+            return Some(running.sender.clone());
+        }
         let (sender, rx) = mpsc::channel(COMMANDS_MAX);
-        let task = tokio::spawn(run(self.clone(), partition, rx));
-        actors.insert(index, Running { sender: sender.clone(), task });
+        let task = tokio::spawn(run(self.clone(), partition.clone(), rx));
+        // A replaced actor (its partition was deleted) ends when its sender is dropped here.
+        actors.insert(index, Running { sender: sender.clone(), task, partition });
         Some(sender)
     }
 
@@ -367,7 +378,15 @@ fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
                 continue;
             }
             let bytes = Bytes::copy_from_slice(&buf[position..position + header.size()]);
-            let set = keel_protocol::records::decode_batch(bytes, LOAD_INFLATED_MAX_BYTES).map_err(|e| e.to_string())?;
+            // Only the broker writes this topic; a batch it cannot read is skipped, not fatal,
+            // so that one bad batch cannot take every group of the partition offline.
+            let set = match keel_protocol::records::decode_batch(bytes, LOAD_INFLATED_MAX_BYTES) {
+                Ok(set) => set,
+                Err(error) => {
+                    tracing::warn!(partition = partition.index, offset = header.base_offset, %error, "skipping an unreadable batch");
+                    continue;
+                }
+            };
             for record in set.records {
                 let Some(key) = record.key else { continue };
                 let record = Record { key: key.to_vec(), value: record.value.map(|v| v.to_vec()) };

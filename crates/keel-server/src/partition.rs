@@ -76,9 +76,13 @@ impl Partitions {
             })
             .map(|(key, _)| key.clone())
             .collect();
+        // A partition that fails must not stop the others: remember the first error.
+        let mut first_error = None;
         for key in stale {
             map.remove(&key);
-            logs.delete(&key.0, key.1)?;
+            if let Err(error) = logs.delete(&key.0, key.1) {
+                first_error.get_or_insert(error);
+            }
         }
         for topic in image.topics.values() {
             let config = log_config(view, &topic.name);
@@ -95,17 +99,23 @@ impl Partitions {
                     continue;
                 }
                 let topic_id = topic.topic_id.to_string();
-                let log = match logs.get(&topic.name, index) {
+                let opened = match logs.get(&topic.name, index) {
                     // A log left from an earlier topic of the same name is not this topic's.
-                    Some(log) if log.topic_id() != topic_id => {
-                        logs.delete(&topic.name, index)?;
-                        logs.get_or_create(&topic.name, index, &topic_id, config.clone())?
-                    }
+                    Some(log) if log.topic_id() != topic_id => logs
+                        .delete(&topic.name, index)
+                        .and_then(|()| logs.get_or_create(&topic.name, index, &topic_id, config.clone())),
                     Some(log) => {
                         log.set_config(config.clone());
-                        log
+                        Ok(log)
                     }
-                    None => logs.get_or_create(&topic.name, index, &topic_id, config.clone())?,
+                    None => logs.get_or_create(&topic.name, index, &topic_id, config.clone()),
+                };
+                let log = match opened {
+                    Ok(log) => log,
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        continue;
+                    }
                 };
                 map.insert(
                     key,
@@ -119,7 +129,7 @@ impl Partitions {
                 );
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 

@@ -130,6 +130,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     if drained.is_err() {
         tracing::warn!("connections still busy after the grace period; closing them");
         connections.abort_all();
+        // Aborted tasks may be inside an append on another thread: wait until they are gone,
+        // so nothing is written after the logs are flushed and marked clean.
+        while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
     broker.groups.stop().await;

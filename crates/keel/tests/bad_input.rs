@@ -209,6 +209,13 @@ fn bad_produce_requests_get_kafka_error_codes_and_damage_nothing() {
     let response = raw.call(9, &produce("missing", 1, good.clone()));
     assert_eq!(produce_error(&response), ResponseError::UnknownTopicOrPartition.code());
 
+    // Clients never write the broker's internal topics.
+    let mut find = kafka_protocol::messages::FindCoordinatorRequest::default();
+    find.key = StrBytes::from_static_str("some-group");
+    assert_eq!(raw.call(3, &find).error_code, 0);
+    let response = raw.call(9, &produce("__consumer_offsets", 1, good.clone()));
+    assert_eq!(produce_error(&response), ResponseError::InvalidTopicException.code());
+
     // A fetch beyond the log.
     let response = raw.call(12, &fetch("good", 1_000));
     assert_eq!(response.responses[0].partitions[0].error_code, ResponseError::OffsetOutOfRange.code());
@@ -252,6 +259,18 @@ fn invalid_topic_names_are_refused() {
         request.allow_auto_topic_creation = true;
         let response = raw.call(12, &request);
         assert_eq!(response.topics[0].error_code, ResponseError::InvalidTopicException.code(), "{name}");
+    }
+    // A partition count no request may ask for: refused before anything is planned.
+    for validate_only in [true, false] {
+        let mut topic = CreatableTopic::default();
+        topic.name = topic_name("huge");
+        topic.num_partitions = 2_000_000_000;
+        topic.replication_factor = 1;
+        let mut request = CreateTopicsRequest::default();
+        request.topics = vec![topic];
+        request.validate_only = validate_only;
+        let response = raw.call(7, &request);
+        assert_eq!(response.topics[0].error_code, ResponseError::PolicyViolation.code());
     }
     // Replication factor above the live brokers.
     let mut topic = CreatableTopic::default();

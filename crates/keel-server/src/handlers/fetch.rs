@@ -72,9 +72,11 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             })
         })
         .collect();
+    // The broker's own limit (Kafka's fetch.max.bytes) bounds what a client may ask for.
+    let broker_max_bytes = broker.config(&image).broker_i64("fetch.max.bytes").unwrap_or(57_671_680);
     let plan = Plan {
         wanted,
-        max_bytes: request.max_bytes,
+        max_bytes: i64::from(request.max_bytes).min(broker_max_bytes).clamp(0, i64::from(i32::MAX)) as i32,
         min_bytes: request.min_bytes,
         read_committed: request.isolation_level == 1,
         version,

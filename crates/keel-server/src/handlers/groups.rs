@@ -563,16 +563,16 @@ pub async fn describe_groups(broker: &Arc<Broker>, request: DescribeGroupsReques
             Ok(sender) => {
                 let (tx, rx) = oneshot::channel();
                 match sender.send(Command::Describe(id.clone(), tx)).await {
-                    Ok(()) => rx.await.ok(),
-                    Err(_) => None,
+                    Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
+                    Err(_) => Err(ErrorCode::NOT_COORDINATOR),
                 }
             }
-            Err(_) => None,
+            Err(error) => Err(error),
         };
         let mut group = DescribedGroup::default();
         group.group_id = group_id;
         match description {
-            Some(d) => {
+            Ok(d) => {
                 group.error_code = d.error_code.code();
                 if version < 6 && d.error_code == ErrorCode::GROUP_ID_NOT_FOUND {
                     // Before v6 an unknown group is a Dead one with no error.
@@ -601,8 +601,8 @@ pub async fn describe_groups(broker: &Arc<Broker>, request: DescribeGroupsReques
                     })
                     .collect();
             }
-            None => {
-                group.error_code = ErrorCode::NOT_COORDINATOR.code();
+            Err(error) => {
+                group.error_code = error.code();
                 group.group_state = str_bytes("Dead");
             }
         }

@@ -96,10 +96,15 @@ fn lookup(partition: &Partition, target: i64, read_committed: bool) -> Result<(i
 /// can claim any size; see `keel_protocol::records`).
 const INFLATED_BATCH_MAX_BYTES: usize = 128 << 20;
 
-/// Decodes a stored batch (decompressing if needed) into (offset, timestamp) pairs.
+/// Decodes a stored batch (decompressing if needed) into (offset, timestamp) pairs. In a
+/// LogAppendTime batch every record's timestamp is the batch's append time (its maxTimestamp).
 fn records(batch: Vec<u8>) -> Vec<(i64, i64)> {
+    let append_time = keel_log::BatchHeader::parse(&batch)
+        .ok()
+        .filter(|h| h.timestamp_type() == keel_log::batch::TimestampType::LogAppendTime)
+        .map(|h| h.max_timestamp);
     match keel_protocol::records::decode_batch(Bytes::from(batch), INFLATED_BATCH_MAX_BYTES) {
-        Ok(set) => set.records.iter().map(|r| (r.offset, r.timestamp)).collect(),
+        Ok(set) => set.records.iter().map(|r| (r.offset, append_time.unwrap_or(r.timestamp))).collect(),
         Err(error) => {
             tracing::warn!(%error, "cannot decode a stored batch for a timestamp lookup");
             Vec::new()

@@ -154,6 +154,13 @@ async fn append(
                 .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))?
         }
     };
+    // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
+    if keel_cluster::metadata::is_internal_topic(topic) {
+        return Err(ApiError::with(
+            ResponseError::InvalidTopicException,
+            format!("cannot append to internal topic {topic}"),
+        ));
+    }
     let records = records.ok_or_else(|| ApiError::with(ResponseError::InvalidRecord, "no records"))?;
     let image = broker.image();
     let view = broker.config(&image);
