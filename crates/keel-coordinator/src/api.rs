@@ -33,6 +33,8 @@ pub enum Response {
     Heartbeat(HeartbeatResponse),
     LeaveGroup(LeaveGroupResponse),
     OffsetCommit(OffsetCommitResponse),
+    /// KIP-848 ConsumerGroupHeartbeat (API 68).
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
 }
 
 impl Response {
@@ -56,6 +58,9 @@ impl Response {
                     }
                 }
                 Response::OffsetCommit(r)
+            }
+            Response::ConsumerGroupHeartbeat(_) => {
+                Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::error(error, None))
             }
         }
     }
@@ -326,6 +331,10 @@ pub enum GroupState {
     Stable,
     /// Removed. Only reported for groups the coordinator does not know.
     Dead,
+    /// KIP-848 consumer groups only: the group epoch is ahead of the target assignment.
+    Assigning,
+    /// KIP-848 consumer groups only: some member has not reached the target assignment.
+    Reconciling,
 }
 
 impl GroupState {
@@ -337,6 +346,8 @@ impl GroupState {
             GroupState::CompletingRebalance => "CompletingRebalance",
             GroupState::Stable => "Stable",
             GroupState::Dead => "Dead",
+            GroupState::Assigning => "Assigning",
+            GroupState::Reconciling => "Reconciling",
         }
     }
 
@@ -349,6 +360,8 @@ impl GroupState {
             GroupState::CompletingRebalance,
             GroupState::Stable,
             GroupState::Dead,
+            GroupState::Assigning,
+            GroupState::Reconciling,
         ]
         .into_iter()
         .find(|state| state.name().eq_ignore_ascii_case(name))
@@ -362,7 +375,8 @@ pub struct GroupListing {
     /// Empty for a simple group.
     pub protocol_type: String,
     pub state: GroupState,
-    /// Always "classic" here (ListGroups v5+ `group_type`, KIP-848).
+    /// "classic" or "consumer" (ListGroups v5+ `group_type`, KIP-848; Kafka prints them
+    /// capitalized: "Classic", "Consumer").
     pub group_type: &'static str,
 }
 
@@ -387,4 +401,158 @@ pub struct GroupDescription {
     /// The selected protocol when Stable, else empty.
     pub protocol_data: String,
     pub members: Vec<DescribedMember>,
+}
+
+/// OffsetDelete (API 47), any version 0–1: delete a group's committed offsets for partitions
+/// nobody in the group consumes any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDelete {
+    pub group_id: String,
+    pub topics: Vec<OffsetDeleteTopic>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDeleteTopic {
+    pub name: String,
+    pub partition_indexes: Vec<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDeleteResponsePartition {
+    pub partition_index: i32,
+    pub error_code: ErrorCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDeleteResponseTopic {
+    pub name: String,
+    pub partitions: Vec<OffsetDeleteResponsePartition>,
+}
+
+/// A top-level error (GROUP_ID_NOT_FOUND, NON_EMPTY_GROUP, INVALID_GROUP_ID) comes with no
+/// topics, as in Kafka's `OffsetDeleteResponse` built from an exception.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDeleteResponse {
+    pub error_code: ErrorCode,
+    pub topics: Vec<OffsetDeleteResponseTopic>,
+}
+
+impl OffsetDeleteResponse {
+    /// The response to send when the `Persist` returned with it failed.
+    pub fn with_error(self, error: ErrorCode) -> Self {
+        Self {
+            error_code: error,
+            topics: Vec::new(),
+        }
+    }
+}
+
+/// A topic as the server-side assignors of KIP-848 consumer groups see it
+/// ([`crate::Coordinator::set_topics`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub topic_id: [u8; 16],
+    pub partitions: i32,
+}
+
+/// Partitions of one topic, by topic id (ConsumerGroupHeartbeat `TopicPartitions`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConsumerGroupTopicPartitions {
+    pub topic_id: [u8; 16],
+    pub partitions: Vec<i32>,
+}
+
+/// ConsumerGroupHeartbeat (API 68), versions 0–1 (KIP-848).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupHeartbeat {
+    /// v1+ requires the client to generate its member id; v0 sends "" when joining.
+    pub version: i16,
+    pub group_id: String,
+    pub member_id: String,
+    /// 0 to join, -1 to leave, -2 for a static member leaving temporarily.
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    /// -1 when unchanged.
+    pub rebalance_timeout_ms: i32,
+    /// `None` when unchanged.
+    pub subscribed_topic_names: Option<Vec<String>>,
+    /// v1+; `None` when unchanged. Keel does not support regex subscriptions (INVALID_REQUEST).
+    pub subscribed_topic_regex: Option<String>,
+    /// `None` when unchanged.
+    pub server_assignor: Option<String>,
+    /// The partitions the member owns; `None` when unchanged.
+    pub topic_partitions: Option<Vec<ConsumerGroupTopicPartitions>>,
+    /// From the request header.
+    pub client_id: String,
+    /// The client's address as Kafka prints it (`/127.0.0.1`).
+    pub client_host: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupHeartbeatResponse {
+    pub error_code: ErrorCode,
+    pub error_message: Option<String>,
+    /// `None` on errors.
+    pub member_id: Option<String>,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's assigned partitions; `None` when unchanged (the wire's null).
+    pub assignment: Option<Vec<ConsumerGroupTopicPartitions>>,
+}
+
+impl ConsumerGroupHeartbeatResponse {
+    pub fn error(error_code: ErrorCode, error_message: Option<String>) -> Self {
+        Self {
+            error_code,
+            error_message,
+            member_id: None,
+            member_epoch: 0,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        }
+    }
+}
+
+/// One topic's partitions in ConsumerGroupDescribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DescribedTopicPartitions {
+    pub topic_id: [u8; 16],
+    /// Empty when the topic is no longer known.
+    pub topic_name: String,
+    pub partitions: Vec<i32>,
+}
+
+/// One member in ConsumerGroupDescribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescribedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub assignment: Vec<DescribedTopicPartitions>,
+    pub target_assignment: Vec<DescribedTopicPartitions>,
+    /// v1+ `MemberType`: 1 = consumer protocol (Keel has no classic members in these groups).
+    pub member_type: i8,
+}
+
+/// ConsumerGroupDescribe (API 69) for one group. GROUP_ID_NOT_FOUND with a message for an
+/// unknown group or a classic one, as Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupDescription {
+    pub error_code: ErrorCode,
+    pub error_message: Option<String>,
+    pub group_id: String,
+    /// Kafka's capitalized state name: "Empty", "Assigning", "Reconciling", "Stable", "Dead".
+    pub group_state: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    /// The assignor the group uses (a member's choice, else the default).
+    pub assignor_name: String,
+    pub members: Vec<ConsumerGroupDescribedMember>,
 }

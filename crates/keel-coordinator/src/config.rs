@@ -27,6 +27,16 @@ pub struct GroupConfig {
     /// Kafka's `CLASSIC_GROUP_NEW_MEMBER_JOIN_TIMEOUT_MS` (5 minutes, not configurable there):
     /// a new member's parked JoinGroup is dropped after this, since a new member cannot heartbeat.
     pub group_new_member_join_timeout_ms: i32,
+    /// `group.consumer.session.timeout.ms` (KIP-848): a consumer group member that does not
+    /// heartbeat for this long is removed.
+    pub group_consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (KIP-848): returned in every heartbeat response.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`: members beyond this get GROUP_MAX_SIZE_REACHED.
+    pub group_consumer_max_size: usize,
+    /// `group.consumer.assignors`: the server-side assignors, the first being the default.
+    /// Keel implements "uniform" and "range".
+    pub group_consumer_assignors: Vec<String>,
 }
 
 impl Default for GroupConfig {
@@ -40,6 +50,10 @@ impl Default for GroupConfig {
             offsets_retention_check_interval_ms: 600_000,
             offset_metadata_max_bytes: 4096,
             group_new_member_join_timeout_ms: 5 * 60 * 1000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_max_size: i32::MAX as usize,
+            group_consumer_assignors: vec!["uniform".to_owned(), "range".to_owned()],
         }
     }
 }

@@ -8,9 +8,10 @@ use std::fmt;
 
 use crate::api::{
     DescribedMember, Effect, GroupDescription, GroupListing, GroupState, JoinProtocol, RequestId,
-    Response,
+    Response, TopicMetadata,
 };
 use crate::config::GroupConfig;
+use crate::consumer_group::ConsumerGroup;
 use crate::error::{ErrorCode, RecordError};
 use crate::group::{ClassicGroup, Member};
 use crate::offsets::OffsetAndMetadata;
@@ -53,6 +54,10 @@ pub struct Coordinator {
     pub(crate) offsets: BTreeMap<String, BTreeMap<(String, i32), OffsetAndMetadata>>,
     pub(crate) timers: Timers,
     pub(crate) member_ids: Box<dyn MemberIdGenerator>,
+    /// KIP-848 consumer groups; an id is never both here and in `groups`.
+    pub(crate) consumer_groups: BTreeMap<String, ConsumerGroup>,
+    /// Topic metadata for the server-side assignors, by name ([`Coordinator::set_topics`]).
+    pub(crate) topics: BTreeMap<String, TopicMetadata>,
 }
 
 impl fmt::Debug for Coordinator {
@@ -62,6 +67,8 @@ impl fmt::Debug for Coordinator {
             .field("groups", &self.groups)
             .field("offsets", &self.offsets)
             .field("timers", &self.timers)
+            .field("consumer_groups", &self.consumer_groups)
+            .field("topics", &self.topics)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +136,8 @@ impl Coordinator {
             offsets: BTreeMap::new(),
             timers: Timers::default(),
             member_ids,
+            consumer_groups: BTreeMap::new(),
+            topics: BTreeMap::new(),
         }
     }
 
@@ -179,6 +188,21 @@ impl Coordinator {
                     self.expire_pending_sync(&group_id, generation_id, now_ms, &mut out)
                 }
                 (TimerKey::Sync { .. }, _) => {}
+                (
+                    TimerKey::ConsumerSession {
+                        group_id,
+                        member_id,
+                    },
+                    _,
+                ) => self.fence_consumer_member(&group_id, &member_id, &mut out),
+                (
+                    TimerKey::ConsumerRebalance {
+                        group_id,
+                        member_id,
+                    },
+                    TimerAction::ExpireConsumerRebalance { member_epoch },
+                ) => self.expire_consumer_rebalance(&group_id, &member_id, member_epoch, &mut out),
+                (TimerKey::ConsumerRebalance { .. }, _) => {}
                 (TimerKey::GroupCleanup, _) => {
                     self.cleanup_group_metadata(now_ms, &mut out);
                     self.timers.schedule(
@@ -197,8 +221,9 @@ impl Coordinator {
     /// record for a key wins, a tombstone deletes. Groups come back Stable (with members) or
     /// Empty, with no timers; call [`Coordinator::on_loaded`] after the last record.
     ///
-    /// Only records of non-transactional batches belong here. Unknown record types (KIP-848 and
-    /// share groups) give [`RecordError::UnknownRecordType`]; Kafka's loader logs and skips them.
+    /// Only records of non-transactional batches belong here. KIP-848 consumer group records
+    /// (types 3, 5–8) rebuild consumer groups; other types (4, share groups) give
+    /// [`RecordError::UnknownRecordType`]; Kafka's loader logs and skips them.
     pub fn replay(&mut self, record: &Record) -> Result<(), RecordError> {
         match CoordinatorRecord::decode(&record.key, record.value.as_deref())? {
             CoordinatorRecord::OffsetCommit {
@@ -206,9 +231,11 @@ impl Coordinator {
                 value: Some(value),
             } => {
                 // Offsets without group metadata belong to a "simple" group (manual commits).
-                self.groups
-                    .entry(key.group.clone())
-                    .or_insert_with(|| ClassicGroup::new(key.group.clone(), None));
+                if !self.consumer_groups.contains_key(&key.group) {
+                    self.groups
+                        .entry(key.group.clone())
+                        .or_insert_with(|| ClassicGroup::new(key.group.clone(), None));
+                }
                 self.offsets.entry(key.group).or_default().insert(
                     (key.topic, key.partition),
                     OffsetAndMetadata::from_record(&value),
@@ -231,8 +258,11 @@ impl Coordinator {
             }
             CoordinatorRecord::GroupMetadata { key, value: None } => {
                 self.groups.remove(&key.group);
-                self.timers.cancel_group(&key.group);
+                if !self.consumer_groups.contains_key(&key.group) {
+                    self.timers.cancel_group(&key.group);
+                }
             }
+            consumer => self.replay_consumer(consumer),
         }
         Ok(())
     }
@@ -242,6 +272,7 @@ impl Coordinator {
     pub fn on_loaded(&mut self, now_ms: i64) -> Vec<Effect> {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
+        self.on_consumer_groups_loaded(now_ms);
         let group_ids: Vec<String> = self.groups.keys().cloned().collect();
         for group_id in group_ids {
             let Some(group) = self.groups.get(&group_id) else {
@@ -266,9 +297,11 @@ impl Coordinator {
         out.into_effects()
     }
 
-    /// ListGroups: every group whose state is in `states_filter` (all when it is empty).
+    /// ListGroups: every group whose state is in `states_filter` (all when it is empty),
+    /// classic and consumer (KIP-848) groups alike, ordered by group id.
     pub fn list_groups(&self, states_filter: &[GroupState]) -> Vec<GroupListing> {
-        self.groups
+        let mut listings: Vec<GroupListing> = self
+            .groups
             .values()
             .filter(|g| states_filter.is_empty() || states_filter.contains(&g.state))
             .map(|g| GroupListing {
@@ -277,12 +310,18 @@ impl Coordinator {
                 state: g.state,
                 group_type: "classic",
             })
-            .collect()
+            .chain(self.list_consumer_groups(states_filter))
+            .collect();
+        listings.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        listings
     }
 
     /// DescribeGroups for one group, as Kafka's `describeGroups`: member metadata and the
     /// protocol only when Stable; an unknown group is Dead with no error.
     pub fn describe_group(&self, group_id: &str) -> GroupDescription {
+        if let Some(description) = self.describe_consumer_group_as_classic(group_id) {
+            return description;
+        }
         let Some(group) = self.groups.get(group_id) else {
             return GroupDescription {
                 error_code: ErrorCode::NONE,
@@ -336,6 +375,11 @@ impl Coordinator {
         let mut out = Out::default();
         let mut results = Vec::with_capacity(group_ids.len());
         for group_id in group_ids {
+            if self.consumer_groups.contains_key(group_id) {
+                let error = self.delete_consumer_group(group_id, &mut out);
+                results.push((group_id.clone(), error));
+                continue;
+            }
             let error = match self.groups.get(group_id) {
                 None
                 | Some(ClassicGroup {

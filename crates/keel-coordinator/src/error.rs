@@ -38,6 +38,11 @@ impl ErrorCode {
     pub const FENCED_INSTANCE_ID: Self = Self(82);
     pub const GROUP_SUBSCRIBED_TO_TOPIC: Self = Self(86);
     pub const UNSTABLE_OFFSET_COMMIT: Self = Self(88);
+    pub const UNSUPPORTED_VERSION: Self = Self(35);
+    pub const FENCED_MEMBER_EPOCH: Self = Self(110);
+    pub const UNRELEASED_INSTANCE_ID: Self = Self(111);
+    pub const UNSUPPORTED_ASSIGNOR: Self = Self(112);
+    pub const STALE_MEMBER_EPOCH: Self = Self(113);
 
     /// The numeric code as it goes on the wire.
     pub fn code(self) -> i16 {
@@ -79,6 +84,11 @@ impl ErrorCode {
             82 => "FENCED_INSTANCE_ID",
             86 => "GROUP_SUBSCRIBED_TO_TOPIC",
             88 => "UNSTABLE_OFFSET_COMMIT",
+            35 => "UNSUPPORTED_VERSION",
+            110 => "FENCED_MEMBER_EPOCH",
+            111 => "UNRELEASED_INSTANCE_ID",
+            112 => "UNSUPPORTED_ASSIGNOR",
+            113 => "STALE_MEMBER_EPOCH",
             _ => "UNKNOWN",
         }
     }

@@ -1,6 +1,7 @@
 //! Keel's group coordinator: Kafka's classic consumer group protocol (JoinGroup, SyncGroup,
-//! Heartbeat, LeaveGroup, static membership, committed offsets) as a deterministic state machine
-//! over the records of one `__consumer_offsets` partition.
+//! Heartbeat, LeaveGroup, static membership, committed offsets, OffsetDelete) and KIP-848
+//! consumer groups (ConsumerGroupHeartbeat) as a deterministic state machine over the records of
+//! one `__consumer_offsets` partition.
 //!
 //! Architecture invariant: no I/O, no async runtime, no clock, no `kafka-protocol` types in the
 //! API. Every entry point takes the current time (`now_ms`) and returns [`Effect`]s; the server
@@ -34,6 +35,16 @@
 //! 5. **Calls are serialized.** One call at a time per coordinator; [`RequestId`]s are unique among
 //!    requests awaiting an answer; every request with an id gets exactly one `Respond`.
 //!
+//! # KIP-848 consumer groups
+//!
+//! [`Coordinator::consumer_group_heartbeat`] (ConsumerGroupHeartbeat v0–1),
+//! [`Coordinator::describe_consumer_group`] (ConsumerGroupDescribe) and
+//! [`Coordinator::set_topics`] run the "consumer" group protocol with server-side assignors
+//! (`uniform`, `range`). The assignors only see what `set_topics` told them: call it after
+//! `replay` and before serving (it is a no-op when nothing changed since the last epoch), and
+//! again on every topic creation, deletion or partition change. Consumer group state is
+//! persisted as Kafka's records (types 3, 5, 6, 7, 8) and rebuilt by `replay`.
+//!
 //! # What the server does itself
 //!
 //! NOT_COORDINATOR for groups hashed to another partition, COORDINATOR_LOAD_IN_PROGRESS while
@@ -41,7 +52,9 @@
 //! version-specific response shaping (e.g. LeaveGroup v0–v2 carry one member's error at the top).
 
 pub mod api;
+mod assignor;
 mod config;
+mod consumer_group;
 mod coordinator;
 pub mod error;
 mod group;
@@ -53,6 +66,12 @@ mod timer;
 #[cfg(test)]
 mod tests;
 
+pub use api::{
+    ConsumerGroupDescribedMember, ConsumerGroupDescription, ConsumerGroupHeartbeat,
+    ConsumerGroupHeartbeatResponse, ConsumerGroupTopicPartitions, DescribedTopicPartitions,
+    OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    OffsetDeleteTopic, TopicMetadata,
+};
 pub use api::{
     DescribedMember, Effect, GroupDescription, GroupListing, GroupState, Heartbeat,
     HeartbeatResponse, JoinGroup, JoinGroupMember, JoinGroupResponse, JoinProtocol, LeaveGroup,

@@ -95,6 +95,10 @@ impl Coordinator {
         if request.group_id.is_empty() || request.group_id.len() > MAX_STRING_BYTES {
             return join_error(id, &request.member_id, ErrorCode::INVALID_GROUP_ID, out);
         }
+        // A KIP-848 consumer group of this id: an empty one gives way, a live one refuses.
+        if let Some(error) = self.classic_join_conflict(&request.group_id, out) {
+            return join_error(id, &request.member_id, error, out);
+        }
         if request.session_timeout_ms < self.config.group_min_session_timeout_ms
             || request.session_timeout_ms > self.config.group_max_session_timeout_ms
         {
@@ -153,7 +157,10 @@ impl Coordinator {
     fn accept_joining_member(&self, group: &ClassicGroup, member_id: &str) -> bool {
         let max = self.config.group_max_size;
         match group.state {
-            GroupState::Empty | GroupState::Dead => true,
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => true,
             // The number of members already rejoined is used, not the group size: the group may
             // be over a lowered limit, and this way the last members to rejoin are the ones out.
             GroupState::PreparingRebalance => {
@@ -304,7 +311,10 @@ impl Coordinator {
                 let response = current_generation_response(group, member_id, Vec::new());
                 out.respond(id, Response::JoinGroup(response));
             }
-            GroupState::Empty | GroupState::Dead => {
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {
                 join_error(id, member_id, ErrorCode::UNKNOWN_MEMBER_ID, out)
             }
         }
@@ -444,7 +454,10 @@ impl Coordinator {
             // The leader may already have computed an assignment for the old id: start over.
             GroupState::CompletingRebalance => self.prepare_rebalance(group, now_ms, out),
             GroupState::PreparingRebalance => self.maybe_complete_join_phase(group, now_ms, out),
-            GroupState::Empty | GroupState::Dead => {
+            GroupState::Empty
+            | GroupState::Dead
+            | GroupState::Assigning
+            | GroupState::Reconciling => {
                 // Unreachable: a group with a static member is not Empty (Kafka throws here).
                 if let Some(member) = group.members.get_mut(new_member_id) {
                     member.awaiting_join = None;
@@ -880,7 +893,10 @@ impl Coordinator {
                         }),
                     );
                 }
-                GroupState::Empty | GroupState::Dead => {
+                GroupState::Empty
+                | GroupState::Dead
+                | GroupState::Assigning
+                | GroupState::Reconciling => {
                     sync_error(id, ErrorCode::COORDINATOR_NOT_AVAILABLE, out)
                 }
             }
@@ -954,7 +970,9 @@ impl Coordinator {
             GroupState::PreparingRebalance => (ErrorCode::REBALANCE_IN_PROGRESS, true),
             // Consumers heartbeat between JoinGroup and SyncGroup too: normal heartbeats.
             GroupState::CompletingRebalance | GroupState::Stable => (ErrorCode::NONE, true),
-            GroupState::Dead => (ErrorCode::COORDINATOR_NOT_AVAILABLE, false),
+            GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
+                (ErrorCode::COORDINATOR_NOT_AVAILABLE, false)
+            }
         };
         if reschedule {
             if let Some(member) = group.members.get(&request.member_id) {
@@ -1035,7 +1053,10 @@ impl Coordinator {
                     GroupState::PreparingRebalance => {
                         this.maybe_complete_join_phase(group, now_ms, out)
                     }
-                    GroupState::Empty | GroupState::Dead => {}
+                    GroupState::Empty
+                    | GroupState::Dead
+                    | GroupState::Assigning
+                    | GroupState::Reconciling => {}
                 }
             }
             LeaveGroupResponse {

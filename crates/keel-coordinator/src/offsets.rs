@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::api::{
     Effect, GroupState, OffsetCommit, OffsetCommitResponse, OffsetCommitResponsePartition,
-    OffsetCommitResponseTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
+    OffsetCommitResponseTopic, OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
     OffsetFetchResultTopic, RequestId, Response,
 };
 use crate::coordinator::{Coordinator, Out};
@@ -109,19 +110,27 @@ impl Coordinator {
         if request.group_id.len() > MAX_STRING_BYTES {
             return all_partitions(ErrorCode::INVALID_GROUP_ID);
         }
-        match self.groups.get(&request.group_id) {
-            None if request.generation_id < 0 => {
-                // A consumer without group management (or the admin client) commits: Kafka
-                // creates a "simple" group, Empty and without protocol type.
-                let group = ClassicGroup::new(request.group_id.clone(), Some(now_ms));
-                self.groups.insert(request.group_id.clone(), group);
+        if let Some(validation) = self.validate_consumer_offset_commit(request) {
+            if let Err(error) = validation {
+                return all_partitions(error);
             }
-            // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
-            None if request.version >= 9 => return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND),
-            None => return all_partitions(ErrorCode::ILLEGAL_GENERATION),
-            Some(group) => {
-                if let Err(error) = validate_offset_commit(group, request) {
-                    return all_partitions(error);
+        } else {
+            match self.groups.get(&request.group_id) {
+                None if request.generation_id < 0 => {
+                    // A consumer without group management (or the admin client) commits: Kafka
+                    // creates a "simple" group, Empty and without protocol type.
+                    let group = ClassicGroup::new(request.group_id.clone(), Some(now_ms));
+                    self.groups.insert(request.group_id.clone(), group);
+                }
+                // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
+                None if request.version >= 9 => {
+                    return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND)
+                }
+                None => return all_partitions(ErrorCode::ILLEGAL_GENERATION),
+                Some(group) => {
+                    if let Err(error) = validate_offset_commit(group, request) {
+                        return all_partitions(error);
+                    }
                 }
             }
         }
@@ -197,7 +206,9 @@ impl Coordinator {
     /// reads -1 (and "all partitions" reads nothing), as Kafka. Keel has no transactional
     /// offsets yet, so UNSTABLE_OFFSET_COMMIT never occurs.
     pub fn fetch_offsets(&self, request: &OffsetFetch) -> OffsetFetchResult {
-        let group_offsets = if self.groups.contains_key(&request.group_id) {
+        let group_offsets = if self.groups.contains_key(&request.group_id)
+            || self.consumer_groups.contains_key(&request.group_id)
+        {
             self.offsets.get(&request.group_id)
         } else {
             None
@@ -256,6 +267,98 @@ impl Coordinator {
         }
     }
 
+    /// OffsetDelete (Kafka's `OffsetMetadataManager.deleteOffsets`): the group must exist
+    /// (GROUP_ID_NOT_FOUND); a classic group with members must use the "consumer" protocol
+    /// (NON_EMPTY_GROUP otherwise); partitions of topics the group subscribes to get
+    /// GROUP_SUBSCRIBED_TO_TOPIC, the others lose their committed offset (a tombstone when one
+    /// exists) and get NONE. Send the response after the returned `Persist`; if it fails, send
+    /// [`OffsetDeleteResponse::with_error`].
+    pub fn delete_offsets(
+        &mut self,
+        request: &OffsetDelete,
+        now_ms: i64,
+    ) -> (OffsetDeleteResponse, Vec<Effect>) {
+        self.ensure_cleanup_scheduled(now_ms);
+        let mut out = Out::default();
+        let response = self.delete_offsets_inner(request, &mut out);
+        (response, out.into_effects())
+    }
+
+    fn delete_offsets_inner(
+        &mut self,
+        request: &OffsetDelete,
+        out: &mut Out,
+    ) -> OffsetDeleteResponse {
+        let error = |error_code| OffsetDeleteResponse {
+            error_code,
+            topics: Vec::new(),
+        };
+        if request.group_id.is_empty() || request.group_id.len() > MAX_STRING_BYTES {
+            return error(ErrorCode::INVALID_GROUP_ID);
+        }
+        // Kafka's `Group.isSubscribedToTopic` per group type.
+        let subscribed: Box<dyn Fn(&str) -> bool + '_> =
+            if let Some(group) = self.consumer_groups.get(&request.group_id) {
+                Box::new(move |topic| group.is_subscribed_to_topic(topic))
+            } else {
+                match self.groups.get(&request.group_id) {
+                    None
+                    | Some(ClassicGroup {
+                        state: GroupState::Dead,
+                        ..
+                    }) => return error(ErrorCode::GROUP_ID_NOT_FOUND),
+                    // Kafka's `ClassicGroup.validateOffsetDelete`.
+                    Some(group)
+                        if group.state != GroupState::Empty && !group.uses_consumer_protocol() =>
+                    {
+                        return error(ErrorCode::NON_EMPTY_GROUP)
+                    }
+                    Some(group) => Box::new(move |topic| group.is_subscribed_to_topic(topic)),
+                }
+            };
+        let mut topics = Vec::with_capacity(request.topics.len());
+        let mut deleted = Vec::new();
+        for topic in &request.topics {
+            let subscribed_to_topic = subscribed(&topic.name);
+            let partitions = topic
+                .partition_indexes
+                .iter()
+                .map(|&partition_index| {
+                    let error_code = if subscribed_to_topic {
+                        ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
+                    } else {
+                        deleted.push((topic.name.clone(), partition_index));
+                        ErrorCode::NONE
+                    };
+                    OffsetDeleteResponsePartition {
+                        partition_index,
+                        error_code,
+                    }
+                })
+                .collect();
+            topics.push(OffsetDeleteResponseTopic {
+                name: topic.name.clone(),
+                partitions,
+            });
+        }
+        drop(subscribed);
+        if let Some(offsets) = self.offsets.get_mut(&request.group_id) {
+            for key in deleted {
+                // Only offsets that exist get a tombstone; the others still succeed.
+                if offsets.remove(&key).is_some() {
+                    out.persist(offset_record(&request.group_id, &key.0, key.1, None));
+                }
+            }
+            if offsets.is_empty() {
+                self.offsets.remove(&request.group_id);
+            }
+        }
+        OffsetDeleteResponse {
+            error_code: ErrorCode::NONE,
+            topics,
+        }
+    }
+
     /// Tombstones for every offset of a group (DeleteGroups).
     pub(crate) fn delete_all_offsets(&mut self, group_id: &str, out: &mut Out) {
         for (topic, partition) in self
@@ -281,6 +384,57 @@ impl Coordinator {
                 self.delete_group(&group_id, out);
             }
         }
+        // KIP-848 consumer groups: offsets of topics nobody subscribes to expire from their
+        // commit (Kafka's `ConsumerGroup.offsetExpirationCondition`); an empty group left
+        // without offsets is deleted.
+        let group_ids: Vec<String> = self.consumer_groups.keys().cloned().collect();
+        for group_id in group_ids {
+            let all_offsets_expired = self.cleanup_expired_consumer_offsets(&group_id, now_ms, out);
+            let is_empty = self
+                .consumer_groups
+                .get(&group_id)
+                .is_some_and(|g| g.members.is_empty());
+            if all_offsets_expired && is_empty {
+                self.remove_consumer_group(&group_id, out);
+            }
+        }
+    }
+
+    fn cleanup_expired_consumer_offsets(
+        &mut self,
+        group_id: &str,
+        now_ms: i64,
+        out: &mut Out,
+    ) -> bool {
+        let Some(group) = self.consumer_groups.get(group_id) else {
+            return false;
+        };
+        let Some(offsets) = self.offsets.get_mut(group_id) else {
+            return true;
+        };
+        let retention_ms = self.config.offsets_retention_ms;
+        let mut all_expired = true;
+        offsets.retain(|(topic, partition), offset| {
+            if group.is_subscribed_to_topic(topic) {
+                all_expired = false;
+                return true;
+            }
+            let expired = match offset.expire_timestamp_ms {
+                Some(expire_timestamp_ms) => now_ms >= expire_timestamp_ms,
+                None => now_ms.saturating_sub(offset.commit_timestamp_ms) >= retention_ms,
+            };
+            if expired {
+                out.persist(offset_record(group_id, topic, *partition, None));
+                false
+            } else {
+                all_expired = false;
+                true
+            }
+        });
+        if offsets.is_empty() {
+            self.offsets.remove(group_id);
+        }
+        all_expired
     }
 
     /// Kafka's `cleanupExpiredOffsets`. Returns whether the group has no offsets left.

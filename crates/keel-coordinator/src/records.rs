@@ -9,7 +9,8 @@
 //! |------|----------------------------------------------------|--------------------------------|
 //! | 0, 1 | OffsetCommitKey: group string, topic string, partition int32 | OffsetCommitValue v0–v4 |
 //! | 2    | GroupMetadataKey: group string                     | GroupMetadataValue v0–v4       |
-//! | 3+   | KIP-848 / share-group records: not decoded here    |                                |
+//! | 3, 5–8 | KIP-848 consumer group records: see `records/consumer.rs` |                     |
+//! | 4, 9+ | partition metadata (deprecated) and share-group records: not decoded |          |
 //!
 //! Checked against apache/kafka `group-coordinator/src/main/resources/common/message/`
 //! `OffsetCommitKey.json`, `OffsetCommitValue.json`, `GroupMetadataKey.json`,
@@ -29,6 +30,17 @@
 use bytes::Bytes;
 
 use crate::error::RecordError;
+
+mod consumer;
+pub use consumer::{
+    ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupKey, ConsumerGroupMemberKey,
+    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue,
+    ConsumerGroupTargetAssignmentMemberValue, ConsumerGroupTargetAssignmentMetadataValue,
+    TopicPartitions, CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE,
+    CONSUMER_GROUP_MEMBER_METADATA_TYPE, CONSUMER_GROUP_METADATA_TYPE,
+    CONSUMER_GROUP_PARTITION_METADATA_TYPE, CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE,
+    CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE,
+};
 
 /// One record of `__consumer_offsets` as stored in the log: key bytes and value bytes, `None`
 /// for a tombstone (which compaction eventually uses to drop the key).
@@ -116,6 +128,31 @@ pub enum CoordinatorRecord {
         key: GroupMetadataKey,
         value: Option<GroupMetadataValue>,
     },
+    /// Type 3 (KIP-848): the consumer group's epoch.
+    ConsumerGroupMetadata {
+        key: ConsumerGroupKey,
+        value: Option<ConsumerGroupMetadataValue>,
+    },
+    /// Type 5 (KIP-848): a member's subscription.
+    ConsumerGroupMemberMetadata {
+        key: ConsumerGroupMemberKey,
+        value: Option<ConsumerGroupMemberMetadataValue>,
+    },
+    /// Type 6 (KIP-848): the target assignment's epoch.
+    ConsumerGroupTargetAssignmentMetadata {
+        key: ConsumerGroupKey,
+        value: Option<ConsumerGroupTargetAssignmentMetadataValue>,
+    },
+    /// Type 7 (KIP-848): a member's target assignment.
+    ConsumerGroupTargetAssignmentMember {
+        key: ConsumerGroupMemberKey,
+        value: Option<ConsumerGroupTargetAssignmentMemberValue>,
+    },
+    /// Type 8 (KIP-848): a member's current assignment.
+    ConsumerGroupCurrentMemberAssignment {
+        key: ConsumerGroupMemberKey,
+        value: Option<ConsumerGroupCurrentMemberAssignmentValue>,
+    },
 }
 
 impl CoordinatorRecord {
@@ -149,6 +186,26 @@ impl CoordinatorRecord {
                     value,
                 })
             }
+            Self::ConsumerGroupMetadata { key, value } => Ok(Record {
+                key: key.encode(CONSUMER_GROUP_METADATA_TYPE)?,
+                value: value.as_ref().map(|v| v.encode()).transpose()?,
+            }),
+            Self::ConsumerGroupMemberMetadata { key, value } => Ok(Record {
+                key: key.encode(CONSUMER_GROUP_MEMBER_METADATA_TYPE)?,
+                value: value.as_ref().map(|v| v.encode()).transpose()?,
+            }),
+            Self::ConsumerGroupTargetAssignmentMetadata { key, value } => Ok(Record {
+                key: key.encode(CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE)?,
+                value: value.as_ref().map(|v| v.encode()).transpose()?,
+            }),
+            Self::ConsumerGroupTargetAssignmentMember { key, value } => Ok(Record {
+                key: key.encode(CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE)?,
+                value: value.as_ref().map(|v| v.encode()).transpose()?,
+            }),
+            Self::ConsumerGroupCurrentMemberAssignment { key, value } => Ok(Record {
+                key: key.encode(CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE)?,
+                value: value.as_ref().map(|v| v.encode()).transpose()?,
+            }),
         }
     }
 
@@ -173,6 +230,40 @@ impl CoordinatorRecord {
                 };
                 let value = value.map(GroupMetadataValue::decode).transpose()?;
                 Ok(Self::GroupMetadata { key, value })
+            }
+            CONSUMER_GROUP_METADATA_TYPE => Ok(Self::ConsumerGroupMetadata {
+                key: ConsumerGroupKey::decode(&mut reader)?,
+                value: value.map(ConsumerGroupMetadataValue::decode).transpose()?,
+            }),
+            CONSUMER_GROUP_MEMBER_METADATA_TYPE => Ok(Self::ConsumerGroupMemberMetadata {
+                key: ConsumerGroupMemberKey::decode(&mut reader)?,
+                value: value
+                    .map(ConsumerGroupMemberMetadataValue::decode)
+                    .transpose()?,
+            }),
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE => {
+                Ok(Self::ConsumerGroupTargetAssignmentMetadata {
+                    key: ConsumerGroupKey::decode(&mut reader)?,
+                    value: value
+                        .map(ConsumerGroupTargetAssignmentMetadataValue::decode)
+                        .transpose()?,
+                })
+            }
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE => {
+                Ok(Self::ConsumerGroupTargetAssignmentMember {
+                    key: ConsumerGroupMemberKey::decode(&mut reader)?,
+                    value: value
+                        .map(ConsumerGroupTargetAssignmentMemberValue::decode)
+                        .transpose()?,
+                })
+            }
+            CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE => {
+                Ok(Self::ConsumerGroupCurrentMemberAssignment {
+                    key: ConsumerGroupMemberKey::decode(&mut reader)?,
+                    value: value
+                        .map(ConsumerGroupCurrentMemberAssignmentValue::decode)
+                        .transpose()?,
+                })
             }
             other => Err(RecordError::UnknownRecordType(other)),
         }
@@ -774,10 +865,15 @@ mod tests {
 
     #[test]
     fn unknown_record_types_are_reported_for_skipping() {
-        // Type 3 is KIP-848's ConsumerGroupMetadataKey.
+        // Type 4 is KIP-848's ConsumerGroupPartitionMetadataKey (not kept by Keel), 9+ are
+        // share-group records.
         assert_eq!(
-            CoordinatorRecord::decode(&[0, 3, 0, 1, b'g'], Some(&[0, 0])),
-            Err(RecordError::UnknownRecordType(3))
+            CoordinatorRecord::decode(&[0, 4, 0, 1, b'g'], Some(&[0, 0])),
+            Err(RecordError::UnknownRecordType(4))
+        );
+        assert_eq!(
+            CoordinatorRecord::decode(&[0, 9, 0, 1, b'g'], Some(&[0, 0])),
+            Err(RecordError::UnknownRecordType(9))
         );
     }
 

@@ -16,6 +16,10 @@ pub(crate) enum TimerKey {
     Sync { group_id: String },
     /// The periodic offset and group expiry sweep (`offsets.retention.check.interval.ms`).
     GroupCleanup,
+    /// A KIP-848 consumer group member's session.
+    ConsumerSession { group_id: String, member_id: String },
+    /// A KIP-848 member's deadline to revoke partitions (its rebalance timeout).
+    ConsumerRebalance { group_id: String, member_id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,11 @@ pub(crate) enum TimerAction {
         generation_id: i32,
     },
     GroupCleanup,
+    ExpireConsumerSession,
+    /// Fence the member if it is still at this epoch and has not revoked its partitions.
+    ExpireConsumerRebalance {
+        member_epoch: i32,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -87,7 +96,9 @@ impl Timers {
             .filter(|key| match key {
                 TimerKey::Heartbeat { group_id: g, .. }
                 | TimerKey::Join { group_id: g }
-                | TimerKey::Sync { group_id: g } => g == group_id,
+                | TimerKey::Sync { group_id: g }
+                | TimerKey::ConsumerSession { group_id: g, .. }
+                | TimerKey::ConsumerRebalance { group_id: g, .. } => g == group_id,
                 TimerKey::GroupCleanup => false,
             })
             .cloned()

@@ -1,6 +1,8 @@
 //! Behaviour tests of the coordinator, driven through its public entry points with a fake clock,
 //! plus a harness shared by the scenario and property tests.
 
+mod consumer;
+mod offset_delete;
 mod property;
 mod scenarios;
 
