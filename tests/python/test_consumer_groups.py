@@ -785,3 +785,58 @@ def test_admin_kafka_python(broker_factory, topic_name):
         kadmin.close()
         for m in members:
             m.close()
+
+
+def test_three_members_split_six_partitions_kip848(broker_factory, topic_name):
+    """The consumer group protocol of KIP-848 (`group.protocol=consumer`): the broker assigns."""
+    b = broker_factory(sets={**FAST_GROUPS, "group.consumer.heartbeat.interval.ms": "500"})
+    create_topic(b.bootstrap, topic_name, 6)
+    group = group_name()
+    consumers = [
+        Consumer({
+            "bootstrap.servers": b.bootstrap,
+            "group.id": group,
+            "group.protocol": "consumer",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        })
+        for _ in range(3)
+    ]
+    records: list[list[tuple[int, int, str]]] = [[] for _ in consumers]
+    try:
+        for c in consumers:
+            c.subscribe([topic_name])
+
+        def tick():
+            for i, c in enumerate(consumers):
+                for m in c.consume(num_messages=1000, timeout=0.05):
+                    assert m.error() is None, m.error()
+                    records[i].append((m.partition(), m.offset(), m.value().decode()))
+
+        def settled():
+            parts = [{tp.partition for tp in c.assignment()} for c in consumers]
+            if all(parts) and sum(len(p) for p in parts) == 6 and set().union(*parts) == set(range(6)):
+                return parts
+            return None
+
+        parts = wait_until(settled, 60, "3 KIP-848 members share 6 partitions", tick=tick)
+        written = produce(b.bootstrap, topic_name, 6, 50)
+        wait_until(lambda: sum(len(r) for r in records) >= len(written), 30, "all records consumed", tick=tick)
+        for _ in range(10):   # a little longer, to catch late duplicates
+            tick()
+        got = Counter((p, o) for r in records for p, o, _ in r)
+        assert set(got) == set(written), f"missing {sorted(set(written) - set(got))[:10]}"
+        assert max(got.values()) == 1, f"read twice: {[k for k, n in got.items() if n > 1][:10]}"
+        for i, r in enumerate(records):
+            for p, o, v in r:
+                assert p in parts[i], f"member {i} read partition {p} it does not own"
+                assert v == written[(p, o)]
+
+        # Committed offsets carry the member epoch (OffsetCommit v9) and are visible to admins.
+        for c in consumers:
+            c.commit(asynchronous=False)
+        a = admin(b.bootstrap)
+        assert sum(committed_offsets(a, group, topic_name).values()) == len(written)
+    finally:
+        for c in consumers:
+            c.close()

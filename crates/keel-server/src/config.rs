@@ -142,6 +142,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("group.min.session.timeout.ms", Int, Some("6000"), false, "Smallest session timeout a group member may ask for."),
     broker!("group.max.session.timeout.ms", Int, Some("1800000"), false, "Largest session timeout a group member may ask for."),
     broker!("offsets.retention.minutes", Int, Some("10080"), false, "How long the committed offsets of an empty group are kept."),
+    broker!("group.consumer.heartbeat.interval.ms", Int, Some("5000"), false, "Heartbeat interval of consumer-protocol (KIP-848) group members."),
+    broker!("group.consumer.session.timeout.ms", Int, Some("45000"), false, "Session timeout of consumer-protocol (KIP-848) group members."),
 ];
 
 macro_rules! topic {

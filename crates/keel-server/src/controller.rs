@@ -292,8 +292,11 @@ impl Broker {
         self.metadata.propose(records).await.map_err(|error| {
             ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}"))
         })?;
-        self.reconcile()
-            .map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()))
+        let reconciled = self
+            .reconcile()
+            .map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
+        self.topics_changed().await;
+        reconciled
     }
 
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.

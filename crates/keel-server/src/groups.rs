@@ -17,6 +17,7 @@ use keel_coordinator::{
     JoinGroup, LeaveGroup, MemberIdGenerator, OffsetCommit, OffsetFetch, OffsetFetchResult, Record,
     RequestId, Response, SyncGroup,
 };
+use keel_coordinator as gc;
 use keel_log::batch::batch_headers;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,6 +50,10 @@ pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
 
 pub enum Command {
     Call(Call, oneshot::Sender<Response>),
+    DescribeConsumer(String, oneshot::Sender<gc::ConsumerGroupDescription>),
+    DeleteOffsets(gc::OffsetDelete, oneshot::Sender<gc::OffsetDeleteResponse>),
+    /// The cluster's topics changed: KIP-848 groups recompute their target assignment.
+    SetTopics(Vec<gc::TopicMetadata>),
     Fetch(OffsetFetch, oneshot::Sender<OffsetFetchResult>),
     List(Vec<GroupState>, oneshot::Sender<Vec<GroupListing>>),
     Describe(String, oneshot::Sender<GroupDescription>),
@@ -62,6 +67,7 @@ pub enum Call {
     Heartbeat(Heartbeat),
     Leave(LeaveGroup),
     Commit(OffsetCommit),
+    ConsumerHeartbeat(gc::ConsumerGroupHeartbeat),
 }
 
 /// Member ids as Kafka makes them: `<client id>-<uuid>` (the coordinator adds the prefix).
@@ -120,6 +126,12 @@ impl Broker {
         }
         if let Some(ms) = view.broker_i64("group.max.session.timeout.ms") {
             config.group_max_session_timeout_ms = ms.clamp(0, i64::from(i32::MAX)) as i32;
+        }
+        if let Some(ms) = view.broker_i64("group.consumer.heartbeat.interval.ms") {
+            config.group_consumer_heartbeat_interval_ms = ms.clamp(1, i64::from(i32::MAX)) as i32;
+        }
+        if let Some(ms) = view.broker_i64("group.consumer.session.timeout.ms") {
+            config.group_consumer_session_timeout_ms = ms.clamp(1, i64::from(i32::MAX)) as i32;
         }
         if let Some(minutes) = view.broker_i64("offsets.retention.minutes") {
             config.offsets_retention_ms = minutes.saturating_mul(60_000);
@@ -197,6 +209,28 @@ impl Broker {
         Some(sender)
     }
 
+    /// Every ordinary topic with its id and partition count, as KIP-848 assignors need them.
+    pub fn topic_metadata(&self) -> Vec<gc::TopicMetadata> {
+        self.image()
+            .topics
+            .values()
+            .filter(|t| !t.is_internal())
+            .map(|t| gc::TopicMetadata {
+                name: t.name.clone(),
+                topic_id: *t.topic_id.as_bytes(),
+                partitions: t.partitions.len() as i32,
+            })
+            .collect()
+    }
+
+    /// Tells every running coordinator that topics changed.
+    pub async fn topics_changed(&self) {
+        let topics = self.topic_metadata();
+        for sender in self.groups.all() {
+            let _ = sender.send(Command::SetTopics(topics.clone())).await;
+        }
+    }
+
     /// Starts the coordinators of every `__consumer_offsets` partition this broker hosts, so
     /// that groups loaded from disk expire their members and offsets without a new request.
     pub fn start_coordinators(self: &Arc<Self>) {
@@ -232,6 +266,9 @@ async fn run(broker: Arc<Broker>, partition: Arc<Partition>, mut rx: mpsc::Recei
         }
     };
     let mut actor = Actor { broker, partition, coordinator, next_id: 0, waiting: HashMap::new() };
+    // Consumer groups (KIP-848) assign from topic metadata: give it before serving.
+    let effects = actor.coordinator.set_topics(actor.broker.topic_metadata(), now_ms());
+    actor.apply(effects).await;
     let effects = actor.coordinator.on_loaded(now_ms());
     actor.apply(effects).await;
     loop {
@@ -272,7 +309,23 @@ impl Actor {
                     Call::Heartbeat(request) => self.coordinator.heartbeat(id, request, now),
                     Call::Leave(request) => self.coordinator.leave_group(id, request, now),
                     Call::Commit(request) => self.coordinator.commit_offsets(id, request, now),
+                    Call::ConsumerHeartbeat(request) => self.coordinator.consumer_group_heartbeat(id, request, now),
                 };
+                self.apply(effects).await;
+            }
+            Command::DescribeConsumer(group_id, reply) => {
+                let _ = reply.send(self.coordinator.describe_consumer_group(&group_id));
+            }
+            Command::DeleteOffsets(request, reply) => {
+                let (response, effects) = self.coordinator.delete_offsets(&request, now);
+                let response = match self.apply(effects).await {
+                    Some(error) => response.with_error(error),
+                    None => response,
+                };
+                let _ = reply.send(response);
+            }
+            Command::SetTopics(topics) => {
+                let effects = self.coordinator.set_topics(topics, now);
                 self.apply(effects).await;
             }
             Command::Fetch(request, reply) => {

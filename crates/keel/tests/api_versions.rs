@@ -239,6 +239,32 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::DescribeGroups(request)
         }
         ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+        ApiKey::OffsetDelete => {
+            let mut partition = offset_delete_request::OffsetDeleteRequestPartition::default();
+            partition.partition_index = 0;
+            let mut topic = offset_delete_request::OffsetDeleteRequestTopic::default();
+            topic.name = name();
+            topic.partitions = vec![partition];
+            let mut request = OffsetDeleteRequest::default();
+            request.group_id = GroupId(StrBytes::from_static_str("versions-commit"));
+            request.topics = vec![topic];
+            RequestKind::OffsetDelete(request)
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let mut request = ConsumerGroupHeartbeatRequest::default();
+            request.group_id = GroupId(StrBytes::from_string(format!("kip848-v{version}")));
+            request.member_id = StrBytes::from_string(uuid::Uuid::new_v4().to_string());
+            request.member_epoch = 0;
+            request.rebalance_timeout_ms = 30_000;
+            request.subscribed_topic_names = Some(vec![name()]);
+            request.topic_partitions = Some(Vec::new());
+            RequestKind::ConsumerGroupHeartbeat(request)
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let mut request = ConsumerGroupDescribeRequest::default();
+            request.group_ids = vec![GroupId(StrBytes::from_static_str("kip848-v1"))];
+            RequestKind::ConsumerGroupDescribe(request)
+        }
         ApiKey::DeleteGroups => {
             let mut request = DeleteGroupsRequest::default();
             request.groups_names = vec![GroupId(StrBytes::from_static_str("no-such-group"))];

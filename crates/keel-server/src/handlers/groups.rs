@@ -516,13 +516,11 @@ pub async fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest, versi
             }
         }
     }
-    // Only classic groups exist; a types filter without "classic" matches none.
-    if version >= 5
-        && !request.types_filter.is_empty()
-        && !request.types_filter.iter().any(|t| t.as_str().eq_ignore_ascii_case("classic"))
-    {
-        return response;
-    }
+    let types: Vec<String> = if version >= 5 {
+        request.types_filter.iter().map(|t| t.as_str().to_ascii_lowercase()).collect()
+    } else {
+        Vec::new()
+    };
     let mut listings = BTreeMap::new();
     for sender in broker.groups.all() {
         let (tx, rx) = oneshot::channel();
@@ -530,7 +528,9 @@ pub async fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest, versi
             continue;
         }
         for listing in rx.await.unwrap_or_default() {
-            listings.insert(listing.group_id.clone(), listing);
+            if types.is_empty() || types.iter().any(|t| t == listing.group_type) {
+                listings.insert(listing.group_id.clone(), listing);
+            }
         }
     }
     response.groups = listings
@@ -543,7 +543,12 @@ pub async fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest, versi
                 group.group_state = str_bytes(l.state.name());
             }
             if version >= 5 {
-                group.group_type = str_bytes("Classic");
+                // Kafka prints the group type capitalized ("Classic", "Consumer").
+                let mut kind = l.group_type.to_string();
+                if let Some(first) = kind.get_mut(..1) {
+                    first.make_ascii_uppercase();
+                }
+                group.group_type = str_bytes(kind);
             }
             group
         })
@@ -632,6 +637,189 @@ pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -
         result.group_id = group_id;
         result.error_code = error.code();
         response.results.push(result);
+    }
+    response
+}
+
+pub async fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    request: ConsumerGroupHeartbeatRequest,
+    version: i16,
+    client_id: &str,
+    client_host: &str,
+) -> ConsumerGroupHeartbeatResponse {
+    let group_id = request.group_id.0.to_string();
+    let heartbeat = gc::ConsumerGroupHeartbeat {
+        version,
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch,
+        instance_id: opt_str(&request.instance_id),
+        rack_id: opt_str(&request.rack_id),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request.subscribed_topic_names.map(|names| names.iter().map(|n| n.0.to_string()).collect()),
+        subscribed_topic_regex: opt_str(&request.subscribed_topic_regex),
+        server_assignor: opt_str(&request.server_assignor),
+        topic_partitions: request.topic_partitions.map(|topics| {
+            topics
+                .iter()
+                .map(|t| gc::ConsumerGroupTopicPartitions { topic_id: *t.topic_id.as_bytes(), partitions: t.partitions.clone() })
+                .collect()
+        }),
+        client_id: client_id.to_string(),
+        client_host: client_host.to_string(),
+    };
+    let answer = match coordinate(broker, &group_id, Call::ConsumerHeartbeat(heartbeat)).await {
+        Ok(gc::Response::ConsumerGroupHeartbeat(answer)) => answer,
+        Ok(_) => gc::ConsumerGroupHeartbeatResponse::error(ErrorCode::NOT_COORDINATOR, None),
+        Err(error) => gc::ConsumerGroupHeartbeatResponse::error(error, None),
+    };
+    let mut response = ConsumerGroupHeartbeatResponse::default();
+    response.error_code = answer.error_code.code();
+    response.error_message = answer.error_message.map(str_bytes);
+    response.member_id = answer.member_id.map(str_bytes);
+    response.member_epoch = answer.member_epoch;
+    response.heartbeat_interval_ms = answer.heartbeat_interval_ms;
+    response.assignment = answer.assignment.map(|topics| {
+        let mut assignment = consumer_group_heartbeat_response::Assignment::default();
+        assignment.topic_partitions = topics
+            .into_iter()
+            .map(|t| {
+                let mut out = consumer_group_heartbeat_response::TopicPartitions::default();
+                out.topic_id = uuid::Uuid::from_bytes(t.topic_id);
+                out.partitions = t.partitions;
+                out
+            })
+            .collect();
+        assignment
+    });
+    response
+}
+
+fn described_assignment(topics: Vec<gc::DescribedTopicPartitions>) -> consumer_group_describe_response::Assignment {
+    let mut assignment = consumer_group_describe_response::Assignment::default();
+    assignment.topic_partitions = topics
+        .into_iter()
+        .map(|t| {
+            let mut out = consumer_group_describe_response::TopicPartitions::default();
+            out.topic_id = uuid::Uuid::from_bytes(t.topic_id);
+            out.topic_name = TopicName(str_bytes(t.topic_name));
+            out.partitions = t.partitions;
+            out
+        })
+        .collect();
+    assignment
+}
+
+pub async fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    request: ConsumerGroupDescribeRequest,
+    version: i16,
+) -> ConsumerGroupDescribeResponse {
+    let mut response = ConsumerGroupDescribeResponse::default();
+    for group_id in request.group_ids {
+        let id = group_id.0.to_string();
+        let description = match broker.coordinator(&id).await {
+            Ok(sender) => {
+                let (tx, rx) = oneshot::channel();
+                match sender.send(Command::DescribeConsumer(id.clone(), tx)).await {
+                    Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
+                    Err(_) => Err(ErrorCode::NOT_COORDINATOR),
+                }
+            }
+            Err(error) => Err(error),
+        };
+        let mut group = consumer_group_describe_response::DescribedGroup::default();
+        group.group_id = group_id;
+        match description {
+            Ok(d) => {
+                group.error_code = d.error_code.code();
+                group.error_message = d.error_message.map(str_bytes);
+                group.group_state = str_bytes(d.group_state);
+                group.group_epoch = d.group_epoch;
+                group.assignment_epoch = d.assignment_epoch;
+                group.assignor_name = str_bytes(d.assignor_name);
+                group.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let mut member = consumer_group_describe_response::Member::default();
+                        member.member_id = str_bytes(m.member_id);
+                        member.instance_id = m.instance_id.map(str_bytes);
+                        member.rack_id = m.rack_id.map(str_bytes);
+                        member.member_epoch = m.member_epoch;
+                        member.client_id = str_bytes(m.client_id);
+                        member.client_host = str_bytes(m.client_host);
+                        member.subscribed_topic_names =
+                            m.subscribed_topic_names.into_iter().map(|n| TopicName(str_bytes(n))).collect();
+                        member.subscribed_topic_regex = m.subscribed_topic_regex.map(str_bytes);
+                        member.assignment = described_assignment(m.assignment);
+                        member.target_assignment = described_assignment(m.target_assignment);
+                        if version >= 1 {
+                            member.member_type = m.member_type;
+                        }
+                        member
+                    })
+                    .collect();
+            }
+            Err(error) => group.error_code = error.code(),
+        }
+        if request.include_authorized_operations {
+            group.authorized_operations = GROUP_OPERATIONS_ALL;
+        }
+        response.groups.push(group);
+    }
+    response
+}
+
+pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group_id = request.group_id.0.to_string();
+    let wanted = gc::OffsetDelete {
+        group_id: group_id.clone(),
+        topics: request
+            .topics
+            .iter()
+            .map(|t| gc::OffsetDeleteTopic {
+                name: t.name.0.to_string(),
+                partition_indexes: t.partitions.iter().map(|p| p.partition_index).collect(),
+            })
+            .collect(),
+    };
+    let answer = match broker.coordinator(&group_id).await {
+        Ok(sender) => {
+            let (tx, rx) = oneshot::channel();
+            match sender.send(Command::DeleteOffsets(wanted, tx)).await {
+                Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
+                Err(_) => Err(ErrorCode::NOT_COORDINATOR),
+            }
+        }
+        Err(error) => Err(error),
+    };
+    let mut response = OffsetDeleteResponse::default();
+    match answer {
+        Ok(answer) => {
+            response.error_code = answer.error_code.code();
+            response.topics = answer
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let mut topic = offset_delete_response::OffsetDeleteResponseTopic::default();
+                    topic.name = TopicName(str_bytes(t.name));
+                    topic.partitions = t
+                        .partitions
+                        .into_iter()
+                        .map(|p| {
+                            let mut partition = offset_delete_response::OffsetDeleteResponsePartition::default();
+                            partition.partition_index = p.partition_index;
+                            partition.error_code = p.error_code.code();
+                            partition
+                        })
+                        .collect();
+                    topic
+                })
+                .collect();
+        }
+        Err(error) => response.error_code = error.code(),
     }
     response
 }

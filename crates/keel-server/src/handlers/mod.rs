@@ -58,6 +58,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
             ready(ResponseKind::DescribeGroups(groups::describe_groups(broker, r, version).await))
         }
         RequestKind::DeleteGroups(r) => ready(ResponseKind::DeleteGroups(groups::delete_groups(broker, r).await)),
+        RequestKind::OffsetDelete(r) => ready(ResponseKind::OffsetDelete(groups::offset_delete(broker, r).await)),
+        RequestKind::ConsumerGroupHeartbeat(r) => ready(ResponseKind::ConsumerGroupHeartbeat(
+            groups::consumer_group_heartbeat(broker, r, version, &client_id, client_host).await,
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ready(ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version).await))
+        }
         // The codec only decodes APIs from the advertised table, all of which are above.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "no handler; closing connection");
