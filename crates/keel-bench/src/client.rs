@@ -78,15 +78,12 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Resu
     if partitions < 1 {
         bail!("--partitions must be at least 1");
     }
-    let probe: BaseConsumer = assign_only_consumer(brokers)
-        .create()
-        .context("cannot create a metadata client")?;
+    let probe: BaseConsumer = assign_only_consumer(brokers).create().context("cannot create a metadata client")?;
     if let Some(count) = partition_count(&probe, topic)? {
         return Ok(count);
     }
-    let admin: AdminClient<DefaultClientContext> = base_config(brokers)
-        .create()
-        .context("cannot create the admin client")?;
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(brokers).create().context("cannot create the admin client")?;
     let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -108,9 +105,7 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Resu
             return Ok(count);
         }
         if Instant::now() > deadline {
-            bail!(
-                "topic {topic} was created but its partitions have no leader after {TOPIC_READY_TIMEOUT:?}"
-            );
+            bail!("topic {topic} was created but its partitions have no leader after {TOPIC_READY_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -54,18 +54,13 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
         bail!("--consumers must be at least 1");
     }
     let partitions = ensure_topic(&common.brokers, &common.topic, common.partitions)?;
-    let probe: BaseConsumer = consumer_config(&common.brokers, args.fetch_wait_max_ms)
-        .create()
-        .context("cannot create the consumer")?;
+    let probe: BaseConsumer =
+        consumer_config(&common.brokers, args.fetch_wait_max_ms).create().context("cannot create the consumer")?;
     let marks = watermarks(&probe, &common.topic, partitions)?;
     drop(probe);
     let available: u64 = marks.iter().map(|(low, high)| (high - low).max(0) as u64).sum();
     if available == 0 {
-        bail!(
-            "topic {} is empty: run `keel-bench produce --topic {}` first",
-            common.topic,
-            common.topic
-        );
+        bail!("topic {} is empty: run `keel-bench produce --topic {}` first", common.topic, common.topic);
     }
     let wanted = common.records.map_or(available, |r| r.min(available));
     let plan = Arc::new(ReadPlan {
@@ -93,9 +88,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
                 .name(format!("consumer-{index}"))
                 .spawn(move || -> anyhow::Result<ReadOutcome> {
                     let consumer: BaseConsumer = config.create().context("cannot create the consumer")?;
-                    consumer
-                        .assign(&assignment)
-                        .context("cannot assign the partitions")?;
+                    consumer.assign(&assignment).context("cannot assign the partitions")?;
                     read_assigned(&consumer, &plan, own_available)
                 })
                 .context("cannot start a consumer thread")
@@ -103,9 +96,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
         .collect::<anyhow::Result<_>>()?;
     let mut total = ReadOutcome::default();
     for thread in threads {
-        let outcome = thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
+        let outcome = thread.join().map_err(|_| anyhow::anyhow!("a consumer thread panicked"))??;
         total.seen += outcome.seen;
         total.measured += outcome.measured;
         total.bytes += outcome.bytes;
@@ -119,14 +110,10 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
         };
         total.last_record = total.last_record.max(outcome.last_record);
     }
-    let elapsed_secs = total
-        .window_start
-        .map_or(0.0, |w| total.last_record.saturating_sub(w).as_secs_f64());
+    let elapsed_secs = total.window_start.map_or(0.0, |w| total.last_record.saturating_sub(w).as_secs_f64());
     let mut extra = vec![(
         "first record ms",
-        serde_json::json!(total
-            .first_record
-            .map_or(-1.0, |d| (d.as_secs_f64() * 1e5).round() / 100.0)),
+        serde_json::json!(total.first_record.map_or(-1.0, |d| (d.as_secs_f64() * 1e5).round() / 100.0)),
     )];
     extra.push(("partitions", serde_json::json!(partitions)));
     extra.push(("consumers", serde_json::json!(args.consumers)));
@@ -170,11 +157,7 @@ struct ReadOutcome {
     last_record: Duration,
 }
 
-fn read_assigned(
-    consumer: &BaseConsumer,
-    plan: &ReadPlan,
-    own_available: u64,
-) -> anyhow::Result<ReadOutcome> {
+fn read_assigned(consumer: &BaseConsumer, plan: &ReadPlan, own_available: u64) -> anyhow::Result<ReadOutcome> {
     let mut out = ReadOutcome::default();
     let mut unpublished = 0;
     let deadline = plan.warmup + plan.duration;
@@ -199,11 +182,7 @@ fn read_assigned(
             continue;
         }
         // The window opens at the first record after the warm-up (at assign without one).
-        out.window_start.get_or_insert(if plan.warmup.is_zero() {
-            Duration::ZERO
-        } else {
-            now
-        });
+        out.window_start.get_or_insert(if plan.warmup.is_zero() { Duration::ZERO } else { now });
         out.measured += 1;
         out.bytes += message.payload_len() as u64;
     }

@@ -72,19 +72,13 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
     let warmup = common.warmup();
 
     // Start every partition at its current end, so only this run's records are read.
-    let consumer: BaseConsumer = consumer_config(&common.brokers, args.fetch_wait_max_ms)
-        .create()
-        .context("cannot create the consumer")?;
+    let consumer: BaseConsumer =
+        consumer_config(&common.brokers, args.fetch_wait_max_ms).create().context("cannot create the consumer")?;
     let mut assignment = TopicPartitionList::new();
-    for (partition, (_, high)) in watermarks(&consumer, &common.topic, partitions)?
-        .into_iter()
-        .enumerate()
-    {
+    for (partition, (_, high)) in watermarks(&consumer, &common.topic, partitions)?.into_iter().enumerate() {
         assignment.add_partition_offset(&common.topic, partition as i32, Offset::Offset(high))?;
     }
-    consumer
-        .assign(&assignment)
-        .context("cannot assign the partitions")?;
+    consumer.assign(&assignment).context("cannot assign the partitions")?;
 
     let producer_args = ProducerArgs {
         acks: args.acks.clone(),
@@ -105,16 +99,10 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
 
     let sending_done = Arc::new(AtomicBool::new(false));
     let sent_measured = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(Received {
-        measured: AtomicU64::new(0),
-        errors: AtomicU64::new(0),
-    });
+    let received = Arc::new(Received { measured: AtomicU64::new(0), errors: AtomicU64::new(0) });
     let reader = {
-        let (sending_done, sent_measured, received) = (
-            Arc::clone(&sending_done),
-            Arc::clone(&sent_measured),
-            Arc::clone(&received),
-        );
+        let (sending_done, sent_measured, received) =
+            (Arc::clone(&sending_done), Arc::clone(&sent_measured), Arc::clone(&received));
         let warmup_ns = warmup.as_nanos() as u64;
         std::thread::Builder::new()
             .name("e2e-consumer".into())
@@ -124,8 +112,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
                 loop {
                     if sending_done.load(Ordering::Acquire) {
                         let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
-                        let all_in = received.measured.load(Ordering::Relaxed)
-                            >= sent_measured.load(Ordering::Relaxed);
+                        let all_in = received.measured.load(Ordering::Relaxed) >= sent_measured.load(Ordering::Relaxed);
                         if all_in || Instant::now() > deadline {
                             break;
                         }
@@ -170,8 +157,8 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
         }
         let sent_ns = start.elapsed().as_nanos() as u64;
         payload[..STAMP_BYTES].copy_from_slice(&sent_ns.to_le_bytes());
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&common.topic, sent_ns as usize)
-            .payload(&payload[..]);
+        let mut record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&common.topic, sent_ns as usize).payload(&payload[..]);
         let error = loop {
             match producer.send(record) {
                 Ok(()) => break None,
@@ -196,9 +183,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
     let window_end_ns = start.elapsed().as_nanos() as u64;
     let flushed = producer.flush(FLUSH_TIMEOUT);
     sending_done.store(true, Ordering::Release);
-    let histogram = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
+    let histogram = reader.join().map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
     if let Some(error) = send_error {
         bail!("send failed: {error}");
     }
@@ -209,10 +194,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
     let mut extra = vec![
         ("sent", serde_json::json!(measured)),
         ("target rate", serde_json::json!(args.rate)),
-        (
-            "achieved rate",
-            serde_json::json!((measured as f64 / elapsed_secs.max(1e-9)).round()),
-        ),
+        ("achieved rate", serde_json::json!((measured as f64 / elapsed_secs.max(1e-9)).round())),
     ];
     if let Some(ack) = acks.latency() {
         extra.push(("ack p50 ms", serde_json::json!(ack.p50_ms)));
@@ -224,20 +206,14 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
         extra.push(("first error", serde_json::json!(error)));
     }
     Ok(Report {
-        name: format!(
-            "e2e acks={} linger={}ms",
-            producer_args.acks_label(),
-            args.linger_ms
-        ),
+        name: format!("e2e acks={} linger={}ms", producer_args.acks_label(), args.linger_ms),
         records: received_measured,
         payload_bytes: received_measured * common.record_size as u64,
         elapsed_secs,
         latency: Latency::from_histogram(&histogram),
         latency_kind: "send to receive",
         // Records sent in the window but never read, plus failed deliveries and fetch errors.
-        errors: measured.saturating_sub(received_measured)
-            + acks.errors()
-            + received.errors.load(Ordering::Relaxed),
+        errors: measured.saturating_sub(received_measured) + acks.errors() + received.errors.load(Ordering::Relaxed),
         extra,
     })
 }

@@ -18,11 +18,7 @@ use produce::{ProduceArgs, ProducerArgs};
 use report::Report;
 
 #[derive(Parser)]
-#[command(
-    name = "keel-bench",
-    version,
-    about = "Throughput and latency benchmarks against a running broker"
-)]
+#[command(name = "keel-bench", version, about = "Throughput and latency benchmarks against a running broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,10 +85,8 @@ impl Target {
 
 fn all(args: &AllArgs) -> anyhow::Result<()> {
     let json = args.common.json;
-    let with_topic = |suffix: &str| CommonArgs {
-        topic: format!("{}-{suffix}", args.common.topic),
-        ..args.common.clone()
-    };
+    let with_topic =
+        |suffix: &str| CommonArgs { topic: format!("{}-{suffix}", args.common.topic), ..args.common.clone() };
     let producer = |acks: &str| ProducerArgs {
         acks: acks.into(),
         linger_ms: 5,
@@ -108,32 +102,17 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
         runs.push((report, target));
     };
 
-    let acks1 = ProduceArgs {
-        common: with_topic("acks1"),
-        producer: producer("1"),
-        broker_pid: args.broker_pid,
-    };
+    let acks1 = ProduceArgs { common: with_topic("acks1"), producer: producer("1"), broker_pid: args.broker_pid };
     finish(produce::run(&acks1)?, Target::MbPerSecAtLeast(300.0));
-    let acks_all = ProduceArgs {
-        common: with_topic("acksall"),
-        producer: producer("all"),
-        broker_pid: args.broker_pid,
-    };
+    let acks_all =
+        ProduceArgs { common: with_topic("acksall"), producer: producer("all"), broker_pid: args.broker_pid };
     finish(produce::run(&acks_all)?, Target::MbPerSecAtLeast(150.0));
     // Reads what the acks=1 run wrote, from the start of each partition.
-    let consume = ConsumeArgs {
-        common: with_topic("acks1"),
-        fetch_wait_max_ms: 10,
-        consumers: 1,
-        broker_pid: args.broker_pid,
-    };
+    let consume =
+        ConsumeArgs { common: with_topic("acks1"), fetch_wait_max_ms: 10, consumers: 1, broker_pid: args.broker_pid };
     finish(consume::run(&consume)?, Target::MbPerSecAtLeast(600.0));
     let e2e = E2eArgs {
-        common: CommonArgs {
-            duration_secs: Some(args.e2e_secs),
-            records: None,
-            ..with_topic("e2e")
-        },
+        common: CommonArgs { duration_secs: Some(args.e2e_secs), records: None, ..with_topic("e2e") },
         rate: args.e2e_rate,
         acks: "1".into(),
         linger_ms: 0,
@@ -149,9 +128,8 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
             "run", "records", "records/s", "MB/s", "p50 ms", "p99 ms", "p99.9 ms", "target"
         );
         for (report, target) in &runs {
-            let ms = |pick: fn(&report::Latency) -> f64| {
-                report.latency.map_or("-".into(), |l| format!("{:.2}", pick(&l)))
-            };
+            let ms =
+                |pick: fn(&report::Latency) -> f64| report.latency.map_or("-".into(), |l| format!("{:.2}", pick(&l)));
             println!(
                 "{:<26} {:>10} {:>12.0} {:>9.1} {:>9} {:>9} {:>9}  {:<16} {}",
                 report.name,

@@ -120,11 +120,7 @@ pub(crate) struct LatencyContext {
 
 impl LatencyContext {
     pub(crate) fn new(start: Instant, warmup: Duration, stats: Arc<DeliveryStats>) -> LatencyContext {
-        LatencyContext {
-            start,
-            warmup_ns: warmup.as_nanos() as u64,
-            stats,
-        }
+        LatencyContext { start, warmup_ns: warmup.as_nanos() as u64, stats }
     }
 }
 
@@ -185,11 +181,7 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
                 record_size: common.record_size,
                 // Spread the quota so the producers together send exactly `records`.
                 records: share(records, p.producers, index),
-                rate: if p.rate == 0 {
-                    0.0
-                } else {
-                    p.rate as f64 / p.producers as f64
-                },
+                rate: if p.rate == 0 { 0.0 } else { p.rate as f64 / p.producers as f64 },
                 start,
                 warmup,
                 duration,
@@ -199,18 +191,15 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
             std::thread::Builder::new()
                 .name(format!("producer-{index}"))
                 .spawn(move || -> anyhow::Result<()> {
-                    let producer: ThreadedProducer<LatencyContext> = config
-                        .create_with_context(context)
-                        .context("cannot create the producer")?;
+                    let producer: ThreadedProducer<LatencyContext> =
+                        config.create_with_context(context).context("cannot create the producer")?;
                     send_all(&producer, &plan)
                 })
                 .context("cannot start a producer thread")
         })
         .collect::<anyhow::Result<_>>()?;
     for thread in threads {
-        thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+        thread.join().map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
     }
 
     let mut histogram = latency_histogram();
@@ -225,10 +214,8 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
         }
     }
     let elapsed_secs = (Duration::from_nanos(last_ns).saturating_sub(warmup)).as_secs_f64();
-    let mut extra = vec![
-        ("partitions", serde_json::json!(common.partitions)),
-        ("producers", serde_json::json!(p.producers)),
-    ];
+    let mut extra =
+        vec![("partitions", serde_json::json!(common.partitions)), ("producers", serde_json::json!(p.producers))];
     extra.extend(cpu.finish());
     if let Some(error) = first_error {
         extra.push(("first error", serde_json::json!(error)));
@@ -263,10 +250,7 @@ pub fn producer_config(brokers: &str, p: &ProducerArgs) -> rdkafka::ClientConfig
         .set("linger.ms", p.linger_ms.to_string())
         .set("batch.size", p.batch_size.to_string())
         // batch.size is capped by message.max.bytes; leave room for the request framing.
-        .set(
-            "message.max.bytes",
-            (p.batch_size + 64 * 1024).max(1_000_000).to_string(),
-        )
+        .set("message.max.bytes", (p.batch_size + 64 * 1024).max(1_000_000).to_string())
         .set("compression.type", &p.compression)
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", (p.buffer_mb * 1024).to_string());
@@ -305,8 +289,8 @@ fn send_all(producer: &ThreadedProducer<LatencyContext>, plan: &SendPlan) -> any
             }
         }
         let sent_ns = now.as_nanos() as u64;
-        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&plan.topic, sent_ns as usize)
-            .payload(&payload[..]);
+        let mut record =
+            BaseRecord::<(), [u8], usize>::with_opaque_to(&plan.topic, sent_ns as usize).payload(&payload[..]);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -322,9 +306,7 @@ fn send_all(producer: &ThreadedProducer<LatencyContext>, plan: &SendPlan) -> any
             measured += 1;
         }
     }
-    producer
-        .flush(FLUSH_TIMEOUT)
-        .with_context(|| format!("records still unacknowledged after {FLUSH_TIMEOUT:?}"))
+    producer.flush(FLUSH_TIMEOUT).with_context(|| format!("records still unacknowledged after {FLUSH_TIMEOUT:?}"))
 }
 
 #[cfg(test)]

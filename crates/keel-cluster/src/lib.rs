@@ -5,7 +5,6 @@ pub mod raft;
 pub mod store;
 
 pub use metadata::{
-    BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState,
-    TopicImage,
+    BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState, TopicImage,
 };
 pub use store::{MetadataError, MetadataStore};

@@ -23,19 +23,11 @@ pub enum MetadataRecord {
     /// A topic comes into being (its partitions follow as `Partition` records).
     Topic { name: String, topic_id: Uuid },
     /// A partition replica set and its leadership.
-    Partition {
-        topic_id: Uuid,
-        partition: i32,
-        state: PartitionState,
-    },
+    Partition { topic_id: Uuid, partition: i32, state: PartitionState },
     /// A topic and all its partitions go away.
     RemoveTopic { topic_id: Uuid },
     /// Sets (`Some`) or removes (`None`) one config of a topic or broker.
-    Config {
-        resource: ConfigResource,
-        name: String,
-        value: Option<String>,
-    },
+    Config { resource: ConfigResource, name: String, value: Option<String> },
 }
 
 /// The entity a config belongs to.
@@ -101,8 +93,7 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker(registration) => {
-                self.brokers
-                    .insert(registration.node_id, registration.clone());
+                self.brokers.insert(registration.node_id, registration.clone());
             }
             MetadataRecord::Topic { name, topic_id } => {
                 if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
@@ -119,11 +110,7 @@ impl MetadataImage {
                     },
                 );
             }
-            MetadataRecord::Partition {
-                topic_id,
-                partition,
-                state,
-            } => {
+            MetadataRecord::Partition { topic_id, partition, state } => {
                 if let Some(topic) = self.topic_by_id_mut(topic_id) {
                     topic.partitions.insert(*partition, state.clone());
                 }
@@ -133,11 +120,7 @@ impl MetadataImage {
                     self.topics.remove(&name);
                 }
             }
-            MetadataRecord::Config {
-                resource,
-                name,
-                value,
-            } => {
+            MetadataRecord::Config { resource, name, value } => {
                 let configs = match resource {
                     ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
                         Some(topic) => &mut topic.configs,
@@ -158,9 +141,7 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&TopicImage> {
-        self.topic_names
-            .get(topic_id)
-            .and_then(|name| self.topics.get(name))
+        self.topic_names.get(topic_id).and_then(|name| self.topics.get(name))
     }
 
     fn topic_by_id_mut(&mut self, topic_id: &Uuid) -> Option<&mut TopicImage> {
@@ -170,17 +151,10 @@ impl MetadataImage {
 
     /// The dynamic config of a broker: its own entry over the cluster default.
     pub fn broker_config(&self, node_id: NodeId, name: &str) -> Option<(&str, bool)> {
-        if let Some(value) = self
-            .broker_configs
-            .get(&Some(node_id))
-            .and_then(|c| c.get(name))
-        {
+        if let Some(value) = self.broker_configs.get(&Some(node_id)).and_then(|c| c.get(name)) {
             return Some((value, true));
         }
-        self.broker_configs
-            .get(&None)
-            .and_then(|c| c.get(name))
-            .map(|v| (v.as_str(), false))
+        self.broker_configs.get(&None).and_then(|c| c.get(name)).map(|v| (v.as_str(), false))
     }
 }
 
@@ -189,28 +163,15 @@ mod tests {
     use super::*;
 
     fn partition(leader: NodeId) -> PartitionState {
-        PartitionState {
-            replicas: vec![leader],
-            isr: vec![leader],
-            leader,
-            leader_epoch: 0,
-            partition_epoch: 0,
-        }
+        PartitionState { replicas: vec![leader], isr: vec![leader], leader, leader_epoch: 0, partition_epoch: 0 }
     }
 
     #[test]
     fn topic_lifecycle() {
         let mut image = MetadataImage::default();
         let id = Uuid::new_v4();
-        image.apply(&MetadataRecord::Topic {
-            name: "t".into(),
-            topic_id: id,
-        });
-        image.apply(&MetadataRecord::Partition {
-            topic_id: id,
-            partition: 0,
-            state: partition(1),
-        });
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id });
+        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) });
         image.apply(&MetadataRecord::Config {
             resource: ConfigResource::Topic("t".into()),
             name: "retention.ms".into(),
@@ -218,10 +179,7 @@ mod tests {
         });
         let topic = image.topic("t").expect("topic applied");
         assert_eq!(topic.partitions.len(), 1);
-        assert_eq!(
-            topic.configs.get("retention.ms").map(String::as_str),
-            Some("1000")
-        );
+        assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("1000"));
         assert_eq!(image.topic_by_id(&id).map(|t| t.name.as_str()), Some("t"));
 
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
@@ -234,11 +192,7 @@ mod tests {
         let mut image = MetadataImage::default();
         let before = image.clone();
         let id = Uuid::new_v4();
-        image.apply(&MetadataRecord::Partition {
-            topic_id: id,
-            partition: 0,
-            state: partition(1),
-        });
+        image.apply(&MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) });
         image.apply(&MetadataRecord::Config {
             resource: ConfigResource::Topic("gone".into()),
             name: "retention.ms".into(),
@@ -251,14 +205,8 @@ mod tests {
     fn duplicate_topic_name_keeps_the_first() {
         let mut image = MetadataImage::default();
         let first = Uuid::new_v4();
-        image.apply(&MetadataRecord::Topic {
-            name: "t".into(),
-            topic_id: first,
-        });
-        image.apply(&MetadataRecord::Topic {
-            name: "t".into(),
-            topic_id: Uuid::new_v4(),
-        });
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: first });
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: Uuid::new_v4() });
         assert_eq!(image.topic("t").map(|t| t.topic_id), Some(first));
         assert_eq!(image.topic_names.len(), 1);
     }
@@ -272,18 +220,9 @@ mod tests {
             value: Some(value.into()),
         };
         image.apply(&set(None, "10"));
-        assert_eq!(
-            image.broker_config(1, "log.retention.ms"),
-            Some(("10", false))
-        );
+        assert_eq!(image.broker_config(1, "log.retention.ms"), Some(("10", false)));
         image.apply(&set(Some(1), "20"));
-        assert_eq!(
-            image.broker_config(1, "log.retention.ms"),
-            Some(("20", true))
-        );
-        assert_eq!(
-            image.broker_config(2, "log.retention.ms"),
-            Some(("10", false))
-        );
+        assert_eq!(image.broker_config(1, "log.retention.ms"), Some(("20", true)));
+        assert_eq!(image.broker_config(2, "log.retention.ms"), Some(("10", false)));
     }
 }

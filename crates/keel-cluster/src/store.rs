@@ -35,27 +35,22 @@ pub enum MetadataError {
     #[error("metadata log file {path} is corrupt: {detail}; restore the metadata directory from a replica or backup")]
     Corrupt { path: PathBuf, detail: String },
 
-    #[error(
-        "node id {node_id} is invalid for the metadata log: set node.id to a non-negative integer"
-    )]
+    #[error("node id {node_id} is invalid for the metadata log: set node.id to a non-negative integer")]
     InvalidNodeId { node_id: NodeId },
 
     #[error("node {node_id} is not a voter of the metadata log in this directory (voters: {voters:?}); start it with the node.id the data directory was created with")]
     NotVoter { node_id: NodeId, voters: Vec<u64> },
 
-    #[error(
-        "this node is not the metadata leader (leader: {leader:?}); send the request to the leader"
-    )]
+    #[error("this node is not the metadata leader (leader: {leader:?}); send the request to the leader")]
     NotLeader { leader: Option<NodeId> },
 
-    #[error("metadata proposal of {bytes} bytes exceeds the limit of {max_bytes} bytes; split it into smaller proposals")]
+    #[error(
+        "metadata proposal of {bytes} bytes exceeds the limit of {max_bytes} bytes; split it into smaller proposals"
+    )]
     ProposalTooLarge { bytes: usize, max_bytes: usize },
 
     #[error("timed out after {waited:?} waiting for {what}")]
-    Timeout {
-        what: &'static str,
-        waited: Duration,
-    },
+    Timeout { what: &'static str, waited: Duration },
 
     #[error("the metadata store is shut down; reopen it")]
     ShutDown,
@@ -110,8 +105,7 @@ impl MetadataStore {
     /// node id `node_id`, initializes membership `{node_id}` when the log is fresh, and returns
     /// once this node is leader and every committed entry is applied to the image.
     pub async fn open(dir: &Path, node_id: NodeId) -> Result<MetadataStore, MetadataError> {
-        let raft_id =
-            RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let dir = dir.to_path_buf();
         let (log_store, state_machine, image_rx) = {
             let dir = dir.clone();
@@ -135,23 +129,10 @@ impl MetadataStore {
         }
         .validate()
         .map_err(|e| MetadataError::Raft(e.to_string()))?;
-        let raft = Raft::new(
-            raft_id,
-            Arc::new(config),
-            NetworkFactory,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(MetadataError::from)?;
-        let store = MetadataStore {
-            inner: Arc::new(Inner {
-                raft,
-                node_id,
-                dir,
-                image_rx,
-            }),
-        };
+        let raft = Raft::new(raft_id, Arc::new(config), NetworkFactory, log_store, state_machine)
+            .await
+            .map_err(MetadataError::from)?;
+        let store = MetadataStore { inner: Arc::new(Inner { raft, node_id, dir, image_rx }) };
         match store.start(raft_id).await {
             Ok(()) => Ok(store),
             Err(e) => {
@@ -175,16 +156,7 @@ impl MetadataStore {
         // The metrics catch up with the membership asynchronously after initialize and startup.
         let metrics = raft
             .wait(Some(OPEN_TIMEOUT))
-            .metrics(
-                |m| {
-                    m.membership_config
-                        .membership()
-                        .voter_ids()
-                        .next()
-                        .is_some()
-                },
-                "load the membership",
-            )
+            .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "load the membership")
             .await
             .map_err(|_| MetadataError::Timeout {
                 what: "the metadata log to load its membership",
@@ -192,18 +164,11 @@ impl MetadataStore {
             })?;
         let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
         if !voters.contains(&raft_id) {
-            return Err(MetadataError::NotVoter {
-                node_id: self.inner.node_id,
-                voters,
-            });
+            return Err(MetadataError::NotVoter { node_id: self.inner.node_id, voters });
         }
-        raft.wait(Some(OPEN_TIMEOUT))
-            .current_leader(raft_id, "open the metadata log")
-            .await
-            .map_err(|_| MetadataError::Timeout {
-                what: "this node to become the metadata leader",
-                waited: OPEN_TIMEOUT,
-            })?;
+        raft.wait(Some(OPEN_TIMEOUT)).current_leader(raft_id, "open the metadata log").await.map_err(|_| {
+            MetadataError::Timeout { what: "this node to become the metadata leader", waited: OPEN_TIMEOUT }
+        })?;
         // Waits until everything committed before this call is applied to the image.
         tokio::time::timeout(OPEN_TIMEOUT, raft.ensure_linearizable())
             .await
@@ -222,21 +187,14 @@ impl MetadataStore {
     /// index once it is committed, durable and applied to the image.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, MetadataError> {
         let batch = MetadataBatch { records };
-        let bytes = serde_json::to_vec(&batch)
-            .map_err(|e| MetadataError::Raft(format!("encode proposal: {e}")))?
-            .len();
+        let bytes = serde_json::to_vec(&batch).map_err(|e| MetadataError::Raft(format!("encode proposal: {e}")))?.len();
         if bytes > PROPOSAL_BYTES_MAX {
-            return Err(MetadataError::ProposalTooLarge {
-                bytes,
-                max_bytes: PROPOSAL_BYTES_MAX,
-            });
+            return Err(MetadataError::ProposalTooLarge { bytes, max_bytes: PROPOSAL_BYTES_MAX });
         }
         match self.inner.raft.client_write(batch).await {
             Ok(response) => Ok(response.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(MetadataError::NotLeader {
-                    leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()),
-                })
+                Err(MetadataError::NotLeader { leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()) })
             }
             Err(RaftError::APIError(e)) => Err(MetadataError::Raft(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(e.into()),
@@ -261,10 +219,6 @@ impl MetadataStore {
     /// Stops raft. Every acknowledged proposal is already fsynced, so nothing is lost; later
     /// calls on any clone fail with [`MetadataError::ShutDown`]. Calling it twice is harmless.
     pub async fn shutdown(&self) -> Result<(), MetadataError> {
-        self.inner
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
+        self.inner.raft.shutdown().await.map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
     }
 }

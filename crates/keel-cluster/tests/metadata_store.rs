@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use keel_cluster::raft::log_store::LOG_FILE;
 use keel_cluster::{
-    BrokerRegistration, ConfigResource, MetadataError, MetadataImage, MetadataRecord,
-    MetadataStore, PartitionState,
+    BrokerRegistration, ConfigResource, MetadataError, MetadataImage, MetadataRecord, MetadataStore, PartitionState,
 };
 use uuid::Uuid;
 
@@ -17,28 +16,12 @@ const NODE: i32 = 1;
 
 fn topic(name: &str) -> Vec<MetadataRecord> {
     let topic_id = Uuid::new_v4();
-    let state = PartitionState {
-        replicas: vec![NODE],
-        isr: vec![NODE],
-        leader: NODE,
-        leader_epoch: 0,
-        partition_epoch: 0,
-    };
+    let state =
+        PartitionState { replicas: vec![NODE], isr: vec![NODE], leader: NODE, leader_epoch: 0, partition_epoch: 0 };
     vec![
-        MetadataRecord::Topic {
-            name: name.to_string(),
-            topic_id,
-        },
-        MetadataRecord::Partition {
-            topic_id,
-            partition: 0,
-            state: state.clone(),
-        },
-        MetadataRecord::Partition {
-            topic_id,
-            partition: 1,
-            state,
-        },
+        MetadataRecord::Topic { name: name.to_string(), topic_id },
+        MetadataRecord::Partition { topic_id, partition: 0, state: state.clone() },
+        MetadataRecord::Partition { topic_id, partition: 1, state },
     ]
 }
 
@@ -49,16 +32,11 @@ fn topic_names(image: &MetadataImage) -> BTreeSet<String> {
 /// The image without the applied index, which moves when a reopened node commits a new term's
 /// blank entry.
 fn content(image: &MetadataImage) -> MetadataImage {
-    MetadataImage {
-        applied_index: 0,
-        ..image.clone()
-    }
+    MetadataImage { applied_index: 0, ..image.clone() }
 }
 
 fn log_len(dir: &Path) -> u64 {
-    std::fs::metadata(dir.join(LOG_FILE))
-        .expect("log file exists")
-        .len()
+    std::fs::metadata(dir.join(LOG_FILE)).expect("log file exists").len()
 }
 
 #[tokio::test]
@@ -69,14 +47,8 @@ async fn proposals_reach_the_image_in_index_order() {
     assert!(store.image().topics.is_empty());
     let mut images = store.subscribe();
 
-    let first = store
-        .propose(topic("orders"))
-        .await
-        .expect("propose orders");
-    assert!(
-        first > opened_at,
-        "entry index {first} after the opening index {opened_at}"
-    );
+    let first = store.propose(topic("orders")).await.expect("propose orders");
+    assert!(first > opened_at, "entry index {first} after the opening index {opened_at}");
     let image = store.image();
     assert_eq!(image.applied_index, first);
     let orders = image.topic("orders").expect("orders applied");
@@ -84,12 +56,7 @@ async fn proposals_reach_the_image_in_index_order() {
     assert!(images.has_changed().expect("sender alive"));
     assert_eq!(images.borrow_and_update().applied_index, first);
 
-    let broker = BrokerRegistration {
-        node_id: NODE,
-        host: "localhost".into(),
-        port: 9092,
-        rack: None,
-    };
+    let broker = BrokerRegistration { node_id: NODE, host: "localhost".into(), port: 9092, rack: None };
     let second = store
         .propose(vec![
             MetadataRecord::RegisterBroker(broker.clone()),
@@ -105,13 +72,7 @@ async fn proposals_reach_the_image_in_index_order() {
     let image = store.image();
     assert_eq!(image.applied_index, second);
     assert_eq!(image.brokers.get(&NODE), Some(&broker));
-    assert_eq!(
-        image
-            .topic("orders")
-            .and_then(|t| t.configs.get("retention.ms"))
-            .map(String::as_str),
-        Some("60000")
-    );
+    assert_eq!(image.topic("orders").and_then(|t| t.configs.get("retention.ms")).map(String::as_str), Some("60000"));
     store.shutdown().await.expect("shutdown");
 }
 
@@ -124,30 +85,18 @@ async fn reopen_after_shutdown_replays_the_log() {
         last = store.propose(topic(name)).await.expect("propose");
     }
     let id_b = store.image().topic("b").expect("b").topic_id;
-    store
-        .propose(vec![MetadataRecord::RemoveTopic { topic_id: id_b }])
-        .await
-        .expect("remove b");
+    store.propose(vec![MetadataRecord::RemoveTopic { topic_id: id_b }]).await.expect("remove b");
     let before = store.image();
     store.shutdown().await.expect("shutdown");
-    assert!(matches!(
-        store.propose(topic("late")).await,
-        Err(MetadataError::ShutDown)
-    ));
+    assert!(matches!(store.propose(topic("late")).await, Err(MetadataError::ShutDown)));
     drop(store);
 
     let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen");
     let after = store.image();
     assert_eq!(content(&after), content(&before));
     assert!(after.applied_index >= before.applied_index);
-    assert_eq!(
-        topic_names(&after),
-        BTreeSet::from(["a".to_string(), "c".to_string()])
-    );
-    let next = store
-        .propose(topic("d"))
-        .await
-        .expect("propose after reopen");
+    assert_eq!(topic_names(&after), BTreeSet::from(["a".to_string(), "c".to_string()]));
+    let next = store.propose(topic("d")).await.expect("propose after reopen");
     assert!(next > last);
     store.shutdown().await.expect("shutdown");
 }
@@ -159,11 +108,8 @@ fn crash_after_proposing(dir: &Path, names: &[&str]) -> MetadataImage {
     let dir = dir.to_path_buf();
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         let image = runtime.block_on(async {
             let store = MetadataStore::open(&dir, NODE).await.expect("open");
             for name in &names {
@@ -182,21 +128,14 @@ fn crash_after_proposing(dir: &Path, names: &[&str]) -> MetadataImage {
 async fn crash_without_shutdown_keeps_acknowledged_proposals() {
     let dir = tempfile::tempdir().expect("tempdir");
     let before = crash_after_proposing(dir.path(), &["x", "y"]);
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen after crash");
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen after crash");
     assert_eq!(content(&store.image()), content(&before));
     store.shutdown().await.expect("shutdown");
 
     // A second crash on top of the recovered log.
     let before = crash_after_proposing(dir.path(), &["z"]);
-    assert_eq!(
-        topic_names(&before),
-        BTreeSet::from(["x".into(), "y".into(), "z".into()])
-    );
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen after second crash");
+    assert_eq!(topic_names(&before), BTreeSet::from(["x".into(), "y".into(), "z".into()]));
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen after second crash");
     assert_eq!(content(&store.image()), content(&before));
     store.shutdown().await.expect("shutdown");
 }
@@ -215,34 +154,20 @@ async fn torn_unacknowledged_write_is_cut_off() {
     let len = log_len(dir.path());
     {
         use std::io::Write;
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(dir.path().join(LOG_FILE))
-            .expect("open log");
-        file.write_all(&[0, 0, 0, 200, 0xde, 0xad, 0xbe, 0xef, b'{', b'"'])
-            .expect("write torn frame");
+        let mut file = OpenOptions::new().append(true).open(dir.path().join(LOG_FILE)).expect("open log");
+        file.write_all(&[0, 0, 0, 200, 0xde, 0xad, 0xbe, 0xef, b'{', b'"']).expect("write torn frame");
     }
 
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen with a torn tail");
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen with a torn tail");
     assert_eq!(content(&store.image()), content(&before));
     // The torn bytes are gone; new entries follow the last good frame.
-    store
-        .propose(topic("after"))
-        .await
-        .expect("propose after recovery");
+    store.propose(topic("after")).await.expect("propose after recovery");
     store.shutdown().await.expect("shutdown");
     drop(store);
     assert!(log_len(dir.path()) > len);
 
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen again");
-    assert_eq!(
-        topic_names(&store.image()),
-        BTreeSet::from(["kept".into(), "after".into()])
-    );
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen again");
+    assert_eq!(topic_names(&store.image()), BTreeSet::from(["kept".into(), "after".into()]));
     store.shutdown().await.expect("shutdown");
 }
 
@@ -252,46 +177,26 @@ async fn log_cut_mid_entry_reopens_with_the_surviving_prefix() {
     let store = MetadataStore::open(dir.path(), NODE).await.expect("open");
     store.propose(topic("first")).await.expect("propose first");
     let after_first = log_len(dir.path());
-    store
-        .propose(topic("second"))
-        .await
-        .expect("propose second");
+    store.propose(topic("second")).await.expect("propose second");
     let after_second = log_len(dir.path());
     store.shutdown().await.expect("shutdown");
     drop(store);
 
     // Cut the file in the middle of the last entry (a disk that lost an fsynced write, or a
     // file cut by hand): the committed index now points past the log.
-    let file = OpenOptions::new()
-        .write(true)
-        .open(dir.path().join(LOG_FILE))
-        .expect("open log");
-    file.set_len(after_first + (after_second - after_first) / 2)
-        .expect("truncate");
+    let file = OpenOptions::new().write(true).open(dir.path().join(LOG_FILE)).expect("open log");
+    file.set_len(after_first + (after_second - after_first) / 2).expect("truncate");
     drop(file);
 
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen with a cut log");
-    assert_eq!(
-        topic_names(&store.image()),
-        BTreeSet::from(["first".into()])
-    );
-    let index = store
-        .propose(topic("third"))
-        .await
-        .expect("propose after recovery");
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen with a cut log");
+    assert_eq!(topic_names(&store.image()), BTreeSet::from(["first".into()]));
+    let index = store.propose(topic("third")).await.expect("propose after recovery");
     assert_eq!(store.image().applied_index, index);
     store.shutdown().await.expect("shutdown");
     drop(store);
 
-    let store = MetadataStore::open(dir.path(), NODE)
-        .await
-        .expect("reopen again");
-    assert_eq!(
-        topic_names(&store.image()),
-        BTreeSet::from(["first".into(), "third".into()])
-    );
+    let store = MetadataStore::open(dir.path(), NODE).await.expect("reopen again");
+    assert_eq!(topic_names(&store.image()), BTreeSet::from(["first".into(), "third".into()]));
     store.shutdown().await.expect("shutdown");
 }
 
@@ -332,20 +237,13 @@ async fn concurrent_proposals_commit_in_one_order() {
     }
     committed.sort();
     let indexes: BTreeSet<u64> = committed.iter().map(|(index, _)| *index).collect();
-    assert_eq!(
-        indexes.len(),
-        TASKS * PER_TASK,
-        "every proposal has its own index"
-    );
+    assert_eq!(indexes.len(), TASKS * PER_TASK, "every proposal has its own index");
 
     let image = store.image();
     assert_eq!(image.topics.len(), TASKS * PER_TASK);
     let (_, last_value) = committed.last().expect("some proposals");
     // The last entry in log order wins: the image applied them in index order.
-    assert_eq!(
-        image.broker_config(NODE, "last.writer"),
-        Some((last_value.as_str(), false))
-    );
+    assert_eq!(image.broker_config(NODE, "last.writer"), Some((last_value.as_str(), false)));
     store.shutdown().await.expect("shutdown");
     drop(store);
 
@@ -357,10 +255,7 @@ async fn concurrent_proposals_commit_in_one_order() {
 #[tokio::test]
 async fn invalid_or_foreign_node_id_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert!(matches!(
-        MetadataStore::open(dir.path(), -1).await,
-        Err(MetadataError::InvalidNodeId { node_id: -1 })
-    ));
+    assert!(matches!(MetadataStore::open(dir.path(), -1).await, Err(MetadataError::InvalidNodeId { node_id: -1 })));
     let store = MetadataStore::open(dir.path(), NODE).await.expect("open");
     store.shutdown().await.expect("shutdown");
     drop(store);
@@ -385,15 +280,9 @@ async fn oversized_proposal_is_refused_before_the_log() {
             value: Some(huge),
         }])
         .await;
-    assert!(matches!(
-        result,
-        Err(MetadataError::ProposalTooLarge { .. })
-    ));
+    assert!(matches!(result, Err(MetadataError::ProposalTooLarge { .. })));
     // Raft is unharmed.
-    store
-        .propose(topic("fine"))
-        .await
-        .expect("propose after refusal");
+    store.propose(topic("fine")).await.expect("propose after refusal");
     store.shutdown().await.expect("shutdown");
 }
 

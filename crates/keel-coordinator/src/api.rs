@@ -42,15 +42,12 @@ impl Response {
     /// [`Effect::Persist`] failed (map the append error with [`ErrorCode::from_append_error`]).
     pub fn with_error(self, error: ErrorCode) -> Response {
         match self {
-            Response::JoinGroup(r) => {
-                Response::JoinGroup(JoinGroupResponse::error(r.member_id, error))
-            }
+            Response::JoinGroup(r) => Response::JoinGroup(JoinGroupResponse::error(r.member_id, error)),
             Response::SyncGroup(_) => Response::SyncGroup(SyncGroupResponse::error(error)),
             Response::Heartbeat(_) => Response::Heartbeat(HeartbeatResponse { error_code: error }),
-            Response::LeaveGroup(_) => Response::LeaveGroup(LeaveGroupResponse {
-                error_code: error,
-                members: Vec::new(),
-            }),
+            Response::LeaveGroup(_) => {
+                Response::LeaveGroup(LeaveGroupResponse { error_code: error, members: Vec::new() })
+            }
             Response::OffsetCommit(mut r) => {
                 for topic in &mut r.topics {
                     for partition in &mut topic.partitions {
@@ -171,12 +168,7 @@ pub struct SyncGroupResponse {
 
 impl SyncGroupResponse {
     pub fn error(error_code: ErrorCode) -> Self {
-        Self {
-            error_code,
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        }
+        Self { error_code, protocol_type: None, protocol_name: None, assignment: Bytes::new() }
     }
 }
 
@@ -440,10 +432,7 @@ pub struct OffsetDeleteResponse {
 impl OffsetDeleteResponse {
     /// The response to send when the `Persist` returned with it failed.
     pub fn with_error(self, error: ErrorCode) -> Self {
-        Self {
-            error_code: error,
-            topics: Vec::new(),
-        }
+        Self { error_code: error, topics: Vec::new() }
     }
 }
 
@@ -504,14 +493,7 @@ pub struct ConsumerGroupHeartbeatResponse {
 
 impl ConsumerGroupHeartbeatResponse {
     pub fn error(error_code: ErrorCode, error_message: Option<String>) -> Self {
-        Self {
-            error_code,
-            error_message,
-            member_id: None,
-            member_epoch: 0,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        }
+        Self { error_code, error_message, member_id: None, member_epoch: 0, heartbeat_interval_ms: 0, assignment: None }
     }
 }
 

@@ -47,17 +47,10 @@ fn uniform(
     topics: &BTreeMap<String, TopicMetadata>,
     previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
-    let by_id: BTreeMap<TopicId, &TopicMetadata> =
-        topics.values().map(|t| (t.topic_id, t)).collect();
-    let subscribed = |member: &str, topic: &str| {
-        subscriptions
-            .get(member)
-            .is_some_and(|topics| topics.contains(topic))
-    };
-    let mut owned: BTreeMap<&str, BTreeSet<Key<'_>>> = subscriptions
-        .keys()
-        .map(|m| (m.as_str(), BTreeSet::new()))
-        .collect();
+    let by_id: BTreeMap<TopicId, &TopicMetadata> = topics.values().map(|t| (t.topic_id, t)).collect();
+    let subscribed = |member: &str, topic: &str| subscriptions.get(member).is_some_and(|topics| topics.contains(topic));
+    let mut owned: BTreeMap<&str, BTreeSet<Key<'_>>> =
+        subscriptions.keys().map(|m| (m.as_str(), BTreeSet::new())).collect();
     let mut owner: BTreeMap<Key<'_>, &str> = BTreeMap::new();
     // 1. Stickiness: keep what is still valid.
     for (member, assignment) in previous {
@@ -159,16 +152,10 @@ fn range(
     subscriptions: &BTreeMap<String, BTreeSet<String>>,
     topics: &BTreeMap<String, TopicMetadata>,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = subscriptions
-        .keys()
-        .map(|m| (m.clone(), Assignment::new()))
-        .collect();
+    let mut out: BTreeMap<String, Assignment> = subscriptions.keys().map(|m| (m.clone(), Assignment::new())).collect();
     for topic in topics.values() {
-        let members: Vec<&String> = subscriptions
-            .iter()
-            .filter(|(_, t)| t.contains(&topic.name))
-            .map(|(m, _)| m)
-            .collect();
+        let members: Vec<&String> =
+            subscriptions.iter().filter(|(_, t)| t.contains(&topic.name)).map(|(m, _)| m).collect();
         if members.is_empty() || topic.partitions <= 0 {
             continue;
         }
@@ -180,9 +167,7 @@ fn range(
             let len = per + i32::from((i as i32) < extra);
             if len > 0 {
                 if let Some(a) = out.get_mut(member) {
-                    a.entry(topic.topic_id)
-                        .or_default()
-                        .extend(start..start + len);
+                    a.entry(topic.topic_id).or_default().extend(start..start + len);
                 }
             }
             start += len;
@@ -196,27 +181,15 @@ mod tests {
     use super::*;
 
     fn topic(name: &str, id: u8, partitions: i32) -> (String, TopicMetadata) {
-        (
-            name.to_owned(),
-            TopicMetadata {
-                name: name.to_owned(),
-                topic_id: [id; 16],
-                partitions,
-            },
-        )
+        (name.to_owned(), TopicMetadata { name: name.to_owned(), topic_id: [id; 16], partitions })
     }
 
     fn subs(members: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<String>> {
-        members
-            .iter()
-            .map(|(m, t)| ((*m).to_owned(), t.iter().map(|s| (*s).to_owned()).collect()))
-            .collect()
+        members.iter().map(|(m, t)| ((*m).to_owned(), t.iter().map(|s| (*s).to_owned()).collect())).collect()
     }
 
     fn counts(a: &BTreeMap<String, Assignment>) -> Vec<usize> {
-        a.values()
-            .map(|x| x.values().map(BTreeSet::len).sum())
-            .collect()
+        a.values().map(|x| x.values().map(BTreeSet::len).sum()).collect()
     }
 
     fn disjoint_and_complete(a: &BTreeMap<String, Assignment>, total: usize) {
@@ -234,31 +207,19 @@ mod tests {
     #[test]
     fn uniform_is_balanced_deterministic_and_sticky() {
         let topics: BTreeMap<_, _> = [topic("a", 1, 7), topic("b", 2, 5)].into_iter().collect();
-        let s = subs(&[
-            ("m1", &["a", "b"]),
-            ("m2", &["a", "b"]),
-            ("m3", &["a", "b"]),
-        ]);
+        let s = subs(&[("m1", &["a", "b"]), ("m2", &["a", "b"]), ("m3", &["a", "b"])]);
         let first = uniform(&s, &topics, &BTreeMap::new());
         assert_eq!(first, uniform(&s, &topics, &BTreeMap::new()));
         disjoint_and_complete(&first, 12);
         assert_eq!(counts(&first), [4, 4, 4]);
         // A fourth member takes partitions without moving any other.
-        let s4 = subs(&[
-            ("m1", &["a", "b"]),
-            ("m2", &["a", "b"]),
-            ("m3", &["a", "b"]),
-            ("m4", &["a", "b"]),
-        ]);
+        let s4 = subs(&[("m1", &["a", "b"]), ("m2", &["a", "b"]), ("m3", &["a", "b"]), ("m4", &["a", "b"])]);
         let second = uniform(&s4, &topics, &first);
         disjoint_and_complete(&second, 12);
         assert_eq!(counts(&second), [3, 3, 3, 3]);
         for m in ["m1", "m2", "m3"] {
             for (t, ps) in &second[m] {
-                assert!(
-                    ps.is_subset(&first[m][t]),
-                    "{m} got a partition it did not have"
-                );
+                assert!(ps.is_subset(&first[m][t]), "{m} got a partition it did not have");
             }
         }
     }
@@ -272,10 +233,7 @@ mod tests {
         assert!(out["m1"].keys().all(|t| *t == [1; 16]));
         assert!(out["m3"].keys().all(|t| *t == [2; 16]));
         let c = counts(&out);
-        assert!(
-            c.iter().max().unwrap() - c.iter().min().unwrap() <= 1,
-            "{c:?}"
-        );
+        assert!(c.iter().max().unwrap() - c.iter().min().unwrap() <= 1, "{c:?}");
     }
 
     #[test]

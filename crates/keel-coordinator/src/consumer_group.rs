@@ -12,9 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::{
-    ConsumerGroupDescribedMember, ConsumerGroupDescription, ConsumerGroupHeartbeat,
-    ConsumerGroupHeartbeatResponse, ConsumerGroupTopicPartitions, DescribedTopicPartitions, Effect,
-    GroupDescription, GroupListing, GroupState, OffsetCommit, RequestId, Response, TopicMetadata,
+    ConsumerGroupDescribedMember, ConsumerGroupDescription, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatResponse,
+    ConsumerGroupTopicPartitions, DescribedTopicPartitions, Effect, GroupDescription, GroupListing, GroupState,
+    OffsetCommit, RequestId, Response, TopicMetadata,
 };
 use crate::assignor::{self, Assignment, TopicId};
 use crate::coordinator::{Coordinator, Out};
@@ -22,9 +22,8 @@ use crate::error::ErrorCode;
 use crate::membership::MAX_STRING_BYTES;
 use crate::records::{
     ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupKey, ConsumerGroupMemberKey,
-    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue,
-    ConsumerGroupTargetAssignmentMemberValue, ConsumerGroupTargetAssignmentMetadataValue,
-    CoordinatorRecord, GroupMetadataKey, TopicPartitions,
+    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
+    ConsumerGroupTargetAssignmentMetadataValue, CoordinatorRecord, GroupMetadataKey, TopicPartitions,
 };
 use crate::timer::{TimerAction, TimerKey};
 
@@ -175,11 +174,7 @@ impl ConsumerGroup {
             GroupState::Empty
         } else if self.group_epoch > self.assignment_epoch {
             GroupState::Assigning
-        } else if self
-            .members
-            .values()
-            .all(|m| m.is_reconciled_to(self.assignment_epoch))
-        {
+        } else if self.members.values().all(|m| m.is_reconciled_to(self.assignment_epoch)) {
             GroupState::Stable
         } else {
             GroupState::Reconciling
@@ -187,17 +182,12 @@ impl ConsumerGroup {
     }
 
     pub fn subscribed_topic_names(&self) -> BTreeSet<String> {
-        self.members
-            .values()
-            .flat_map(|m| m.subscribed_topic_names.iter().cloned())
-            .collect()
+        self.members.values().flat_map(|m| m.subscribed_topic_names.iter().cloned()).collect()
     }
 
     /// Kafka's `ConsumerGroup.isSubscribedToTopic`.
     pub fn is_subscribed_to_topic(&self, topic: &str) -> bool {
-        self.members
-            .values()
-            .any(|m| m.subscribed_topic_names.contains(topic))
+        self.members.values().any(|m| m.subscribed_topic_names.contains(topic))
     }
 
     /// Inserts or replaces a member, keeping the partition epochs and static ids in step
@@ -206,8 +196,7 @@ impl ConsumerGroup {
         self.remove_partition_epochs(&member.member_id);
         for (topic_id, partitions) in member.assigned.iter().chain(&member.pending_revocation) {
             for p in partitions {
-                self.partition_epochs
-                    .insert((*topic_id, *p), member.member_epoch);
+                self.partition_epochs.insert((*topic_id, *p), member.member_epoch);
             }
         }
         if let Some(old) = self.members.get(&member.member_id) {
@@ -218,8 +207,7 @@ impl ConsumerGroup {
             }
         }
         if let Some(instance_id) = &member.instance_id {
-            self.static_members
-                .insert(instance_id.clone(), member.member_id.clone());
+            self.static_members.insert(instance_id.clone(), member.member_id.clone());
         }
         self.members.insert(member.member_id.clone(), member);
     }
@@ -255,10 +243,7 @@ impl ConsumerGroup {
             }
         }
         let max = votes.values().copied().max().unwrap_or(0);
-        votes
-            .into_iter()
-            .find(|(_, n)| *n == max)
-            .map_or_else(|| default.to_owned(), |(name, _)| name.to_owned())
+        votes.into_iter().find(|(_, n)| *n == max).map_or_else(|| default.to_owned(), |(name, _)| name.to_owned())
     }
 }
 
@@ -277,9 +262,7 @@ fn from_topic_partitions(v: &[TopicPartitions]) -> Assignment {
     let mut out = Assignment::new();
     for tp in v {
         if !tp.partitions.is_empty() {
-            out.entry(tp.topic_id)
-                .or_default()
-                .extend(tp.partitions.iter().copied());
+            out.entry(tp.topic_id).or_default().extend(tp.partitions.iter().copied());
         }
     }
     out
@@ -289,18 +272,14 @@ fn owned_from_request(v: &[ConsumerGroupTopicPartitions]) -> Assignment {
     let mut out = Assignment::new();
     for tp in v {
         if !tp.partitions.is_empty() {
-            out.entry(tp.topic_id)
-                .or_default()
-                .extend(tp.partitions.iter().copied());
+            out.entry(tp.topic_id).or_default().extend(tp.partitions.iter().copied());
         }
     }
     out
 }
 
 fn is_subset(owned: &Assignment, of: &Assignment) -> bool {
-    owned
-        .iter()
-        .all(|(t, ps)| ps.is_empty() || of.get(t).is_some_and(|o| ps.is_subset(o)))
+    owned.iter().all(|(t, ps)| ps.is_empty() || of.get(t).is_some_and(|o| ps.is_subset(o)))
 }
 
 /// Does the member still own any of `revoking`? Unknown (`None`) counts as yes, as in Kafka.
@@ -308,11 +287,7 @@ fn owns_any(owned: Option<&Assignment>, revoking: &Assignment) -> bool {
     let Some(owned) = owned else {
         return true;
     };
-    owned.iter().any(|(t, ps)| {
-        revoking
-            .get(t)
-            .is_some_and(|r| ps.iter().any(|p| r.contains(p)))
-    })
+    owned.iter().any(|(t, ps)| revoking.get(t).is_some_and(|r| ps.iter().any(|p| r.contains(p))))
 }
 
 /// A stable hash (FNV-1a) of the metadata of the subscribed topics that exist, so that a
@@ -351,14 +326,9 @@ fn reconcile(
     owned: Option<&Assignment>,
 ) -> ConsumerMember {
     match member.state {
-        MemberState::Stable if member.member_epoch != target_epoch => next_assignment(
-            member,
-            member.member_epoch,
-            target_epoch,
-            target,
-            partition_epochs,
-            owned,
-        ),
+        MemberState::Stable if member.member_epoch != target_epoch => {
+            next_assignment(member, member.member_epoch, target_epoch, target, partition_epochs, owned)
+        }
         MemberState::Stable | MemberState::Unknown => member.clone(),
         MemberState::UnrevokedPartitions => {
             if owns_any(owned, &member.pending_revocation) {
@@ -374,14 +344,9 @@ fn reconcile(
                 )
             }
         }
-        MemberState::UnreleasedPartitions => next_assignment(
-            member,
-            member.member_epoch,
-            target_epoch,
-            target,
-            partition_epochs,
-            owned,
-        ),
+        MemberState::UnreleasedPartitions => {
+            next_assignment(member, member.member_epoch, target_epoch, target, partition_epochs, owned)
+        }
     }
 }
 
@@ -399,11 +364,7 @@ fn next_assignment(
     let mut revoking = Assignment::new();
     let mut pending_assignment = Assignment::new();
     let empty = BTreeSet::new();
-    let topic_ids: BTreeSet<TopicId> = target
-        .keys()
-        .chain(member.assigned.keys())
-        .copied()
-        .collect();
+    let topic_ids: BTreeSet<TopicId> = target.keys().chain(member.assigned.keys()).copied().collect();
     for topic_id in topic_ids {
         let target_partitions = target.get(&topic_id).unwrap_or(&empty);
         let current = member.assigned.get(&topic_id).unwrap_or(&empty);
@@ -439,11 +400,7 @@ fn next_assignment(
         for (topic_id, partitions) in pending_assignment {
             assigned.entry(topic_id).or_default().extend(partitions);
         }
-        next.state = if has_unreleased {
-            MemberState::UnreleasedPartitions
-        } else {
-            MemberState::Stable
-        };
+        next.state = if has_unreleased { MemberState::UnreleasedPartitions } else { MemberState::Stable };
         update_epoch(&mut next, target_epoch);
         next.assigned = assigned;
         next.pending_revocation = Assignment::new();
@@ -454,33 +411,22 @@ fn next_assignment(
 fn heartbeat_error(id: RequestId, error: ErrorCode, message: impl Into<String>, out: &mut Out) {
     out.respond(
         id,
-        Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::error(
-            error,
-            Some(message.into()),
-        )),
+        Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::error(error, Some(message.into()))),
     );
 }
 
 fn group_key(group_id: &str) -> ConsumerGroupKey {
-    ConsumerGroupKey {
-        group: group_id.to_owned(),
-    }
+    ConsumerGroupKey { group: group_id.to_owned() }
 }
 
 fn member_key(group_id: &str, member_id: &str) -> ConsumerGroupMemberKey {
-    ConsumerGroupMemberKey {
-        group: group_id.to_owned(),
-        member_id: member_id.to_owned(),
-    }
+    ConsumerGroupMemberKey { group: group_id.to_owned(), member_id: member_id.to_owned() }
 }
 
 fn epoch_record(group: &ConsumerGroup) -> CoordinatorRecord {
     CoordinatorRecord::ConsumerGroupMetadata {
         key: group_key(&group.group_id),
-        value: Some(ConsumerGroupMetadataValue {
-            epoch: group.group_epoch,
-            metadata_hash: group.metadata_hash,
-        }),
+        value: Some(ConsumerGroupMetadataValue { epoch: group.group_epoch, metadata_hash: group.metadata_hash }),
     }
 }
 
@@ -501,9 +447,7 @@ fn current_assignment_record(group_id: &str, member: &ConsumerMember) -> Coordin
 fn target_member_record(group_id: &str, member_id: &str, target: &Assignment) -> CoordinatorRecord {
     CoordinatorRecord::ConsumerGroupTargetAssignmentMember {
         key: member_key(group_id, member_id),
-        value: Some(ConsumerGroupTargetAssignmentMemberValue {
-            topic_partitions: to_topic_partitions(target),
-        }),
+        value: Some(ConsumerGroupTargetAssignmentMemberValue { topic_partitions: to_topic_partitions(target) }),
     }
 }
 
@@ -518,10 +462,7 @@ fn member_tombstones(group_id: &str, member_id: &str, out: &mut Out) {
         key: member_key(group_id, member_id),
         value: None,
     });
-    out.persist(CoordinatorRecord::ConsumerGroupMemberMetadata {
-        key: member_key(group_id, member_id),
-        value: None,
-    });
+    out.persist(CoordinatorRecord::ConsumerGroupMemberMetadata { key: member_key(group_id, member_id), value: None });
 }
 
 /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`.
@@ -550,10 +491,7 @@ fn validate_request(req: &ConsumerGroupHeartbeat, assignors: &[String]) -> Resul
                 return Err("TopicPartitions must be empty when (re-)joining.".into());
             }
             if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
-                return Err(
-                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request."
-                        .into(),
-                );
+                return Err("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.".into());
             }
         }
         STATIC_LEAVE_EPOCH if req.instance_id.is_none() => {
@@ -568,11 +506,7 @@ fn validate_request(req: &ConsumerGroupHeartbeat, assignors: &[String]) -> Resul
             }
         }
     }
-    if req
-        .subscribed_topic_regex
-        .as_deref()
-        .is_some_and(|r| !r.is_empty())
-    {
+    if req.subscribed_topic_regex.as_deref().is_some_and(|r| !r.is_empty()) {
         return Err("SubscribedTopicRegex is not supported by this broker.".into());
     }
     let too_long = |s: &Option<String>| s.as_ref().is_some_and(|s| s.len() > MAX_STRING_BYTES);
@@ -581,11 +515,7 @@ fn validate_request(req: &ConsumerGroupHeartbeat, assignors: &[String]) -> Resul
         || too_long(&req.server_assignor)
         || req.client_id.len() > MAX_STRING_BYTES
         || req.client_host.len() > MAX_STRING_BYTES
-        || req
-            .subscribed_topic_names
-            .iter()
-            .flatten()
-            .any(|t| t.len() > MAX_STRING_BYTES)
+        || req.subscribed_topic_names.iter().flatten().any(|t| t.len() > MAX_STRING_BYTES)
     {
         return Err("A string field is too long.".into());
     }
@@ -623,12 +553,7 @@ impl Coordinator {
     }
 
     /// ConsumerGroupHeartbeat (KIP-848), versions 0–1. One response, after the records.
-    pub fn consumer_group_heartbeat(
-        &mut self,
-        id: RequestId,
-        req: ConsumerGroupHeartbeat,
-        now_ms: i64,
-    ) -> Vec<Effect> {
+    pub fn consumer_group_heartbeat(&mut self, id: RequestId, req: ConsumerGroupHeartbeat, now_ms: i64) -> Vec<Effect> {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
         if let Err(message) = validate_request(&req, &self.config.group_consumer_assignors) {
@@ -675,10 +600,7 @@ impl Coordinator {
         // Kafka's `getOrMaybeCreateConsumerGroup`: an empty classic group gives way.
         if !self.consumer_groups.contains_key(&group_id) {
             if !joining {
-                return Err((
-                    ErrorCode::GROUP_ID_NOT_FOUND,
-                    format!("Consumer group {group_id} not found."),
-                ));
+                return Err((ErrorCode::GROUP_ID_NOT_FOUND, format!("Consumer group {group_id} not found.")));
             }
             if let Some(classic) = self.groups.get(&group_id) {
                 if classic.state != GroupState::Empty && classic.state != GroupState::Dead {
@@ -693,17 +615,12 @@ impl Coordinator {
                 self.groups.remove(&group_id);
                 self.timers.cancel_group(&group_id);
                 out.persist(CoordinatorRecord::GroupMetadata {
-                    key: GroupMetadataKey {
-                        group: group_id.clone(),
-                    },
+                    key: GroupMetadataKey { group: group_id.clone() },
                     value: None,
                 });
             }
         }
-        let mut group = self
-            .consumer_groups
-            .remove(&group_id)
-            .unwrap_or_else(|| ConsumerGroup::new(group_id.clone()));
+        let mut group = self.consumer_groups.remove(&group_id).unwrap_or_else(|| ConsumerGroup::new(group_id.clone()));
         let result = self.consumer_heartbeat_in(&mut group, req, now_ms, out);
         // A group created by a failed join is not kept (Kafka reverts it with the batch).
         if !(group.members.is_empty() && group.group_epoch == 0) {
@@ -741,10 +658,7 @@ impl Coordinator {
                 }
             },
             Some(instance_id) => {
-                let existing = group
-                    .static_members
-                    .get(instance_id)
-                    .and_then(|m| group.members.get(m));
+                let existing = group.static_members.get(instance_id).and_then(|m| group.members.get(m));
                 if req.member_epoch == 0 {
                     match existing {
                         None => group
@@ -796,9 +710,7 @@ impl Coordinator {
                         None => {
                             return Err((
                                 ErrorCode::UNKNOWN_MEMBER_ID,
-                                format!(
-                                    "Instance id {instance_id} is unknown in group {group_id}."
-                                ),
+                                format!("Instance id {instance_id} is unknown in group {group_id}."),
                             ))
                         }
                     }
@@ -807,10 +719,7 @@ impl Coordinator {
             }
         };
         let is_new = !group.members.contains_key(&member_id);
-        if is_new
-            && replaced_static.is_none()
-            && group.members.len() >= self.config.group_consumer_max_size
-        {
+        if is_new && replaced_static.is_none() && group.members.len() >= self.config.group_consumer_max_size {
             return Err((
                 ErrorCode::GROUP_MAX_SIZE_REACHED,
                 format!(
@@ -833,9 +742,7 @@ impl Coordinator {
             }
             if req.member_epoch < member.member_epoch
                 && (req.member_epoch != member.previous_member_epoch
-                    || !owned
-                        .as_ref()
-                        .is_some_and(|o| is_subset(o, &member.assigned)))
+                    || !owned.as_ref().is_some_and(|o| is_subset(o, &member.assigned)))
             {
                 return Err(fenced(format!(
                     "The consumer group member has a smaller member epoch ({}) than the one \
@@ -873,20 +780,12 @@ impl Coordinator {
         if let Some(old) = &replaced_static {
             // Kafka's `replaceMember`: the old instance's records go, the new one's come.
             member_tombstones(&group_id, &old.member_id, out);
-            let target = group
-                .target
-                .get(&old.member_id)
-                .cloned()
-                .unwrap_or_default();
+            let target = group.target.get(&old.member_id).cloned().unwrap_or_default();
             group.remove_member(&old.member_id);
-            self.timers.cancel(&TimerKey::ConsumerSession {
-                group_id: group_id.clone(),
-                member_id: old.member_id.clone(),
-            });
-            self.timers.cancel(&TimerKey::ConsumerRebalance {
-                group_id: group_id.clone(),
-                member_id: old.member_id.clone(),
-            });
+            self.timers
+                .cancel(&TimerKey::ConsumerSession { group_id: group_id.clone(), member_id: old.member_id.clone() });
+            self.timers
+                .cancel(&TimerKey::ConsumerRebalance { group_id: group_id.clone(), member_id: old.member_id.clone() });
             out.persist(member_metadata_record(&group_id, &updated));
             out.persist(target_member_record(&group_id, &member_id, &target));
             out.persist(current_assignment_record(&group_id, &updated));
@@ -922,13 +821,7 @@ impl Coordinator {
         let reconciled = if updated.is_reconciled_to(group.assignment_epoch) {
             updated.clone()
         } else {
-            reconcile(
-                &updated,
-                group.assignment_epoch,
-                &target,
-                &group.partition_epochs,
-                owned.as_ref(),
-            )
+            reconcile(&updated, group.assignment_epoch, &target, &group.partition_epochs, owned.as_ref())
         };
         let before = previous_state.unwrap_or_else(|| member.clone());
         if !reconciled.same_assignment(&before) || (is_new && replaced_static.is_none()) {
@@ -938,17 +831,11 @@ impl Coordinator {
 
         // Timers: the session, and the deadline to revoke partitions.
         self.timers.schedule(
-            TimerKey::ConsumerSession {
-                group_id: group_id.clone(),
-                member_id: member_id.clone(),
-            },
+            TimerKey::ConsumerSession { group_id: group_id.clone(), member_id: member_id.clone() },
             now_ms.saturating_add(i64::from(self.config.group_consumer_session_timeout_ms)),
             TimerAction::ExpireConsumerSession,
         );
-        let rebalance_key = TimerKey::ConsumerRebalance {
-            group_id: group_id.clone(),
-            member_id: member_id.clone(),
-        };
+        let rebalance_key = TimerKey::ConsumerRebalance { group_id: group_id.clone(), member_id: member_id.clone() };
         if reconciled.state == MemberState::UnrevokedPartitions {
             if before.state != MemberState::UnrevokedPartitions
                 || before.member_epoch != reconciled.member_epoch
@@ -957,9 +844,7 @@ impl Coordinator {
                 self.timers.schedule(
                     rebalance_key,
                     now_ms.saturating_add(i64::from(reconciled.rebalance_timeout_ms.max(0))),
-                    TimerAction::ExpireConsumerRebalance {
-                        member_epoch: reconciled.member_epoch,
-                    },
+                    TimerAction::ExpireConsumerRebalance { member_epoch: reconciled.member_epoch },
                 );
             }
         } else {
@@ -970,19 +855,16 @@ impl Coordinator {
         let full_request = req.rebalance_timeout_ms != -1
             && (req.subscribed_topic_names.is_some() || req.subscribed_topic_regex.is_some())
             && req.topic_partitions.is_some();
-        let assignment = (req.member_epoch == 0
-            || full_request
-            || reconciled.assigned != member.assigned)
-            .then(|| {
-                reconciled
-                    .assigned
-                    .iter()
-                    .map(|(topic_id, partitions)| ConsumerGroupTopicPartitions {
-                        topic_id: *topic_id,
-                        partitions: partitions.iter().copied().collect(),
-                    })
-                    .collect()
-            });
+        let assignment = (req.member_epoch == 0 || full_request || reconciled.assigned != member.assigned).then(|| {
+            reconciled
+                .assigned
+                .iter()
+                .map(|(topic_id, partitions)| ConsumerGroupTopicPartitions {
+                    topic_id: *topic_id,
+                    partitions: partitions.iter().copied().collect(),
+                })
+                .collect()
+        });
         Ok(ConsumerGroupHeartbeatResponse {
             error_code: ErrorCode::NONE,
             error_message: None,
@@ -996,19 +878,11 @@ impl Coordinator {
     /// Kafka's `updateTargetAssignment`: runs the assignor for every member and persists the
     /// targets that changed, then the new assignment epoch.
     fn compute_target_assignment(&self, group: &mut ConsumerGroup, out: &mut Out) {
-        let default = self
-            .config
-            .group_consumer_assignors
-            .first()
-            .map_or(assignor::UNIFORM, String::as_str);
+        let default = self.config.group_consumer_assignors.first().map_or(assignor::UNIFORM, String::as_str);
         let assignor_name = group.assignor(default);
-        let subscriptions: BTreeMap<String, BTreeSet<String>> = group
-            .members
-            .values()
-            .map(|m| (m.member_id.clone(), m.subscribed_topic_names.clone()))
-            .collect();
-        let new_target =
-            assignor::assign(&assignor_name, &subscriptions, &self.topics, &group.target);
+        let subscriptions: BTreeMap<String, BTreeSet<String>> =
+            group.members.values().map(|m| (m.member_id.clone(), m.subscribed_topic_names.clone())).collect();
+        let new_target = assignor::assign(&assignor_name, &subscriptions, &self.topics, &group.target);
         for (member_id, assignment) in &new_target {
             if group.target.get(member_id) != Some(assignment) {
                 out.persist(target_member_record(&group.group_id, member_id, assignment));
@@ -1018,9 +892,7 @@ impl Coordinator {
         group.assignment_epoch = group.group_epoch;
         out.persist(CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
             key: group_key(&group.group_id),
-            value: Some(ConsumerGroupTargetAssignmentMetadataValue {
-                assignment_epoch: group.assignment_epoch,
-            }),
+            value: Some(ConsumerGroupTargetAssignmentMetadataValue { assignment_epoch: group.assignment_epoch }),
         });
     }
 
@@ -1035,20 +907,14 @@ impl Coordinator {
     ) -> Result<ConsumerGroupHeartbeatResponse, (ErrorCode, String)> {
         let group_id = &req.group_id;
         let Some(group) = self.consumer_groups.get_mut(group_id) else {
-            return Err((
-                ErrorCode::GROUP_ID_NOT_FOUND,
-                format!("Consumer group {group_id} not found."),
-            ));
+            return Err((ErrorCode::GROUP_ID_NOT_FOUND, format!("Consumer group {group_id} not found.")));
         };
         let member_id = match &req.instance_id {
             None => {
                 if !group.members.contains_key(&req.member_id) {
                     return Err((
                         ErrorCode::UNKNOWN_MEMBER_ID,
-                        format!(
-                            "Member {} is not a member of group {group_id}.",
-                            req.member_id
-                        ),
+                        format!("Member {} is not a member of group {group_id}.", req.member_id),
                     ));
                 }
                 req.member_id.clone()
@@ -1079,10 +945,8 @@ impl Coordinator {
             member.member_epoch = STATIC_LEAVE_EPOCH;
             out.persist(current_assignment_record(group_id, &member));
             group.put_member(member);
-            self.timers.cancel(&TimerKey::ConsumerRebalance {
-                group_id: group_id.clone(),
-                member_id: member_id.clone(),
-            });
+            self.timers
+                .cancel(&TimerKey::ConsumerRebalance { group_id: group_id.clone(), member_id: member_id.clone() });
         } else {
             self.fence_consumer_member(group_id, &member_id, out);
         }
@@ -1109,14 +973,10 @@ impl Coordinator {
         group.metadata_hash = metadata_hash(&group.subscribed_topic_names(), &self.topics);
         group.group_epoch += 1;
         out.persist(epoch_record(group));
-        self.timers.cancel(&TimerKey::ConsumerSession {
-            group_id: group_id.to_owned(),
-            member_id: member_id.to_owned(),
-        });
-        self.timers.cancel(&TimerKey::ConsumerRebalance {
-            group_id: group_id.to_owned(),
-            member_id: member_id.to_owned(),
-        });
+        self.timers
+            .cancel(&TimerKey::ConsumerSession { group_id: group_id.to_owned(), member_id: member_id.to_owned() });
+        self.timers
+            .cancel(&TimerKey::ConsumerRebalance { group_id: group_id.to_owned(), member_id: member_id.to_owned() });
     }
 
     /// A member's rebalance timeout passed: fenced if it still has not revoked.
@@ -1131,9 +991,7 @@ impl Coordinator {
             .consumer_groups
             .get(group_id)
             .and_then(|g| g.members.get(member_id))
-            .is_some_and(|m| {
-                m.member_epoch == member_epoch && m.state == MemberState::UnrevokedPartitions
-            });
+            .is_some_and(|m| m.member_epoch == member_epoch && m.state == MemberState::UnrevokedPartitions);
         if still_revoking {
             self.fence_consumer_member(group_id, member_id, out);
         }
@@ -1159,11 +1017,7 @@ impl Coordinator {
                 not_found(format!("Group {group_id} not found."))
             };
         };
-        let default = self
-            .config
-            .group_consumer_assignors
-            .first()
-            .map_or(assignor::UNIFORM, String::as_str);
+        let default = self.config.group_consumer_assignors.first().map_or(assignor::UNIFORM, String::as_str);
         ConsumerGroupDescription {
             error_code: ErrorCode::NONE,
             error_message: None,
@@ -1185,8 +1039,7 @@ impl Coordinator {
                     subscribed_topic_names: m.subscribed_topic_names.iter().cloned().collect(),
                     subscribed_topic_regex: m.subscribed_topic_regex.clone(),
                     assignment: self.described(&m.assigned),
-                    target_assignment: self
-                        .described(group.target.get(&m.member_id).unwrap_or(&Assignment::new())),
+                    target_assignment: self.described(group.target.get(&m.member_id).unwrap_or(&Assignment::new())),
                     member_type: 1,
                 })
                 .collect(),
@@ -1225,10 +1078,7 @@ impl Coordinator {
 
     /// DescribeGroups (the classic API) of a consumer group: Kafka's `describeGroups` only
     /// describes classic groups and reports any other as Dead, with no error.
-    pub(crate) fn describe_consumer_group_as_classic(
-        &self,
-        group_id: &str,
-    ) -> Option<GroupDescription> {
+    pub(crate) fn describe_consumer_group_as_classic(&self, group_id: &str) -> Option<GroupDescription> {
         let group = self.consumer_groups.get(group_id)?;
         Some(GroupDescription {
             error_code: ErrorCode::NONE,
@@ -1261,23 +1111,13 @@ impl Coordinator {
             }
         }
         self.timers.cancel_group(group_id);
-        out.persist(CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata {
-            key: group_key(group_id),
-            value: None,
-        });
-        out.persist(CoordinatorRecord::ConsumerGroupMetadata {
-            key: group_key(group_id),
-            value: None,
-        });
+        out.persist(CoordinatorRecord::ConsumerGroupTargetAssignmentMetadata { key: group_key(group_id), value: None });
+        out.persist(CoordinatorRecord::ConsumerGroupMetadata { key: group_key(group_id), value: None });
     }
 
     /// A classic JoinGroup for the id of a consumer group: an empty one is removed (Kafka
     /// converts it), a live one refuses (Keel has no classic members in consumer groups).
-    pub(crate) fn classic_join_conflict(
-        &mut self,
-        group_id: &str,
-        out: &mut Out,
-    ) -> Option<ErrorCode> {
+    pub(crate) fn classic_join_conflict(&mut self, group_id: &str, out: &mut Out) -> Option<ErrorCode> {
         let group = self.consumer_groups.get(group_id)?;
         if group.members.is_empty() {
             self.remove_consumer_group(group_id, out);
@@ -1289,10 +1129,7 @@ impl Coordinator {
 
     /// OffsetCommit against a consumer group (Kafka's `ConsumerGroup.validateOffsetCommit`):
     /// `None` when the group is not a consumer group.
-    pub(crate) fn validate_consumer_offset_commit(
-        &self,
-        request: &OffsetCommit,
-    ) -> Option<Result<(), ErrorCode>> {
+    pub(crate) fn validate_consumer_offset_commit(&self, request: &OffsetCommit) -> Option<Result<(), ErrorCode>> {
         let group = self.consumer_groups.get(&request.group_id)?;
         if request.generation_id < 0 && group.members.is_empty() {
             return Some(Ok(()));
@@ -1318,16 +1155,11 @@ impl Coordinator {
                     this.groups.remove(group_id);
                 }
             }
-            this.consumer_groups
-                .entry(group_id.to_owned())
-                .or_insert_with(|| ConsumerGroup::new(group_id.to_owned()));
+            this.consumer_groups.entry(group_id.to_owned()).or_insert_with(|| ConsumerGroup::new(group_id.to_owned()));
             true
         };
         match record {
-            CoordinatorRecord::ConsumerGroupMetadata {
-                key,
-                value: Some(v),
-            } => {
+            CoordinatorRecord::ConsumerGroupMetadata { key, value: Some(v) } => {
                 group_of(self, &key.group);
                 if let Some(g) = self.consumer_groups.get_mut(&key.group) {
                     g.group_epoch = v.epoch;
@@ -1361,8 +1193,7 @@ impl Coordinator {
                         member.rack_id = v.rack_id;
                         member.client_id = v.client_id;
                         member.client_host = v.client_host;
-                        member.subscribed_topic_names =
-                            v.subscribed_topic_names.into_iter().collect();
+                        member.subscribed_topic_names = v.subscribed_topic_names.into_iter().collect();
                         member.subscribed_topic_regex = v.subscribed_topic_regex;
                         member.rebalance_timeout_ms = v.rebalance_timeout_ms;
                         member.server_assignor = v.server_assignor;
@@ -1386,8 +1217,7 @@ impl Coordinator {
                 Some(v) => {
                     group_of(self, &key.group);
                     if let Some(g) = self.consumer_groups.get_mut(&key.group) {
-                        g.target
-                            .insert(key.member_id, from_topic_partitions(&v.topic_partitions));
+                        g.target.insert(key.member_id, from_topic_partitions(&v.topic_partitions));
                     }
                 }
                 None => {
@@ -1410,8 +1240,7 @@ impl Coordinator {
                         member.previous_member_epoch = v.previous_member_epoch;
                         member.state = MemberState::from_value(v.state);
                         member.assigned = from_topic_partitions(&v.assigned_partitions);
-                        member.pending_revocation =
-                            from_topic_partitions(&v.partitions_pending_revocation);
+                        member.pending_revocation = from_topic_partitions(&v.partitions_pending_revocation);
                     }
                     None => {
                         member.member_epoch = 0;
@@ -1435,10 +1264,7 @@ impl Coordinator {
         for group in self.consumer_groups.values() {
             for member in group.members.values() {
                 timers.push((
-                    TimerKey::ConsumerSession {
-                        group_id: group.group_id.clone(),
-                        member_id: member.member_id.clone(),
-                    },
+                    TimerKey::ConsumerSession { group_id: group.group_id.clone(), member_id: member.member_id.clone() },
                     now_ms.saturating_add(session_ms),
                     TimerAction::ExpireConsumerSession,
                 ));
@@ -1449,9 +1275,7 @@ impl Coordinator {
                             member_id: member.member_id.clone(),
                         },
                         now_ms.saturating_add(i64::from(member.rebalance_timeout_ms.max(0))),
-                        TimerAction::ExpireConsumerRebalance {
-                            member_epoch: member.member_epoch,
-                        },
+                        TimerAction::ExpireConsumerRebalance { member_epoch: member.member_epoch },
                     ));
                 }
             }

@@ -7,17 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::api::{
-    DescribedMember, Effect, GroupDescription, GroupListing, GroupState, JoinProtocol, RequestId,
-    Response, TopicMetadata,
+    DescribedMember, Effect, GroupDescription, GroupListing, GroupState, JoinProtocol, RequestId, Response,
+    TopicMetadata,
 };
 use crate::config::GroupConfig;
 use crate::consumer_group::ConsumerGroup;
 use crate::error::{ErrorCode, RecordError};
 use crate::group::{ClassicGroup, Member};
 use crate::offsets::OffsetAndMetadata;
-use crate::records::{
-    CoordinatorRecord, GroupMetadataKey, GroupMetadataValue, MemberMetadata, Record,
-};
+use crate::records::{CoordinatorRecord, GroupMetadataKey, GroupMetadataValue, MemberMetadata, Record};
 use crate::timer::{TimerAction, TimerKey, Timers};
 
 /// Makes the random part of new member ids (`<client.id>-<suffix>`, or `<group.instance.id>-`
@@ -110,11 +108,7 @@ impl Out {
             }
             effects.push(Effect::Persist(encoded));
         }
-        effects.extend(
-            self.responses
-                .into_iter()
-                .map(|(id, r)| Effect::Respond(id, r)),
-        );
+        effects.extend(self.responses.into_iter().map(|(id, r)| Effect::Respond(id, r)));
         effects
     }
 }
@@ -126,10 +120,7 @@ impl Coordinator {
         Self::with_member_id_generator(config, Box::new(SequentialMemberIds::default()))
     }
 
-    pub fn with_member_id_generator(
-        config: GroupConfig,
-        member_ids: Box<dyn MemberIdGenerator>,
-    ) -> Self {
+    pub fn with_member_id_generator(config: GroupConfig, member_ids: Box<dyn MemberIdGenerator>) -> Self {
         Self {
             config,
             groups: BTreeMap::new(),
@@ -161,45 +152,22 @@ impl Coordinator {
         while let Some((key, action)) = self.timers.pop_due(now_ms, &fired) {
             fired.insert(key.clone());
             match (key, action) {
-                (
-                    TimerKey::Heartbeat {
-                        group_id,
-                        member_id,
-                    },
-                    _,
-                ) => self.expire_heartbeat(&group_id, &member_id, now_ms, &mut out),
-                (
-                    TimerKey::Join { group_id },
-                    TimerAction::InitialJoin {
-                        delay_ms,
-                        remaining_ms,
-                    },
-                ) => self.try_complete_initial_rebalance(
-                    &group_id,
-                    delay_ms,
-                    remaining_ms,
-                    now_ms,
-                    &mut out,
-                ),
-                (TimerKey::Join { group_id }, _) => {
-                    self.complete_join_by_id(&group_id, now_ms, &mut out)
+                (TimerKey::Heartbeat { group_id, member_id }, _) => {
+                    self.expire_heartbeat(&group_id, &member_id, now_ms, &mut out)
                 }
+                (TimerKey::Join { group_id }, TimerAction::InitialJoin { delay_ms, remaining_ms }) => {
+                    self.try_complete_initial_rebalance(&group_id, delay_ms, remaining_ms, now_ms, &mut out)
+                }
+                (TimerKey::Join { group_id }, _) => self.complete_join_by_id(&group_id, now_ms, &mut out),
                 (TimerKey::Sync { group_id }, TimerAction::ExpireSync { generation_id }) => {
                     self.expire_pending_sync(&group_id, generation_id, now_ms, &mut out)
                 }
                 (TimerKey::Sync { .. }, _) => {}
+                (TimerKey::ConsumerSession { group_id, member_id }, _) => {
+                    self.fence_consumer_member(&group_id, &member_id, &mut out)
+                }
                 (
-                    TimerKey::ConsumerSession {
-                        group_id,
-                        member_id,
-                    },
-                    _,
-                ) => self.fence_consumer_member(&group_id, &member_id, &mut out),
-                (
-                    TimerKey::ConsumerRebalance {
-                        group_id,
-                        member_id,
-                    },
+                    TimerKey::ConsumerRebalance { group_id, member_id },
                     TimerAction::ExpireConsumerRebalance { member_epoch },
                 ) => self.expire_consumer_rebalance(&group_id, &member_id, member_epoch, &mut out),
                 (TimerKey::ConsumerRebalance { .. }, _) => {}
@@ -226,20 +194,15 @@ impl Coordinator {
     /// [`RecordError::UnknownRecordType`]; Kafka's loader logs and skips them.
     pub fn replay(&mut self, record: &Record) -> Result<(), RecordError> {
         match CoordinatorRecord::decode(&record.key, record.value.as_deref())? {
-            CoordinatorRecord::OffsetCommit {
-                key,
-                value: Some(value),
-            } => {
+            CoordinatorRecord::OffsetCommit { key, value: Some(value) } => {
                 // Offsets without group metadata belong to a "simple" group (manual commits).
                 if !self.consumer_groups.contains_key(&key.group) {
-                    self.groups
-                        .entry(key.group.clone())
-                        .or_insert_with(|| ClassicGroup::new(key.group.clone(), None));
+                    self.groups.entry(key.group.clone()).or_insert_with(|| ClassicGroup::new(key.group.clone(), None));
                 }
-                self.offsets.entry(key.group).or_default().insert(
-                    (key.topic, key.partition),
-                    OffsetAndMetadata::from_record(&value),
-                );
+                self.offsets
+                    .entry(key.group)
+                    .or_default()
+                    .insert((key.topic, key.partition), OffsetAndMetadata::from_record(&value));
             }
             CoordinatorRecord::OffsetCommit { key, value: None } => {
                 if let Some(offsets) = self.offsets.get_mut(&key.group) {
@@ -249,10 +212,7 @@ impl Coordinator {
                     }
                 }
             }
-            CoordinatorRecord::GroupMetadata {
-                key,
-                value: Some(value),
-            } => {
+            CoordinatorRecord::GroupMetadata { key, value: Some(value) } => {
                 let group = group_from_record(key.group.clone(), value);
                 self.groups.insert(key.group, group);
             }
@@ -278,20 +238,15 @@ impl Coordinator {
             let Some(group) = self.groups.get(&group_id) else {
                 continue;
             };
-            let sessions: Vec<(String, i32)> = group
-                .members
-                .values()
-                .map(|m| (m.member_id.clone(), m.session_timeout_ms))
-                .collect();
+            let sessions: Vec<(String, i32)> =
+                group.members.values().map(|m| (m.member_id.clone(), m.session_timeout_ms)).collect();
             let oversized = group.members.len() > self.config.group_max_size;
             for (member_id, session_timeout_ms) in sessions {
                 self.schedule_heartbeat(&group_id, &member_id, session_timeout_ms, now_ms);
             }
             if oversized {
                 // The limit may have been lowered: rebalance so the extra members drop out.
-                self.with_group(&group_id, |this, group| {
-                    this.prepare_rebalance(group, now_ms, &mut out)
-                });
+                self.with_group(&group_id, |this, group| this.prepare_rebalance(group, now_ms, &mut out));
             }
         }
         out.into_effects()
@@ -333,11 +288,7 @@ impl Coordinator {
             };
         };
         let stable = group.state == GroupState::Stable;
-        let protocol = if stable {
-            group.protocol_name.clone()
-        } else {
-            None
-        };
+        let protocol = if stable { group.protocol_name.clone() } else { None };
         GroupDescription {
             error_code: ErrorCode::NONE,
             group_id: group.group_id.clone(),
@@ -352,11 +303,7 @@ impl Coordinator {
                     group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    member_metadata: if stable {
-                        m.metadata(protocol.as_deref())
-                    } else {
-                        Default::default()
-                    },
+                    member_metadata: if stable { m.metadata(protocol.as_deref()) } else { Default::default() },
                     member_assignment: m.assignment.clone(),
                 })
                 .collect(),
@@ -366,11 +313,7 @@ impl Coordinator {
     /// DeleteGroups: only Empty groups can go (NON_EMPTY_GROUP otherwise, GROUP_ID_NOT_FOUND
     /// for unknown ones); their offsets and metadata get tombstones. Send the response after
     /// the returned `Persist`.
-    pub fn delete_groups(
-        &mut self,
-        group_ids: &[String],
-        now_ms: i64,
-    ) -> (Vec<(String, ErrorCode)>, Vec<Effect>) {
+    pub fn delete_groups(&mut self, group_ids: &[String], now_ms: i64) -> (Vec<(String, ErrorCode)>, Vec<Effect>) {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
         let mut results = Vec::with_capacity(group_ids.len());
@@ -381,11 +324,7 @@ impl Coordinator {
                 continue;
             }
             let error = match self.groups.get(group_id) {
-                None
-                | Some(ClassicGroup {
-                    state: GroupState::Dead,
-                    ..
-                }) => ErrorCode::GROUP_ID_NOT_FOUND,
+                None | Some(ClassicGroup { state: GroupState::Dead, .. }) => ErrorCode::GROUP_ID_NOT_FOUND,
                 Some(group) if group.state != GroupState::Empty => ErrorCode::NON_EMPTY_GROUP,
                 Some(_) => {
                     self.delete_all_offsets(group_id, &mut out);
@@ -403,9 +342,7 @@ impl Coordinator {
         self.groups.remove(group_id);
         self.timers.cancel_group(group_id);
         out.persist(CoordinatorRecord::GroupMetadata {
-            key: GroupMetadataKey {
-                group: group_id.to_owned(),
-            },
+            key: GroupMetadataKey { group: group_id.to_owned() },
             value: None,
         });
     }
@@ -420,29 +357,14 @@ impl Coordinator {
         }
     }
 
-    pub(crate) fn schedule_heartbeat(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        timeout_ms: i32,
-        now_ms: i64,
-    ) {
+    pub(crate) fn schedule_heartbeat(&mut self, group_id: &str, member_id: &str, timeout_ms: i32, now_ms: i64) {
         schedule_heartbeat(&mut self.timers, group_id, member_id, timeout_ms, now_ms);
     }
 }
 
-pub(crate) fn schedule_heartbeat(
-    timers: &mut Timers,
-    group_id: &str,
-    member_id: &str,
-    timeout_ms: i32,
-    now_ms: i64,
-) {
+pub(crate) fn schedule_heartbeat(timers: &mut Timers, group_id: &str, member_id: &str, timeout_ms: i32, now_ms: i64) {
     timers.schedule(
-        TimerKey::Heartbeat {
-            group_id: group_id.to_owned(),
-            member_id: member_id.to_owned(),
-        },
+        TimerKey::Heartbeat { group_id: group_id.to_owned(), member_id: member_id.to_owned() },
         now_ms.saturating_add(i64::from(timeout_ms)),
         TimerAction::ExpireHeartbeat,
     );
@@ -453,9 +375,7 @@ pub(crate) fn schedule_heartbeat(
 pub(crate) fn group_metadata_record(group: &ClassicGroup) -> CoordinatorRecord {
     let protocol = group.protocol_name.as_deref();
     CoordinatorRecord::GroupMetadata {
-        key: GroupMetadataKey {
-            group: group.group_id.clone(),
-        },
+        key: GroupMetadataKey { group: group.group_id.clone() },
         value: Some(GroupMetadataValue {
             protocol_type: group.protocol_type.clone().unwrap_or_default(),
             generation: group.generation_id,
@@ -484,9 +404,7 @@ pub(crate) fn group_metadata_record(group: &ClassicGroup) -> CoordinatorRecord {
 /// written (`newEmptyGroupMetadataRecord`), so the group survives a failover.
 pub(crate) fn empty_group_metadata_record(group: &ClassicGroup) -> CoordinatorRecord {
     CoordinatorRecord::GroupMetadata {
-        key: GroupMetadataKey {
-            group: group.group_id.clone(),
-        },
+        key: GroupMetadataKey { group: group.group_id.clone() },
         value: Some(GroupMetadataValue {
             protocol_type: String::new(),
             generation: 0,
@@ -502,17 +420,12 @@ pub(crate) fn empty_group_metadata_record(group: &ClassicGroup) -> CoordinatorRe
 /// Stable with members, Empty without; each member supports just the selected protocol.
 fn group_from_record(group_id: String, value: GroupMetadataValue) -> ClassicGroup {
     let mut group = ClassicGroup::new(group_id, None);
-    group.state = if value.members.is_empty() {
-        GroupState::Empty
-    } else {
-        GroupState::Stable
-    };
+    group.state = if value.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
     group.generation_id = value.generation;
     group.protocol_type = Some(value.protocol_type.clone()).filter(|t| !t.is_empty());
     group.protocol_name = value.protocol.clone();
     group.leader_id = value.leader.clone();
-    group.current_state_timestamp_ms =
-        Some(value.current_state_timestamp_ms).filter(|ts| *ts != -1);
+    group.current_state_timestamp_ms = Some(value.current_state_timestamp_ms).filter(|ts| *ts != -1);
     for m in value.members {
         let member = Member {
             member_id: m.member_id,
@@ -537,9 +450,7 @@ fn group_from_record(group_id: String, value: GroupMetadataValue) -> ClassicGrou
             is_new: false,
         };
         if let Some(instance_id) = &member.group_instance_id {
-            group
-                .static_members
-                .insert(instance_id.clone(), member.member_id.clone());
+            group.static_members.insert(instance_id.clone(), member.member_id.clone());
         }
         group.members.insert(member.member_id.clone(), member);
     }

@@ -98,9 +98,9 @@ impl ErrorCode {
     /// client must rediscover the coordinator or retry, never learn about replication internals.
     pub fn from_append_error(append_error: ErrorCode) -> ErrorCode {
         match append_error {
-            Self::UNKNOWN_TOPIC_OR_PARTITION
-            | Self::NOT_ENOUGH_REPLICAS
-            | Self::REQUEST_TIMED_OUT => Self::COORDINATOR_NOT_AVAILABLE,
+            Self::UNKNOWN_TOPIC_OR_PARTITION | Self::NOT_ENOUGH_REPLICAS | Self::REQUEST_TIMED_OUT => {
+                Self::COORDINATOR_NOT_AVAILABLE
+            }
             Self::NOT_LEADER_OR_FOLLOWER | Self::KAFKA_STORAGE_ERROR => Self::NOT_COORDINATOR,
             Self::MESSAGE_TOO_LARGE | Self::RECORD_LIST_TOO_LARGE | Self::INVALID_FETCH_SIZE => {
                 Self::UNKNOWN_SERVER_ERROR
@@ -126,11 +126,7 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("record {what} is truncated: needed {needed} bytes, {remaining} remain")]
-    Truncated {
-        what: &'static str,
-        needed: usize,
-        remaining: usize,
-    },
+    Truncated { what: &'static str, needed: usize, remaining: usize },
     /// Kafka's loader logs and skips these (KIP-848 and share-group records are types 3 and up).
     #[error("unknown __consumer_offsets record type {0}; skip it")]
     UnknownRecordType(i16),

@@ -58,10 +58,7 @@ impl Member {
 
     /// Kafka's `vote`: the first of the member's protocols (by preference) among `candidates`.
     fn vote<'a>(&'a self, candidates: &BTreeSet<&str>) -> Option<&'a str> {
-        self.protocols
-            .iter()
-            .map(|p| p.name.as_str())
-            .find(|name| candidates.contains(name))
+        self.protocols.iter().map(|p| p.name.as_str()).find(|name| candidates.contains(name))
     }
 }
 
@@ -128,17 +125,11 @@ impl ClassicGroup {
 
     /// Kafka's `canRebalance`: PreparingRebalance may be entered from these states.
     pub fn can_rebalance(&self) -> bool {
-        matches!(
-            self.state,
-            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty
-        )
+        matches!(self.state, GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty)
     }
 
     pub fn num_awaiting_join(&self) -> usize {
-        self.members
-            .values()
-            .filter(|m| m.awaiting_join.is_some())
-            .count()
+        self.members.values().filter(|m| m.awaiting_join.is_some()).count()
     }
 
     /// Every known member has rejoined and no KIP-394 pending member is still expected.
@@ -148,12 +139,7 @@ impl ClassicGroup {
 
     /// The group's rebalance timeout: the largest of its members'.
     pub fn rebalance_timeout_ms(&self) -> i32 {
-        self.members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0)
-            .max(0)
+        self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0).max(0)
     }
 
     /// Kafka's `supportsProtocols`: an Empty group takes any non-empty protocol type and list;
@@ -163,9 +149,7 @@ impl ClassicGroup {
             return !protocol_type.is_empty() && !protocols.is_empty();
         }
         self.protocol_type.as_deref() == Some(protocol_type)
-            && protocols
-                .iter()
-                .any(|p| self.members.values().all(|m| m.supports(&p.name)))
+            && protocols.iter().any(|p| self.members.values().all(|m| m.supports(&p.name)))
     }
 
     /// Kafka's `selectProtocol`: among the protocols every member supports, each member votes for
@@ -186,18 +170,14 @@ impl ClassicGroup {
             }
         }
         let max_votes = votes.values().copied().max()?;
-        votes
-            .into_iter()
-            .find(|(_, n)| *n == max_votes)
-            .map(|(name, _)| name.to_owned())
+        votes.into_iter().find(|(_, n)| *n == max_votes).map(|(name, _)| name.to_owned())
     }
 
     /// Adds a member (Kafka's `ClassicGroup.add`): the first member fixes the protocol type and
     /// becomes leader; a pending (KIP-394) id stops being pending.
     pub fn add(&mut self, member: Member) {
         if let Some(instance_id) = &member.group_instance_id {
-            self.static_members
-                .insert(instance_id.clone(), member.member_id.clone());
+            self.static_members.insert(instance_id.clone(), member.member_id.clone());
         }
         if self.members.is_empty() {
             self.protocol_type = Some(member.protocol_type.clone());
@@ -231,10 +211,7 @@ impl ClassicGroup {
         let Some(leader_id) = self.leader_id.clone() else {
             return false;
         };
-        let leader_rejoined = self
-            .members
-            .get(&leader_id)
-            .is_some_and(|m| m.awaiting_join.is_some());
+        let leader_rejoined = self.members.get(&leader_id).is_some_and(|m| m.awaiting_join.is_some());
         if leader_rejoined {
             return true;
         }
@@ -249,17 +226,11 @@ impl ClassicGroup {
 
     /// Kafka's `validateMember`: a static member's instance id must map to this member id
     /// (else FENCED_INSTANCE_ID), and the member must exist (else UNKNOWN_MEMBER_ID).
-    pub fn validate_member(
-        &self,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-    ) -> Result<(), ErrorCode> {
+    pub fn validate_member(&self, member_id: &str, group_instance_id: Option<&str>) -> Result<(), ErrorCode> {
         if let Some(instance_id) = group_instance_id {
             match self.static_members.get(instance_id) {
                 None => return Err(ErrorCode::UNKNOWN_MEMBER_ID),
-                Some(existing) if existing != member_id => {
-                    return Err(ErrorCode::FENCED_INSTANCE_ID)
-                }
+                Some(existing) if existing != member_id => return Err(ErrorCode::FENCED_INSTANCE_ID),
                 Some(_) => {}
             }
         }
@@ -353,10 +324,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: protocols
                 .iter()
-                .map(|name| JoinProtocol {
-                    name: (*name).into(),
-                    metadata: Bytes::new(),
-                })
+                .map(|name| JoinProtocol { name: (*name).into(), metadata: Bytes::new() })
                 .collect(),
             assignment: Bytes::new(),
             awaiting_join: None,
@@ -378,10 +346,7 @@ mod tests {
     #[test]
     fn an_empty_group_accepts_any_protocol_but_a_live_one_needs_a_common_one() {
         let mut group = ClassicGroup::new("g".into(), Some(0));
-        let p = |n: &str| JoinProtocol {
-            name: n.into(),
-            metadata: Bytes::new(),
-        };
+        let p = |n: &str| JoinProtocol { name: n.into(), metadata: Bytes::new() };
         assert!(group.supports_protocols("consumer", &[p("range")]));
         assert!(!group.supports_protocols("", &[p("range")]));
         assert!(!group.supports_protocols("consumer", &[]));
@@ -395,13 +360,8 @@ mod tests {
     #[test]
     fn subscription_topics_parse_from_consumer_protocol_bytes() {
         // version 1, topics ["a", "bc"], then v1's user data and owned partitions (ignored).
-        let bytes = [
-            0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0xff, 0xff, 0xff, 0xff,
-        ];
-        assert_eq!(
-            parse_subscription_topics(&bytes),
-            Some(vec!["a".into(), "bc".into()])
-        );
+        let bytes = [0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(parse_subscription_topics(&bytes), Some(vec!["a".into(), "bc".into()]));
         assert_eq!(parse_subscription_topics(&[0, 1, 0, 0, 0, 9]), None);
     }
 }

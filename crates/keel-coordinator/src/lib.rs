@@ -67,19 +67,16 @@ mod timer;
 mod tests;
 
 pub use api::{
-    ConsumerGroupDescribedMember, ConsumerGroupDescription, ConsumerGroupHeartbeat,
-    ConsumerGroupHeartbeatResponse, ConsumerGroupTopicPartitions, DescribedTopicPartitions,
-    OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
-    OffsetDeleteTopic, TopicMetadata,
+    ConsumerGroupDescribedMember, ConsumerGroupDescription, ConsumerGroupHeartbeat, ConsumerGroupHeartbeatResponse,
+    ConsumerGroupTopicPartitions, DescribedTopicPartitions, OffsetDelete, OffsetDeleteResponse,
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic, OffsetDeleteTopic, TopicMetadata,
 };
 pub use api::{
-    DescribedMember, Effect, GroupDescription, GroupListing, GroupState, Heartbeat,
-    HeartbeatResponse, JoinGroup, JoinGroupMember, JoinGroupResponse, JoinProtocol, LeaveGroup,
-    LeaveGroupResponse, LeaveMember, LeaveMemberResponse, OffsetCommit, OffsetCommitPartition,
-    OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-    OffsetCommitTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
-    OffsetFetchResultTopic, OffsetFetchTopic, RequestId, Response, SyncAssignment, SyncGroup,
-    SyncGroupResponse,
+    DescribedMember, Effect, GroupDescription, GroupListing, GroupState, Heartbeat, HeartbeatResponse, JoinGroup,
+    JoinGroupMember, JoinGroupResponse, JoinProtocol, LeaveGroup, LeaveGroupResponse, LeaveMember, LeaveMemberResponse,
+    OffsetCommit, OffsetCommitPartition, OffsetCommitResponse, OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic, OffsetCommitTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
+    OffsetFetchResultTopic, OffsetFetchTopic, RequestId, Response, SyncAssignment, SyncGroup, SyncGroupResponse,
 };
 pub use config::GroupConfig;
 pub use coordinator::{Coordinator, MemberIdGenerator, SequentialMemberIds};

@@ -6,12 +6,10 @@
 use bytes::Bytes;
 
 use crate::api::{
-    Effect, GroupState, Heartbeat, HeartbeatResponse, JoinGroup, JoinGroupResponse, LeaveGroup,
-    LeaveGroupResponse, LeaveMemberResponse, RequestId, Response, SyncGroup, SyncGroupResponse,
+    Effect, GroupState, Heartbeat, HeartbeatResponse, JoinGroup, JoinGroupResponse, LeaveGroup, LeaveGroupResponse,
+    LeaveMemberResponse, RequestId, Response, SyncGroup, SyncGroupResponse,
 };
-use crate::coordinator::{
-    empty_group_metadata_record, group_metadata_record, schedule_heartbeat, Coordinator, Out,
-};
+use crate::coordinator::{empty_group_metadata_record, group_metadata_record, schedule_heartbeat, Coordinator, Out};
 use crate::error::ErrorCode;
 use crate::group::{ClassicGroup, Member};
 use crate::timer::{TimerAction, TimerKey};
@@ -23,10 +21,7 @@ pub(crate) const MAX_STRING_BYTES: usize = i16::MAX as usize;
 const MEMBER_ID_ATTEMPTS: usize = 16;
 
 fn join_error(id: RequestId, member_id: &str, error: ErrorCode, out: &mut Out) {
-    out.respond(
-        id,
-        Response::JoinGroup(JoinGroupResponse::error(member_id.to_owned(), error)),
-    );
+    out.respond(id, Response::JoinGroup(JoinGroupResponse::error(member_id.to_owned(), error)));
 }
 
 fn sync_error(id: RequestId, error: ErrorCode, out: &mut Out) {
@@ -56,10 +51,7 @@ impl Coordinator {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
         let error = self.heartbeat_error(&request, now_ms);
-        out.respond(
-            id,
-            Response::Heartbeat(HeartbeatResponse { error_code: error }),
-        );
+        out.respond(id, Response::Heartbeat(HeartbeatResponse { error_code: error }));
         out.into_effects()
     }
 
@@ -102,25 +94,15 @@ impl Coordinator {
         if request.session_timeout_ms < self.config.group_min_session_timeout_ms
             || request.session_timeout_ms > self.config.group_max_session_timeout_ms
         {
-            return join_error(
-                id,
-                &request.member_id,
-                ErrorCode::INVALID_SESSION_TIMEOUT,
-                out,
-            );
+            return join_error(id, &request.member_id, ErrorCode::INVALID_SESSION_TIMEOUT, out);
         }
         // Everything below may end up in a GroupMetadata record; Kafka strings hold 32767 bytes.
         // (Kafka would fail the record write instead; refusing up front keeps state and log equal.)
-        let too_long = [
-            &request.member_id,
-            &request.client_id,
-            &request.client_host,
-            &request.protocol_type,
-        ]
-        .into_iter()
-        .chain(request.group_instance_id.as_ref())
-        .chain(request.protocols.iter().map(|p| &p.name))
-        .any(|s| s.len() > MAX_STRING_BYTES);
+        let too_long = [&request.member_id, &request.client_id, &request.client_host, &request.protocol_type]
+            .into_iter()
+            .chain(request.group_instance_id.as_ref())
+            .chain(request.protocols.iter().map(|p| &p.name))
+            .any(|s| s.len() > MAX_STRING_BYTES);
         if too_long {
             return join_error(id, &request.member_id, ErrorCode::INVALID_REQUEST, out);
         }
@@ -157,17 +139,11 @@ impl Coordinator {
     fn accept_joining_member(&self, group: &ClassicGroup, member_id: &str) -> bool {
         let max = self.config.group_max_size;
         match group.state {
-            GroupState::Empty
-            | GroupState::Dead
-            | GroupState::Assigning
-            | GroupState::Reconciling => true,
+            GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => true,
             // The number of members already rejoined is used, not the group size: the group may
             // be over a lowered limit, and this way the last members to rejoin are the ones out.
             GroupState::PreparingRebalance => {
-                group
-                    .members
-                    .get(member_id)
-                    .is_some_and(|m| m.awaiting_join.is_some())
+                group.members.get(member_id).is_some_and(|m| m.awaiting_join.is_some())
                     || group.num_awaiting_join() < max
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
@@ -187,15 +163,10 @@ impl Coordinator {
         if !group.supports_protocols(&request.protocol_type, &request.protocols) {
             return join_error(id, "", ErrorCode::INCONSISTENT_GROUP_PROTOCOL, out);
         }
-        let prefix = request
-            .group_instance_id
-            .as_deref()
-            .unwrap_or(&request.client_id);
-        let new_member_id = (0..MEMBER_ID_ATTEMPTS)
-            .map(|_| format!("{prefix}-{}", self.member_ids.next_suffix()))
-            .find(|candidate| {
-                !group.members.contains_key(candidate)
-                    && !group.pending_join_members.contains(candidate)
+        let prefix = request.group_instance_id.as_deref().unwrap_or(&request.client_id);
+        let new_member_id =
+            (0..MEMBER_ID_ATTEMPTS).map(|_| format!("{prefix}-{}", self.member_ids.next_suffix())).find(|candidate| {
+                !group.members.contains_key(candidate) && !group.pending_join_members.contains(candidate)
             });
         let Some(new_member_id) = new_member_id else {
             return join_error(id, "", ErrorCode::UNKNOWN_SERVER_ERROR, out);
@@ -216,38 +187,18 @@ impl Coordinator {
                     now_ms,
                     out,
                 ),
-                None => self.add_member_then_rebalance_or_complete_join(
-                    group,
-                    id,
-                    request,
-                    new_member_id,
-                    now_ms,
-                    out,
-                ),
+                None => self.add_member_then_rebalance_or_complete_join(group, id, request, new_member_id, now_ms, out),
             }
         } else if request.version >= 4 {
             // KIP-394: the member must come back with this id, so that a client whose JoinGroup
             // timed out does not leave a stream of unknown members behind. The pending id lives
             // for one session timeout.
             group.pending_join_members.insert(new_member_id.clone());
-            schedule_heartbeat(
-                &mut self.timers,
-                &group.group_id,
-                &new_member_id,
-                request.session_timeout_ms,
-                now_ms,
-            );
+            schedule_heartbeat(&mut self.timers, &group.group_id, &new_member_id, request.session_timeout_ms, now_ms);
             join_error(id, &new_member_id, ErrorCode::MEMBER_ID_REQUIRED, out);
         } else {
             // JoinGroup v0–v3 clients cannot retry with an id: they are added directly.
-            self.add_member_then_rebalance_or_complete_join(
-                group,
-                id,
-                request,
-                new_member_id,
-                now_ms,
-                out,
-            );
+            self.add_member_then_rebalance_or_complete_join(group, id, request, new_member_id, now_ms, out);
         }
     }
 
@@ -281,21 +232,14 @@ impl Coordinator {
         if let Err(error) = group.validate_member(member_id, request.group_instance_id.as_deref()) {
             return join_error(id, member_id, error, out);
         }
-        let matches = group
-            .members
-            .get(member_id)
-            .is_some_and(|m| m.protocols == request.protocols);
+        let matches = group.members.get(member_id).is_some_and(|m| m.protocols == request.protocols);
         match group.state {
             GroupState::PreparingRebalance => {
                 self.update_member_then_rebalance_or_complete_join(group, id, request, now_ms, out)
             }
             // Same metadata: the member probably missed its JoinGroup response; give it again.
             GroupState::CompletingRebalance if matches => {
-                let members = if group.is_leader(member_id) {
-                    group.join_response_members()
-                } else {
-                    Vec::new()
-                };
+                let members = if group.is_leader(member_id) { group.join_response_members() } else { Vec::new() };
                 let response = current_generation_response(group, member_id, members);
                 out.respond(id, Response::JoinGroup(response));
             }
@@ -311,23 +255,14 @@ impl Coordinator {
                 let response = current_generation_response(group, member_id, Vec::new());
                 out.respond(id, Response::JoinGroup(response));
             }
-            GroupState::Empty
-            | GroupState::Dead
-            | GroupState::Assigning
-            | GroupState::Reconciling => {
+            GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
                 join_error(id, member_id, ErrorCode::UNKNOWN_MEMBER_ID, out)
             }
         }
     }
 
     /// Kafka's `updateMember`: new protocols and timeouts, and the JoinGroup is parked.
-    fn update_member(
-        group: &mut ClassicGroup,
-        id: RequestId,
-        member_id: &str,
-        request: &JoinGroup,
-        out: &mut Out,
-    ) {
+    fn update_member(group: &mut ClassicGroup, id: RequestId, member_id: &str, request: &JoinGroup, out: &mut Out) {
         let Some(member) = group.members.get_mut(member_id) else {
             return;
         };
@@ -365,9 +300,7 @@ impl Coordinator {
         out: &mut Out,
     ) {
         // A member joining during the initial delayed rebalance extends the delay (KIP-134).
-        if group.state == GroupState::PreparingRebalance
-            && group.previous_state == GroupState::Empty
-        {
+        if group.state == GroupState::PreparingRebalance && group.previous_state == GroupState::Empty {
             group.new_member_added = true;
         }
         group.add(Member {
@@ -410,9 +343,7 @@ impl Coordinator {
         out: &mut Out,
     ) {
         let leader_before = group.leader_or_empty();
-        let Some(session_timeout_ms) =
-            self.replace_static_member(group, old_member_id, new_member_id, out)
-        else {
+        let Some(session_timeout_ms) = self.replace_static_member(group, old_member_id, new_member_id, out) else {
             return join_error(id, "", ErrorCode::UNKNOWN_SERVER_ERROR, out);
         };
         self.schedule_heartbeat(&group.group_id, new_member_id, session_timeout_ms, now_ms);
@@ -429,11 +360,7 @@ impl Coordinator {
                     let response = if request.version >= 9 {
                         // KIP-814: the leader learns it is leader but must not reassign.
                         let is_leader = group.is_leader(new_member_id);
-                        let members = if is_leader {
-                            group.join_response_members()
-                        } else {
-                            Vec::new()
-                        };
+                        let members = if is_leader { group.join_response_members() } else { Vec::new() };
                         JoinGroupResponse {
                             skip_assignment: is_leader,
                             ..current_generation_response(group, new_member_id, members)
@@ -454,10 +381,7 @@ impl Coordinator {
             // The leader may already have computed an assignment for the old id: start over.
             GroupState::CompletingRebalance => self.prepare_rebalance(group, now_ms, out),
             GroupState::PreparingRebalance => self.maybe_complete_join_phase(group, now_ms, out),
-            GroupState::Empty
-            | GroupState::Dead
-            | GroupState::Assigning
-            | GroupState::Reconciling => {
+            GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
                 // Unreachable: a group with a static member is not Empty (Kafka throws here).
                 if let Some(member) = group.members.get_mut(new_member_id) {
                     member.awaiting_join = None;
@@ -477,10 +401,8 @@ impl Coordinator {
         out: &mut Out,
     ) -> Option<i32> {
         let mut member = group.members.remove(old_member_id)?;
-        self.timers.cancel(&TimerKey::Heartbeat {
-            group_id: group.group_id.clone(),
-            member_id: old_member_id.to_owned(),
-        });
+        self.timers
+            .cancel(&TimerKey::Heartbeat { group_id: group.group_id.clone(), member_id: old_member_id.to_owned() });
         if let Some(parked) = member.awaiting_join.take() {
             join_error(parked, old_member_id, ErrorCode::FENCED_INSTANCE_ID, out);
         }
@@ -490,9 +412,7 @@ impl Coordinator {
         member.member_id = new_member_id.to_owned();
         member.is_new = false;
         if let Some(instance_id) = &member.group_instance_id {
-            group
-                .static_members
-                .insert(instance_id.clone(), new_member_id.to_owned());
+            group.static_members.insert(instance_id.clone(), new_member_id.to_owned());
         }
         if group.is_leader(old_member_id) {
             group.leader_id = Some(new_member_id.to_owned());
@@ -504,12 +424,7 @@ impl Coordinator {
 
     // ------------------------------------------------------ rebalance transitions
 
-    fn maybe_prepare_rebalance_or_complete_join(
-        &mut self,
-        group: &mut ClassicGroup,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    fn maybe_prepare_rebalance_or_complete_join(&mut self, group: &mut ClassicGroup, now_ms: i64, out: &mut Out) {
         if group.can_rebalance() {
             self.prepare_rebalance(group, now_ms, out);
         } else {
@@ -520,12 +435,7 @@ impl Coordinator {
     /// Kafka's `prepareRebalance`: parked SyncGroups are told to rejoin; a group leaving Empty
     /// waits `group.initial.rebalance.delay.ms` so that a fleet of consumers starting together
     /// joins in one rebalance rather than one per member.
-    pub(crate) fn prepare_rebalance(
-        &mut self,
-        group: &mut ClassicGroup,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    pub(crate) fn prepare_rebalance(&mut self, group: &mut ClassicGroup, now_ms: i64, out: &mut Out) {
         if group.state == GroupState::CompletingRebalance {
             Self::reset_and_propagate_assignment_with_error(
                 &mut self.timers,
@@ -541,14 +451,9 @@ impl Coordinator {
             let delay_ms = self.config.group_initial_rebalance_delay_ms.max(0);
             let remaining_ms = group.rebalance_timeout_ms().saturating_sub(delay_ms).max(0);
             self.timers.schedule(
-                TimerKey::Join {
-                    group_id: group.group_id.clone(),
-                },
+                TimerKey::Join { group_id: group.group_id.clone() },
                 now_ms.saturating_add(i64::from(delay_ms)),
-                TimerAction::InitialJoin {
-                    delay_ms,
-                    remaining_ms,
-                },
+                TimerAction::InitialJoin { delay_ms, remaining_ms },
             );
         }
         group.transition_to(GroupState::PreparingRebalance, now_ms);
@@ -557,12 +462,7 @@ impl Coordinator {
         }
     }
 
-    fn maybe_complete_join_else_schedule(
-        &mut self,
-        group: &mut ClassicGroup,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    fn maybe_complete_join_else_schedule(&mut self, group: &mut ClassicGroup, now_ms: i64, out: &mut Out) {
         if group.has_all_members_joined() {
             self.complete_join(group, now_ms, out);
         } else {
@@ -572,9 +472,7 @@ impl Coordinator {
 
     fn schedule_join_timeout(&mut self, group: &ClassicGroup, now_ms: i64) {
         self.timers.schedule(
-            TimerKey::Join {
-                group_id: group.group_id.clone(),
-            },
+            TimerKey::Join { group_id: group.group_id.clone() },
             now_ms.saturating_add(i64::from(group.rebalance_timeout_ms())),
             TimerAction::CompleteJoin,
         );
@@ -598,9 +496,7 @@ impl Coordinator {
         if group.state != GroupState::PreparingRebalance {
             return;
         }
-        self.timers.cancel(&TimerKey::Join {
-            group_id: group.group_id.clone(),
-        });
+        self.timers.cancel(&TimerKey::Join { group_id: group.group_id.clone() });
         let not_rejoined: Vec<String> = group
             .members
             .values()
@@ -626,11 +522,7 @@ impl Coordinator {
         let leader_members = group.join_response_members();
         let member_ids: Vec<String> = group.members.keys().cloned().collect();
         for member_id in member_ids {
-            let members = if group.is_leader(&member_id) {
-                leader_members.clone()
-            } else {
-                Vec::new()
-            };
+            let members = if group.is_leader(&member_id) { leader_members.clone() } else { Vec::new() };
             let response = current_generation_response(group, &member_id, members);
             let Some(member) = group.members.get_mut(&member_id) else {
                 continue;
@@ -640,32 +532,20 @@ impl Coordinator {
             }
             member.is_new = false;
             let session_timeout_ms = member.session_timeout_ms;
-            schedule_heartbeat(
-                &mut self.timers,
-                &group.group_id,
-                &member_id,
-                session_timeout_ms,
-                now_ms,
-            );
+            schedule_heartbeat(&mut self.timers, &group.group_id, &member_id, session_timeout_ms, now_ms);
             group.pending_sync_members.insert(member_id);
         }
         // Members that never send SyncGroup are removed after a rebalance timeout (Kafka's
         // `schedulePendingSync`), so a vanished follower cannot hold the group forever.
         self.timers.schedule(
-            TimerKey::Sync {
-                group_id: group.group_id.clone(),
-            },
+            TimerKey::Sync { group_id: group.group_id.clone() },
             now_ms.saturating_add(i64::from(group.rebalance_timeout_ms())),
-            TimerAction::ExpireSync {
-                generation_id: group.generation_id,
-            },
+            TimerAction::ExpireSync { generation_id: group.generation_id },
         );
     }
 
     pub(crate) fn complete_join_by_id(&mut self, group_id: &str, now_ms: i64, out: &mut Out) {
-        self.with_group(group_id, |this, group| {
-            this.complete_join(group, now_ms, out)
-        });
+        self.with_group(group_id, |this, group| this.complete_join(group, now_ms, out));
     }
 
     /// Kafka's `tryCompleteInitialRebalanceElseSchedule`: while members keep arriving, the
@@ -686,14 +566,9 @@ impl Coordinator {
                 let new_delay_ms = initial_delay_ms.min(remaining_ms);
                 let new_remaining_ms = remaining_ms.saturating_sub(delay_ms).max(0);
                 this.timers.schedule(
-                    TimerKey::Join {
-                        group_id: group.group_id.clone(),
-                    },
+                    TimerKey::Join { group_id: group.group_id.clone() },
                     now_ms.saturating_add(i64::from(new_delay_ms)),
-                    TimerAction::InitialJoin {
-                        delay_ms: new_delay_ms,
-                        remaining_ms: new_remaining_ms,
-                    },
+                    TimerAction::InitialJoin { delay_ms: new_delay_ms, remaining_ms: new_remaining_ms },
                 );
             } else {
                 this.complete_join(group, now_ms, out);
@@ -703,13 +578,7 @@ impl Coordinator {
 
     /// Session timeout of a member or KIP-394 pending member (Kafka's
     /// `expireClassicGroupMemberHeartbeat`).
-    pub(crate) fn expire_heartbeat(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    pub(crate) fn expire_heartbeat(&mut self, group_id: &str, member_id: &str, now_ms: i64, out: &mut Out) {
         self.with_group(group_id, |this, group| {
             if group.pending_join_members.remove(member_id) {
                 if group.state == GroupState::PreparingRebalance && group.has_all_members_joined() {
@@ -717,10 +586,7 @@ impl Coordinator {
                 }
                 return;
             }
-            let expired = group
-                .members
-                .get(member_id)
-                .is_some_and(|m| !m.has_satisfied_heartbeat());
+            let expired = group.members.get(member_id).is_some_and(|m| !m.has_satisfied_heartbeat());
             if !expired {
                 return;
             }
@@ -739,19 +605,10 @@ impl Coordinator {
 
     /// Kafka's `expirePendingSync`: members that did not send SyncGroup within the rebalance
     /// timeout are removed and the group rebalances without them.
-    pub(crate) fn expire_pending_sync(
-        &mut self,
-        group_id: &str,
-        generation_id: i32,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    pub(crate) fn expire_pending_sync(&mut self, group_id: &str, generation_id: i32, now_ms: i64, out: &mut Out) {
         self.with_group(group_id, |this, group| {
             if generation_id != group.generation_id
-                || !matches!(
-                    group.state,
-                    GroupState::CompletingRebalance | GroupState::Stable
-                )
+                || !matches!(group.state, GroupState::CompletingRebalance | GroupState::Stable)
                 || group.pending_sync_members.is_empty()
             {
                 return;
@@ -766,16 +623,8 @@ impl Coordinator {
 
     /// Removes a member and answers whatever it had parked. Kafka answers a parked JoinGroup with
     /// UNKNOWN_MEMBER_ID; a parked SyncGroup it leaves unanswered, Keel answers it the same way.
-    pub(crate) fn remove_member(
-        &mut self,
-        group: &mut ClassicGroup,
-        member_id: &str,
-        out: &mut Out,
-    ) {
-        self.timers.cancel(&TimerKey::Heartbeat {
-            group_id: group.group_id.clone(),
-            member_id: member_id.to_owned(),
-        });
+    pub(crate) fn remove_member(&mut self, group: &mut ClassicGroup, member_id: &str, out: &mut Out) {
+        self.timers.cancel(&TimerKey::Heartbeat { group_id: group.group_id.clone(), member_id: member_id.to_owned() });
         let Some(member) = group.remove(member_id) else {
             return;
         };
@@ -789,9 +638,7 @@ impl Coordinator {
 
     fn remove_sync_expiration(&mut self, group: &mut ClassicGroup) {
         group.pending_sync_members.clear();
-        self.timers.cancel(&TimerKey::Sync {
-            group_id: group.group_id.clone(),
-        });
+        self.timers.cancel(&TimerKey::Sync { group_id: group.group_id.clone() });
     }
 
     fn reset_and_propagate_assignment_with_error(
@@ -816,11 +663,8 @@ impl Coordinator {
         now_ms: i64,
         out: &mut Out,
     ) {
-        let (protocol_type, protocol_name) = if error.is_none() {
-            (group.protocol_type.clone(), group.protocol_name.clone())
-        } else {
-            (None, None)
-        };
+        let (protocol_type, protocol_name) =
+            if error.is_none() { (group.protocol_type.clone(), group.protocol_name.clone()) } else { (None, None) };
         for member in group.members.values_mut() {
             if let Some(parked) = member.awaiting_sync.take() {
                 out.respond(
@@ -832,13 +676,7 @@ impl Coordinator {
                         assignment: member.assignment.clone(),
                     }),
                 );
-                schedule_heartbeat(
-                    timers,
-                    &group.group_id,
-                    &member.member_id,
-                    member.session_timeout_ms,
-                    now_ms,
-                );
+                schedule_heartbeat(timers, &group.group_id, &member.member_id, member.session_timeout_ms, now_ms);
             }
         }
     }
@@ -858,9 +696,7 @@ impl Coordinator {
             }
             let member_id = request.member_id.as_str();
             match group.state {
-                GroupState::PreparingRebalance => {
-                    sync_error(id, ErrorCode::REBALANCE_IN_PROGRESS, out)
-                }
+                GroupState::PreparingRebalance => sync_error(id, ErrorCode::REBALANCE_IN_PROGRESS, out),
                 GroupState::CompletingRebalance => {
                     if let Some(member) = group.members.get_mut(member_id) {
                         if let Some(superseded) = member.awaiting_sync.replace(id) {
@@ -878,11 +714,7 @@ impl Coordinator {
                 }
                 GroupState::Stable => {
                     this.remove_pending_sync_member(group, member_id);
-                    let assignment = group
-                        .members
-                        .get(member_id)
-                        .map(|m| m.assignment.clone())
-                        .unwrap_or_default();
+                    let assignment = group.members.get(member_id).map(|m| m.assignment.clone()).unwrap_or_default();
                     out.respond(
                         id,
                         Response::SyncGroup(SyncGroupResponse {
@@ -893,10 +725,7 @@ impl Coordinator {
                         }),
                     );
                 }
-                GroupState::Empty
-                | GroupState::Dead
-                | GroupState::Assigning
-                | GroupState::Reconciling => {
+                GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {
                     sync_error(id, ErrorCode::COORDINATOR_NOT_AVAILABLE, out)
                 }
             }
@@ -908,13 +737,7 @@ impl Coordinator {
 
     /// The leader's SyncGroup: members it left out get an empty assignment, the group metadata
     /// record is written, and only then do the parked SyncGroups get their assignments.
-    fn complete_sync(
-        &mut self,
-        group: &mut ClassicGroup,
-        request: &SyncGroup,
-        now_ms: i64,
-        out: &mut Out,
-    ) {
+    fn complete_sync(&mut self, group: &mut ClassicGroup, request: &SyncGroup, now_ms: i64, out: &mut Out) {
         for member in group.members.values_mut() {
             // The last entry for a member id wins, as with Kafka's HashMap.
             member.assignment = request
@@ -935,15 +758,11 @@ impl Coordinator {
     fn remove_pending_sync_member(&mut self, group: &mut ClassicGroup, member_id: &str) {
         group.pending_sync_members.remove(member_id);
         let cancel = match group.state {
-            GroupState::CompletingRebalance | GroupState::Stable => {
-                group.pending_sync_members.is_empty()
-            }
+            GroupState::CompletingRebalance | GroupState::Stable => group.pending_sync_members.is_empty(),
             _ => true,
         };
         if cancel {
-            self.timers.cancel(&TimerKey::Sync {
-                group_id: group.group_id.clone(),
-            });
+            self.timers.cancel(&TimerKey::Sync { group_id: group.group_id.clone() });
         }
     }
 
@@ -956,9 +775,7 @@ impl Coordinator {
         let Some(group) = self.groups.get(&request.group_id) else {
             return ErrorCode::UNKNOWN_MEMBER_ID;
         };
-        if let Err(error) =
-            group.validate_member(&request.member_id, request.group_instance_id.as_deref())
-        {
+        if let Err(error) = group.validate_member(&request.member_id, request.group_instance_id.as_deref()) {
             return error;
         }
         if request.generation_id != group.generation_id {
@@ -977,12 +794,7 @@ impl Coordinator {
         if reschedule {
             if let Some(member) = group.members.get(&request.member_id) {
                 let session_timeout_ms = member.session_timeout_ms;
-                self.schedule_heartbeat(
-                    &request.group_id,
-                    &request.member_id,
-                    session_timeout_ms,
-                    now_ms,
-                );
+                self.schedule_heartbeat(&request.group_id, &request.member_id, session_timeout_ms, now_ms);
             }
         }
         error
@@ -992,10 +804,7 @@ impl Coordinator {
 
     fn leave(&mut self, request: LeaveGroup, now_ms: i64, out: &mut Out) -> LeaveGroupResponse {
         if request.group_id.is_empty() {
-            return LeaveGroupResponse {
-                error_code: ErrorCode::INVALID_GROUP_ID,
-                members: Vec::new(),
-            };
+            return LeaveGroupResponse { error_code: ErrorCode::INVALID_GROUP_ID, members: Vec::new() };
         }
         let unknown = || LeaveGroupResponse {
             error_code: ErrorCode::NONE,
@@ -1029,9 +838,7 @@ impl Coordinator {
                     this.remove_member(group, &leaving.member_id, out);
                     ErrorCode::NONE
                 } else {
-                    match group
-                        .validate_member(&leaving.member_id, leaving.group_instance_id.as_deref())
-                    {
+                    match group.validate_member(&leaving.member_id, leaving.group_instance_id.as_deref()) {
                         Ok(()) => {
                             this.remove_member(group, &leaving.member_id, out);
                             ErrorCode::NONE
@@ -1050,19 +857,11 @@ impl Coordinator {
                     GroupState::Stable | GroupState::CompletingRebalance => {
                         this.maybe_prepare_rebalance_or_complete_join(group, now_ms, out)
                     }
-                    GroupState::PreparingRebalance => {
-                        this.maybe_complete_join_phase(group, now_ms, out)
-                    }
-                    GroupState::Empty
-                    | GroupState::Dead
-                    | GroupState::Assigning
-                    | GroupState::Reconciling => {}
+                    GroupState::PreparingRebalance => this.maybe_complete_join_phase(group, now_ms, out),
+                    GroupState::Empty | GroupState::Dead | GroupState::Assigning | GroupState::Reconciling => {}
                 }
             }
-            LeaveGroupResponse {
-                error_code: ErrorCode::NONE,
-                members: responses,
-            }
+            LeaveGroupResponse { error_code: ErrorCode::NONE, members: responses }
         });
         response.unwrap_or_else(unknown)
     }

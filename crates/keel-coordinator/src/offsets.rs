@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::{
-    Effect, GroupState, OffsetCommit, OffsetCommitResponse, OffsetCommitResponsePartition,
-    OffsetCommitResponseTopic, OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition,
-    OffsetDeleteResponseTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult,
-    OffsetFetchResultTopic, RequestId, Response,
+    Effect, GroupState, OffsetCommit, OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+    OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic, OffsetFetch,
+    OffsetFetchPartition, OffsetFetchResult, OffsetFetchResultTopic, RequestId, Response,
 };
 use crate::coordinator::{Coordinator, Out};
 use crate::error::ErrorCode;
@@ -50,18 +49,9 @@ impl OffsetAndMetadata {
     }
 }
 
-fn offset_record(
-    group_id: &str,
-    topic: &str,
-    partition: i32,
-    value: Option<OffsetCommitValue>,
-) -> CoordinatorRecord {
+fn offset_record(group_id: &str, topic: &str, partition: i32, value: Option<OffsetCommitValue>) -> CoordinatorRecord {
     CoordinatorRecord::OffsetCommit {
-        key: OffsetCommitKey {
-            group: group_id.to_owned(),
-            topic: topic.to_owned(),
-            partition,
-        },
+        key: OffsetCommitKey { group: group_id.to_owned(), topic: topic.to_owned(), partition },
         value,
     }
 }
@@ -69,12 +59,7 @@ fn offset_record(
 impl Coordinator {
     /// OffsetCommit (any version 2–10). The response follows the records of the accepted
     /// partitions.
-    pub fn commit_offsets(
-        &mut self,
-        id: RequestId,
-        request: OffsetCommit,
-        now_ms: i64,
-    ) -> Vec<Effect> {
+    pub fn commit_offsets(&mut self, id: RequestId, request: OffsetCommit, now_ms: i64) -> Vec<Effect> {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
         let response = self.commit(&request, now_ms, &mut out);
@@ -82,12 +67,7 @@ impl Coordinator {
         out.into_effects()
     }
 
-    fn commit(
-        &mut self,
-        request: &OffsetCommit,
-        now_ms: i64,
-        out: &mut Out,
-    ) -> OffsetCommitResponse {
+    fn commit(&mut self, request: &OffsetCommit, now_ms: i64, out: &mut Out) -> OffsetCommitResponse {
         let all_partitions = |error: ErrorCode| OffsetCommitResponse {
             topics: request
                 .topics
@@ -123,9 +103,7 @@ impl Coordinator {
                     self.groups.insert(request.group_id.clone(), group);
                 }
                 // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
-                None if request.version >= 9 => {
-                    return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND)
-                }
+                None if request.version >= 9 => return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND),
                 None => return all_partitions(ErrorCode::ILLEGAL_GENERATION),
                 Some(group) => {
                     if let Err(error) = validate_offset_commit(group, request) {
@@ -137,32 +115,23 @@ impl Coordinator {
 
         // A commit proves the member alive in Stable and PreparingRebalance (Kafka does the same).
         if let Some(group) = self.groups.get(&request.group_id) {
-            if matches!(
-                group.state,
-                GroupState::Stable | GroupState::PreparingRebalance
-            ) {
+            if matches!(group.state, GroupState::Stable | GroupState::PreparingRebalance) {
                 if let Some(member) = group.members.get(&request.member_id) {
                     let session_timeout_ms = member.session_timeout_ms;
-                    self.schedule_heartbeat(
-                        &request.group_id,
-                        &request.member_id,
-                        session_timeout_ms,
-                        now_ms,
-                    );
+                    self.schedule_heartbeat(&request.group_id, &request.member_id, session_timeout_ms, now_ms);
                 }
             }
         }
 
-        let expire_timestamp_ms = (request.retention_time_ms != -1)
-            .then(|| now_ms.saturating_add(request.retention_time_ms));
+        let expire_timestamp_ms =
+            (request.retention_time_ms != -1).then(|| now_ms.saturating_add(request.retention_time_ms));
         let mut topics = Vec::with_capacity(request.topics.len());
         for topic in &request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for partition in &topic.partitions {
                 let metadata = partition.committed_metadata.clone().unwrap_or_default();
                 // `String.length()` in Kafka: UTF-16 code units.
-                let metadata_too_large = metadata.encode_utf16().count()
-                    > self.config.offset_metadata_max_bytes
+                let metadata_too_large = metadata.encode_utf16().count() > self.config.offset_metadata_max_bytes
                     || metadata.len() > MAX_STRING_BYTES;
                 let error = if metadata_too_large {
                     ErrorCode::OFFSET_METADATA_TOO_LARGE
@@ -194,10 +163,7 @@ impl Coordinator {
                     error_code: error,
                 });
             }
-            topics.push(OffsetCommitResponseTopic {
-                name: topic.name.clone(),
-                partitions,
-            });
+            topics.push(OffsetCommitResponseTopic { name: topic.name.clone(), partitions });
         }
         OffsetCommitResponse { topics }
     }
@@ -206,13 +172,12 @@ impl Coordinator {
     /// reads -1 (and "all partitions" reads nothing), as Kafka. Keel has no transactional
     /// offsets yet, so UNSTABLE_OFFSET_COMMIT never occurs.
     pub fn fetch_offsets(&self, request: &OffsetFetch) -> OffsetFetchResult {
-        let group_offsets = if self.groups.contains_key(&request.group_id)
-            || self.consumer_groups.contains_key(&request.group_id)
-        {
-            self.offsets.get(&request.group_id)
-        } else {
-            None
-        };
+        let group_offsets =
+            if self.groups.contains_key(&request.group_id) || self.consumer_groups.contains_key(&request.group_id) {
+                self.offsets.get(&request.group_id)
+            } else {
+                None
+            };
         let partition = |topic: &str, partition_index: i32| match group_offsets
             .and_then(|o| o.get(&(topic.to_owned(), partition_index)))
         {
@@ -236,35 +201,21 @@ impl Coordinator {
                 .iter()
                 .map(|t| OffsetFetchResultTopic {
                     name: t.name.clone(),
-                    partitions: t
-                        .partition_indexes
-                        .iter()
-                        .map(|p| partition(&t.name, *p))
-                        .collect(),
+                    partitions: t.partition_indexes.iter().map(|p| partition(&t.name, *p)).collect(),
                 })
                 .collect(),
             None => {
                 let mut by_topic: BTreeMap<&str, Vec<OffsetFetchPartition>> = BTreeMap::new();
                 for (topic, partition_index) in group_offsets.into_iter().flat_map(|o| o.keys()) {
-                    by_topic
-                        .entry(topic)
-                        .or_default()
-                        .push(partition(topic, *partition_index));
+                    by_topic.entry(topic).or_default().push(partition(topic, *partition_index));
                 }
                 by_topic
                     .into_iter()
-                    .map(|(name, partitions)| OffsetFetchResultTopic {
-                        name: name.to_owned(),
-                        partitions,
-                    })
+                    .map(|(name, partitions)| OffsetFetchResultTopic { name: name.to_owned(), partitions })
                     .collect()
             }
         };
-        OffsetFetchResult {
-            group_id: request.group_id.clone(),
-            error_code: ErrorCode::NONE,
-            topics,
-        }
+        OffsetFetchResult { group_id: request.group_id.clone(), error_code: ErrorCode::NONE, topics }
     }
 
     /// OffsetDelete (Kafka's `OffsetMetadataManager.deleteOffsets`): the group must exist
@@ -273,26 +224,15 @@ impl Coordinator {
     /// GROUP_SUBSCRIBED_TO_TOPIC, the others lose their committed offset (a tombstone when one
     /// exists) and get NONE. Send the response after the returned `Persist`; if it fails, send
     /// [`OffsetDeleteResponse::with_error`].
-    pub fn delete_offsets(
-        &mut self,
-        request: &OffsetDelete,
-        now_ms: i64,
-    ) -> (OffsetDeleteResponse, Vec<Effect>) {
+    pub fn delete_offsets(&mut self, request: &OffsetDelete, now_ms: i64) -> (OffsetDeleteResponse, Vec<Effect>) {
         self.ensure_cleanup_scheduled(now_ms);
         let mut out = Out::default();
         let response = self.delete_offsets_inner(request, &mut out);
         (response, out.into_effects())
     }
 
-    fn delete_offsets_inner(
-        &mut self,
-        request: &OffsetDelete,
-        out: &mut Out,
-    ) -> OffsetDeleteResponse {
-        let error = |error_code| OffsetDeleteResponse {
-            error_code,
-            topics: Vec::new(),
-        };
+    fn delete_offsets_inner(&mut self, request: &OffsetDelete, out: &mut Out) -> OffsetDeleteResponse {
+        let error = |error_code| OffsetDeleteResponse { error_code, topics: Vec::new() };
         if request.group_id.is_empty() || request.group_id.len() > MAX_STRING_BYTES {
             return error(ErrorCode::INVALID_GROUP_ID);
         }
@@ -302,15 +242,11 @@ impl Coordinator {
                 Box::new(move |topic| group.is_subscribed_to_topic(topic))
             } else {
                 match self.groups.get(&request.group_id) {
-                    None
-                    | Some(ClassicGroup {
-                        state: GroupState::Dead,
-                        ..
-                    }) => return error(ErrorCode::GROUP_ID_NOT_FOUND),
+                    None | Some(ClassicGroup { state: GroupState::Dead, .. }) => {
+                        return error(ErrorCode::GROUP_ID_NOT_FOUND)
+                    }
                     // Kafka's `ClassicGroup.validateOffsetDelete`.
-                    Some(group)
-                        if group.state != GroupState::Empty && !group.uses_consumer_protocol() =>
-                    {
+                    Some(group) if group.state != GroupState::Empty && !group.uses_consumer_protocol() => {
                         return error(ErrorCode::NON_EMPTY_GROUP)
                     }
                     Some(group) => Box::new(move |topic| group.is_subscribed_to_topic(topic)),
@@ -330,16 +266,10 @@ impl Coordinator {
                         deleted.push((topic.name.clone(), partition_index));
                         ErrorCode::NONE
                     };
-                    OffsetDeleteResponsePartition {
-                        partition_index,
-                        error_code,
-                    }
+                    OffsetDeleteResponsePartition { partition_index, error_code }
                 })
                 .collect();
-            topics.push(OffsetDeleteResponseTopic {
-                name: topic.name.clone(),
-                partitions,
-            });
+            topics.push(OffsetDeleteResponseTopic { name: topic.name.clone(), partitions });
         }
         drop(subscribed);
         if let Some(offsets) = self.offsets.get_mut(&request.group_id) {
@@ -353,20 +283,12 @@ impl Coordinator {
                 self.offsets.remove(&request.group_id);
             }
         }
-        OffsetDeleteResponse {
-            error_code: ErrorCode::NONE,
-            topics,
-        }
+        OffsetDeleteResponse { error_code: ErrorCode::NONE, topics }
     }
 
     /// Tombstones for every offset of a group (DeleteGroups).
     pub(crate) fn delete_all_offsets(&mut self, group_id: &str, out: &mut Out) {
-        for (topic, partition) in self
-            .offsets
-            .remove(group_id)
-            .into_iter()
-            .flat_map(|o| o.into_keys())
-        {
+        for (topic, partition) in self.offsets.remove(group_id).into_iter().flat_map(|o| o.into_keys()) {
             out.persist(offset_record(group_id, &topic, partition, None));
         }
     }
@@ -376,10 +298,7 @@ impl Coordinator {
         let group_ids: Vec<String> = self.groups.keys().cloned().collect();
         for group_id in group_ids {
             let all_offsets_expired = self.cleanup_expired_offsets(&group_id, now_ms, out);
-            let is_empty = self
-                .groups
-                .get(&group_id)
-                .is_some_and(|g| g.state == GroupState::Empty);
+            let is_empty = self.groups.get(&group_id).is_some_and(|g| g.state == GroupState::Empty);
             if all_offsets_expired && is_empty {
                 self.delete_group(&group_id, out);
             }
@@ -390,22 +309,14 @@ impl Coordinator {
         let group_ids: Vec<String> = self.consumer_groups.keys().cloned().collect();
         for group_id in group_ids {
             let all_offsets_expired = self.cleanup_expired_consumer_offsets(&group_id, now_ms, out);
-            let is_empty = self
-                .consumer_groups
-                .get(&group_id)
-                .is_some_and(|g| g.members.is_empty());
+            let is_empty = self.consumer_groups.get(&group_id).is_some_and(|g| g.members.is_empty());
             if all_offsets_expired && is_empty {
                 self.remove_consumer_group(&group_id, out);
             }
         }
     }
 
-    fn cleanup_expired_consumer_offsets(
-        &mut self,
-        group_id: &str,
-        now_ms: i64,
-        out: &mut Out,
-    ) -> bool {
+    fn cleanup_expired_consumer_offsets(&mut self, group_id: &str, now_ms: i64, out: &mut Out) -> bool {
         let Some(group) = self.consumer_groups.get(group_id) else {
             return false;
         };
@@ -489,9 +400,7 @@ impl ExpirationBase {
     fn timestamp_ms(self, offset: &OffsetAndMetadata) -> i64 {
         match self {
             ExpirationBase::EmptiedAt(Some(emptied_at_ms)) => emptied_at_ms,
-            ExpirationBase::EmptiedAt(None) | ExpirationBase::CommitTimestamp => {
-                offset.commit_timestamp_ms
-            }
+            ExpirationBase::EmptiedAt(None) | ExpirationBase::CommitTimestamp => offset.commit_timestamp_ms,
         }
     }
 }
@@ -500,14 +409,10 @@ impl ExpirationBase {
 /// expire now.
 fn offset_expiration_base(group: &ClassicGroup) -> Option<ExpirationBase> {
     match (&group.protocol_type, group.state) {
-        (Some(_), GroupState::Empty) => {
-            Some(ExpirationBase::EmptiedAt(group.current_state_timestamp_ms))
-        }
+        (Some(_), GroupState::Empty) => Some(ExpirationBase::EmptiedAt(group.current_state_timestamp_ms)),
         // A Stable consumer group whose subscriptions are known: offsets of topics nobody
         // subscribes to any more expire from their commit (KIP-496).
-        (Some(_), GroupState::Stable)
-            if group.uses_consumer_protocol() && group.subscribed_topics.is_some() =>
-        {
+        (Some(_), GroupState::Stable) if group.uses_consumer_protocol() && group.subscribed_topics.is_some() => {
             Some(ExpirationBase::CommitTimestamp)
         }
         (Some(_), _) => None,
@@ -526,10 +431,7 @@ fn validate_offset_commit(group: &ClassicGroup, request: &OffsetCommit) -> Resul
     if request.generation_id < 0 && group.state == GroupState::Empty {
         return Ok(());
     }
-    if request.generation_id >= 0
-        || !request.member_id.is_empty()
-        || request.group_instance_id.is_some()
-    {
+    if request.generation_id >= 0 || !request.member_id.is_empty() || request.group_instance_id.is_some() {
         group.validate_member(&request.member_id, request.group_instance_id.as_deref())?;
         if request.generation_id != group.generation_id {
             return Err(ErrorCode::ILLEGAL_GENERATION);

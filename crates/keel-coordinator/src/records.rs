@@ -34,12 +34,10 @@ use crate::error::RecordError;
 mod consumer;
 pub use consumer::{
     ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupKey, ConsumerGroupMemberKey,
-    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue,
-    ConsumerGroupTargetAssignmentMemberValue, ConsumerGroupTargetAssignmentMetadataValue,
-    TopicPartitions, CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE,
-    CONSUMER_GROUP_MEMBER_METADATA_TYPE, CONSUMER_GROUP_METADATA_TYPE,
-    CONSUMER_GROUP_PARTITION_METADATA_TYPE, CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE,
-    CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE,
+    ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
+    ConsumerGroupTargetAssignmentMetadataValue, TopicPartitions, CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE,
+    CONSUMER_GROUP_MEMBER_METADATA_TYPE, CONSUMER_GROUP_METADATA_TYPE, CONSUMER_GROUP_PARTITION_METADATA_TYPE,
+    CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE, CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE,
 };
 
 /// One record of `__consumer_offsets` as stored in the log: key bytes and value bytes, `None`
@@ -171,20 +169,14 @@ impl CoordinatorRecord {
                         Some(value.encode(version)?)
                     }
                 };
-                Ok(Record {
-                    key: key.encode()?,
-                    value,
-                })
+                Ok(Record { key: key.encode()?, value })
             }
             Self::GroupMetadata { key, value } => {
                 let value = match value {
                     None => None,
                     Some(value) => Some(value.encode(GROUP_METADATA_VALUE_VERSION)?),
                 };
-                Ok(Record {
-                    key: key.encode()?,
-                    value,
-                })
+                Ok(Record { key: key.encode()?, value })
             }
             Self::ConsumerGroupMetadata { key, value } => Ok(Record {
                 key: key.encode(CONSUMER_GROUP_METADATA_TYPE)?,
@@ -225,9 +217,7 @@ impl CoordinatorRecord {
                 Ok(Self::OffsetCommit { key, value })
             }
             2 => {
-                let key = GroupMetadataKey {
-                    group: reader.string("group")?,
-                };
+                let key = GroupMetadataKey { group: reader.string("group")? };
                 let value = value.map(GroupMetadataValue::decode).transpose()?;
                 Ok(Self::GroupMetadata { key, value })
             }
@@ -237,34 +227,20 @@ impl CoordinatorRecord {
             }),
             CONSUMER_GROUP_MEMBER_METADATA_TYPE => Ok(Self::ConsumerGroupMemberMetadata {
                 key: ConsumerGroupMemberKey::decode(&mut reader)?,
-                value: value
-                    .map(ConsumerGroupMemberMetadataValue::decode)
-                    .transpose()?,
+                value: value.map(ConsumerGroupMemberMetadataValue::decode).transpose()?,
             }),
-            CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE => {
-                Ok(Self::ConsumerGroupTargetAssignmentMetadata {
-                    key: ConsumerGroupKey::decode(&mut reader)?,
-                    value: value
-                        .map(ConsumerGroupTargetAssignmentMetadataValue::decode)
-                        .transpose()?,
-                })
-            }
-            CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE => {
-                Ok(Self::ConsumerGroupTargetAssignmentMember {
-                    key: ConsumerGroupMemberKey::decode(&mut reader)?,
-                    value: value
-                        .map(ConsumerGroupTargetAssignmentMemberValue::decode)
-                        .transpose()?,
-                })
-            }
-            CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE => {
-                Ok(Self::ConsumerGroupCurrentMemberAssignment {
-                    key: ConsumerGroupMemberKey::decode(&mut reader)?,
-                    value: value
-                        .map(ConsumerGroupCurrentMemberAssignmentValue::decode)
-                        .transpose()?,
-                })
-            }
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE => Ok(Self::ConsumerGroupTargetAssignmentMetadata {
+                key: ConsumerGroupKey::decode(&mut reader)?,
+                value: value.map(ConsumerGroupTargetAssignmentMetadataValue::decode).transpose()?,
+            }),
+            CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE => Ok(Self::ConsumerGroupTargetAssignmentMember {
+                key: ConsumerGroupMemberKey::decode(&mut reader)?,
+                value: value.map(ConsumerGroupTargetAssignmentMemberValue::decode).transpose()?,
+            }),
+            CONSUMER_GROUP_CURRENT_MEMBER_ASSIGNMENT_TYPE => Ok(Self::ConsumerGroupCurrentMemberAssignment {
+                key: ConsumerGroupMemberKey::decode(&mut reader)?,
+                value: value.map(ConsumerGroupCurrentMemberAssignmentValue::decode).transpose()?,
+            }),
             other => Err(RecordError::UnknownRecordType(other)),
         }
     }
@@ -297,10 +273,7 @@ impl OffsetCommitValue {
     /// dropped, as Kafka's generated writer does for ignorable fields.
     pub fn encode(&self, version: i16) -> Result<Vec<u8>, RecordError> {
         if !(0..=4).contains(&version) {
-            return Err(RecordError::UnsupportedVersion {
-                record: "OffsetCommitValue",
-                version,
-            });
+            return Err(RecordError::UnsupportedVersion { record: "OffsetCommitValue", version });
         }
         let mut w = Writer::new(version >= 4);
         w.i16(version);
@@ -322,33 +295,16 @@ impl OffsetCommitValue {
         let mut r = Reader::new(bytes);
         let version = r.i16("value version")?;
         if !(0..=4).contains(&version) {
-            return Err(RecordError::UnsupportedVersion {
-                record: "OffsetCommitValue",
-                version,
-            });
+            return Err(RecordError::UnsupportedVersion { record: "OffsetCommitValue", version });
         }
         r.flexible = version >= 4;
         let offset = r.i64("offset")?;
-        let leader_epoch = if version >= 3 {
-            r.i32("leaderEpoch")?
-        } else {
-            -1
-        };
+        let leader_epoch = if version >= 3 { r.i32("leaderEpoch")? } else { -1 };
         let metadata = r.string("metadata")?;
         let commit_timestamp_ms = r.i64("commitTimestamp")?;
-        let expire_timestamp_ms = if version == 1 {
-            r.i64("expireTimestamp")?
-        } else {
-            -1
-        };
+        let expire_timestamp_ms = if version == 1 { r.i64("expireTimestamp")? } else { -1 };
         r.skip_tagged_fields()?;
-        Ok(Self {
-            offset,
-            leader_epoch,
-            metadata,
-            commit_timestamp_ms,
-            expire_timestamp_ms,
-        })
+        Ok(Self { offset, leader_epoch, metadata, commit_timestamp_ms, expire_timestamp_ms })
     }
 }
 
@@ -356,10 +312,7 @@ impl GroupMetadataValue {
     /// Value bytes at `version` (0–4), version prefix included.
     pub fn encode(&self, version: i16) -> Result<Vec<u8>, RecordError> {
         if !(0..=4).contains(&version) {
-            return Err(RecordError::UnsupportedVersion {
-                record: "GroupMetadataValue",
-                version,
-            });
+            return Err(RecordError::UnsupportedVersion { record: "GroupMetadataValue", version });
         }
         let mut w = Writer::new(version >= 4);
         w.i16(version);
@@ -395,39 +348,24 @@ impl GroupMetadataValue {
         let mut r = Reader::new(bytes);
         let version = r.i16("value version")?;
         if !(0..=4).contains(&version) {
-            return Err(RecordError::UnsupportedVersion {
-                record: "GroupMetadataValue",
-                version,
-            });
+            return Err(RecordError::UnsupportedVersion { record: "GroupMetadataValue", version });
         }
         r.flexible = version >= 4;
         let protocol_type = r.string("protocolType")?;
         let generation = r.i32("generation")?;
         let protocol = r.nullable_string("protocol")?;
         let leader = r.nullable_string("leader")?;
-        let current_state_timestamp_ms = if version >= 2 {
-            r.i64("currentStateTimestamp")?
-        } else {
-            -1
-        };
+        let current_state_timestamp_ms = if version >= 2 { r.i64("currentStateTimestamp")? } else { -1 };
         // Each member takes at least a few bytes on the wire: never reserve more entries than
         // the remaining bytes could hold.
         let count = r.array_len("members")?;
         let mut members = Vec::with_capacity(count.min(r.remaining() / 8));
         for _ in 0..count {
             let member_id = r.string("memberId")?;
-            let group_instance_id = if version >= 3 {
-                r.nullable_string("groupInstanceId")?
-            } else {
-                None
-            };
+            let group_instance_id = if version >= 3 { r.nullable_string("groupInstanceId")? } else { None };
             let client_id = r.string("clientId")?;
             let client_host = r.string("clientHost")?;
-            let rebalance_timeout_ms = if version >= 1 {
-                r.i32("rebalanceTimeout")?
-            } else {
-                -1
-            };
+            let rebalance_timeout_ms = if version >= 1 { r.i32("rebalanceTimeout")? } else { -1 };
             let session_timeout_ms = r.i32("sessionTimeout")?;
             let subscription = r.bytes("subscription")?;
             let assignment = r.bytes("assignment")?;
@@ -444,14 +382,7 @@ impl GroupMetadataValue {
             });
         }
         r.skip_tagged_fields()?;
-        Ok(Self {
-            protocol_type,
-            generation,
-            protocol,
-            leader,
-            current_state_timestamp_ms,
-            members,
-        })
+        Ok(Self { protocol_type, generation, protocol, leader, current_state_timestamp_ms, members })
     }
 }
 
@@ -463,10 +394,7 @@ struct Writer {
 
 impl Writer {
     fn new(flexible: bool) -> Self {
-        Self {
-            buf: Vec::with_capacity(64),
-            flexible,
-        }
+        Self { buf: Vec::with_capacity(64), flexible }
     }
 
     fn finish(self) -> Vec<u8> {
@@ -500,10 +428,7 @@ impl Writer {
             Some(s) => {
                 // Kafka's generated writers reject strings longer than 0x7fff in every version.
                 if s.len() > i16::MAX as usize {
-                    return Err(RecordError::StringTooLong {
-                        field,
-                        length: s.len(),
-                    });
+                    return Err(RecordError::StringTooLong { field, length: s.len() });
                 }
                 if self.flexible {
                     self.uvarint(s.len() as u64 + 1);
@@ -522,10 +447,7 @@ impl Writer {
 
     fn bytes(&mut self, field: &'static str, v: &[u8]) -> Result<(), RecordError> {
         if v.len() > i32::MAX as usize - 1 {
-            return Err(RecordError::InvalidLength {
-                field,
-                length: v.len() as i64,
-            });
+            return Err(RecordError::InvalidLength { field, length: v.len() as i64 });
         }
         if self.flexible {
             self.uvarint(v.len() as u64 + 1);
@@ -538,10 +460,7 @@ impl Writer {
 
     fn array_len(&mut self, len: usize) -> Result<(), RecordError> {
         if len > i32::MAX as usize - 1 {
-            return Err(RecordError::InvalidLength {
-                field: "members",
-                length: len as i64,
-            });
+            return Err(RecordError::InvalidLength { field: "members", length: len as i64 });
         }
         if self.flexible {
             self.uvarint(len as u64 + 1);
@@ -567,10 +486,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8]) -> Self {
-        Self {
-            buf,
-            flexible: false,
-        }
+        Self { buf, flexible: false }
     }
 
     fn remaining(&self) -> usize {
@@ -579,11 +495,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, what: &'static str, n: usize) -> Result<&'a [u8], RecordError> {
         if self.buf.len() < n {
-            return Err(RecordError::Truncated {
-                what,
-                needed: n,
-                remaining: self.buf.len(),
-            });
+            return Err(RecordError::Truncated { what, needed: n, remaining: self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -618,10 +530,7 @@ impl<'a> Reader<'a> {
             }
         }
         // Kafka's varints for lengths are at most 5 bytes (32 bits).
-        Err(RecordError::InvalidLength {
-            field: what,
-            length: -1,
-        })
+        Err(RecordError::InvalidLength { field: what, length: -1 })
     }
 
     /// Length of a string, bytes or array: `None` for null.
@@ -635,10 +544,7 @@ impl<'a> Reader<'a> {
         };
         match length {
             -1 => Ok(None),
-            n if n < -1 => Err(RecordError::InvalidLength {
-                field: what,
-                length: n,
-            }),
+            n if n < -1 => Err(RecordError::InvalidLength { field: what, length: n }),
             n => Ok(Some(n as usize)),
         }
     }
@@ -648,10 +554,7 @@ impl<'a> Reader<'a> {
             return Ok(None);
         };
         if len > i16::MAX as usize {
-            return Err(RecordError::InvalidLength {
-                field: what,
-                length: len as i64,
-            });
+            return Err(RecordError::InvalidLength { field: what, length: len as i64 });
         }
         let raw = self.take(what, len)?;
         let s = std::str::from_utf8(raw).map_err(|_| RecordError::InvalidUtf8 { field: what })?;
@@ -659,20 +562,16 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self, what: &'static str) -> Result<String, RecordError> {
-        self.nullable_string(what)?
-            .ok_or(RecordError::UnexpectedNull { field: what })
+        self.nullable_string(what)?.ok_or(RecordError::UnexpectedNull { field: what })
     }
 
     fn bytes(&mut self, what: &'static str) -> Result<Bytes, RecordError> {
-        let len = self
-            .length(what, true)?
-            .ok_or(RecordError::UnexpectedNull { field: what })?;
+        let len = self.length(what, true)?.ok_or(RecordError::UnexpectedNull { field: what })?;
         Ok(Bytes::copy_from_slice(self.take(what, len)?))
     }
 
     fn array_len(&mut self, what: &'static str) -> Result<usize, RecordError> {
-        self.length(what, true)?
-            .ok_or(RecordError::UnexpectedNull { field: what })
+        self.length(what, true)?.ok_or(RecordError::UnexpectedNull { field: what })
     }
 
     /// Skips a tagged-field section (flexible versions): Kafka readers ignore unknown tags.
@@ -684,10 +583,8 @@ impl<'a> Reader<'a> {
         for _ in 0..count {
             let _tag = self.uvarint("tag")?;
             let size = self.uvarint("tag size")?;
-            let size = usize::try_from(size).map_err(|_| RecordError::InvalidLength {
-                field: "tag size",
-                length: -1,
-            })?;
+            let size =
+                usize::try_from(size).map_err(|_| RecordError::InvalidLength { field: "tag size", length: -1 })?;
             self.take("tagged field", size)?;
         }
         Ok(())
@@ -712,11 +609,7 @@ mod tests {
     #[test]
     fn offset_commit_record_matches_hand_checked_bytes() {
         let record = CoordinatorRecord::OffsetCommit {
-            key: OffsetCommitKey {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 3,
-            },
+            key: OffsetCommitKey { group: "g".into(), topic: "t".into(), partition: 3 },
             value: Some(offset_value()),
         };
         let encoded = record.encode().unwrap();
@@ -743,16 +636,9 @@ mod tests {
 
     #[test]
     fn offset_commit_with_expire_timestamp_is_written_at_version_1() {
-        let value = OffsetCommitValue {
-            expire_timestamp_ms: 5000,
-            ..offset_value()
-        };
+        let value = OffsetCommitValue { expire_timestamp_ms: 5000, ..offset_value() };
         let record = CoordinatorRecord::OffsetCommit {
-            key: OffsetCommitKey {
-                group: "g".into(),
-                topic: "t".into(),
-                partition: 0,
-            },
+            key: OffsetCommitKey { group: "g".into(), topic: "t".into(), partition: 0 },
             value: Some(value.clone()),
         };
         let encoded = record.encode().unwrap();
@@ -760,13 +646,7 @@ mod tests {
         assert_eq!(&bytes[..2], &[0, 1]);
         // v1 has no leader epoch: it decodes as -1.
         let decoded = OffsetCommitValue::decode(&bytes).unwrap();
-        assert_eq!(
-            decoded,
-            OffsetCommitValue {
-                leader_epoch: -1,
-                ..value
-            }
-        );
+        assert_eq!(decoded, OffsetCommitValue { leader_epoch: -1, ..value });
     }
 
     #[test]
@@ -819,16 +699,10 @@ mod tests {
 
     #[test]
     fn tombstones_have_no_value() {
-        let record = CoordinatorRecord::GroupMetadata {
-            key: GroupMetadataKey { group: "g".into() },
-            value: None,
-        };
+        let record = CoordinatorRecord::GroupMetadata { key: GroupMetadataKey { group: "g".into() }, value: None };
         let encoded = record.encode().unwrap();
         assert_eq!(encoded.value, None);
-        assert_eq!(
-            CoordinatorRecord::decode(&encoded.key, None).unwrap(),
-            record
-        );
+        assert_eq!(CoordinatorRecord::decode(&encoded.key, None).unwrap(), record);
     }
 
     #[test]
@@ -838,11 +712,7 @@ mod tests {
         assert_eq!(
             decoded,
             CoordinatorRecord::OffsetCommit {
-                key: OffsetCommitKey {
-                    group: "g".into(),
-                    topic: "t".into(),
-                    partition: 9
-                },
+                key: OffsetCommitKey { group: "g".into(), topic: "t".into(), partition: 9 },
                 value: None,
             }
         );
@@ -891,23 +761,13 @@ mod tests {
         .unwrap();
         let n = value.len();
         value[n - 4..].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(matches!(
-            GroupMetadataValue::decode(&value),
-            Err(RecordError::Truncated { .. })
-        ));
+        assert!(matches!(GroupMetadataValue::decode(&value), Err(RecordError::Truncated { .. })));
     }
 
     #[test]
     fn strings_longer_than_kafka_allows_are_refused() {
-        let key = OffsetCommitKey {
-            group: "g".repeat(40_000),
-            topic: "t".into(),
-            partition: 0,
-        };
-        assert!(matches!(
-            key.encode(),
-            Err(RecordError::StringTooLong { .. })
-        ));
+        let key = OffsetCommitKey { group: "g".repeat(40_000), topic: "t".into(), partition: 0 };
+        assert!(matches!(key.encode(), Err(RecordError::StringTooLong { .. })));
     }
 
     fn arb_string() -> impl Strategy<Value = String> {

@@ -66,17 +66,11 @@ impl Timers {
     }
 
     pub fn next_deadline_ms(&self) -> Option<i64> {
-        self.by_deadline
-            .first()
-            .map(|(deadline_ms, _)| *deadline_ms)
+        self.by_deadline.first().map(|(deadline_ms, _)| *deadline_ms)
     }
 
     /// Removes and returns the earliest timer due at `now_ms` whose key is not in `skip`.
-    pub fn pop_due(
-        &mut self,
-        now_ms: i64,
-        skip: &BTreeSet<TimerKey>,
-    ) -> Option<(TimerKey, TimerAction)> {
+    pub fn pop_due(&mut self, now_ms: i64, skip: &BTreeSet<TimerKey>) -> Option<(TimerKey, TimerAction)> {
         let key = self
             .by_deadline
             .iter()
@@ -116,17 +110,12 @@ mod tests {
     #[test]
     fn rescheduling_replaces_the_deadline() {
         let mut timers = Timers::default();
-        let key = TimerKey::Join {
-            group_id: "g".into(),
-        };
+        let key = TimerKey::Join { group_id: "g".into() };
         timers.schedule(key.clone(), 100, TimerAction::CompleteJoin);
         timers.schedule(key.clone(), 50, TimerAction::CompleteJoin);
         assert_eq!(timers.next_deadline_ms(), Some(50));
         assert_eq!(timers.pop_due(49, &BTreeSet::new()), None);
-        assert_eq!(
-            timers.pop_due(50, &BTreeSet::new()),
-            Some((key, TimerAction::CompleteJoin))
-        );
+        assert_eq!(timers.pop_due(50, &BTreeSet::new()), Some((key, TimerAction::CompleteJoin)));
         assert_eq!(timers.next_deadline_ms(), None);
     }
 }

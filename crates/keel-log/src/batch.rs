@@ -43,25 +43,13 @@ pub enum TimestampType {
 pub enum BatchError {
     /// CORRUPT_MESSAGE (2): bad length, magic or CRC.
     #[error("corrupt record batch at byte {position}: {reason}")]
-    Corrupt {
-        position: usize,
-        reason: &'static str,
-    },
+    Corrupt { position: usize, reason: &'static str },
     /// MESSAGE_TOO_LARGE (10).
-    #[error(
-        "record batch at byte {position} is {size_bytes} bytes, over the {max_bytes}-byte limit"
-    )]
-    TooLarge {
-        position: usize,
-        size_bytes: usize,
-        max_bytes: usize,
-    },
+    #[error("record batch at byte {position} is {size_bytes} bytes, over the {max_bytes}-byte limit")]
+    TooLarge { position: usize, size_bytes: usize, max_bytes: usize },
     /// INVALID_RECORD (87): well-formed bytes with inconsistent contents.
     #[error("invalid record batch at byte {position}: {reason}")]
-    InvalidRecord {
-        position: usize,
-        reason: &'static str,
-    },
+    InvalidRecord { position: usize, reason: &'static str },
     /// INVALID_RECORD (87): only the broker may write control batches.
     #[error("record batch at byte {position} is a control batch, which clients may not produce")]
     ControlBatch { position: usize },
@@ -106,10 +94,7 @@ impl BatchHeader {
     /// [`validate_batches`] checks the contents.
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         if buf.len() < HEADER_BYTES {
-            return Err(BatchError::Corrupt {
-                position: 0,
-                reason: "fewer bytes than a batch header",
-            });
+            return Err(BatchError::Corrupt { position: 0, reason: "fewer bytes than a batch header" });
         }
         Ok(BatchHeader {
             base_offset: be_i64(buf, 0),
@@ -130,14 +115,11 @@ impl BatchHeader {
 
     /// Whole batch size in bytes (`batchLength` + 12); 0 for a negative length.
     pub fn size(&self) -> usize {
-        usize::try_from(self.batch_length)
-            .map(|len| len + LOG_OVERHEAD_BYTES)
-            .unwrap_or(0)
+        usize::try_from(self.batch_length).map(|len| len + LOG_OVERHEAD_BYTES).unwrap_or(0)
     }
 
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub fn is_control(&self) -> bool {
@@ -223,11 +205,7 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchSumma
         // Kafka; a length claiming more bytes than were sent is corrupt, not large.
         if let Ok(header) = BatchHeader::parse(rest) {
             if header.size() > max_batch_bytes && header.size() <= rest.len() {
-                return Err(BatchError::TooLarge {
-                    position,
-                    size_bytes: header.size(),
-                    max_bytes: max_batch_bytes,
-                });
+                return Err(BatchError::TooLarge { position, size_bytes: header.size(), max_bytes: max_batch_bytes });
             }
         }
         let header = check_batch(rest, position)?;
@@ -255,10 +233,7 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchSumma
         });
         position += size_bytes;
     }
-    summary.ok_or(BatchError::InvalidRecord {
-        position: 0,
-        reason: "no record batches",
-    })
+    summary.ok_or(BatchError::InvalidRecord { position: 0, reason: "no record batches" })
 }
 
 /// Sets `baseOffset`; outside the CRC, so the batch stays valid. No-op on a short slice.
@@ -295,11 +270,7 @@ pub struct BatchHeaders<'a> {
 
 /// Walks the batch headers in `buf` without checking CRCs.
 pub fn batch_headers(buf: &[u8]) -> BatchHeaders<'_> {
-    BatchHeaders {
-        buf,
-        position: 0,
-        failed: false,
-    }
+    BatchHeaders { buf, position: 0, failed: false }
 }
 
 impl Iterator for BatchHeaders<'_> {
@@ -311,16 +282,11 @@ impl Iterator for BatchHeaders<'_> {
         }
         let position = self.position;
         let rest = &self.buf[position..];
-        let parsed = BatchHeader::parse(rest).map_err(|_| BatchError::Corrupt {
-            position,
-            reason: "truncated batch header",
-        });
+        let parsed =
+            BatchHeader::parse(rest).map_err(|_| BatchError::Corrupt { position, reason: "truncated batch header" });
         let result = parsed.and_then(|header| {
             if header.size() < HEADER_BYTES || header.size() > rest.len() {
-                Err(BatchError::Corrupt {
-                    position,
-                    reason: "batch length does not fit the data",
-                })
+                Err(BatchError::Corrupt { position, reason: "batch length does not fit the data" })
             } else {
                 Ok((position, header))
             }
@@ -375,54 +341,30 @@ mod tests {
     fn rejects_trailing_garbage_and_lying_length() {
         let mut buf = test_batch(1, 0, 4);
         buf.push(0);
-        assert!(matches!(
-            validate_batches(&buf, 1 << 20),
-            Err(BatchError::Corrupt { .. })
-        ));
+        assert!(matches!(validate_batches(&buf, 1 << 20), Err(BatchError::Corrupt { .. })));
         let mut lying = test_batch(1, 0, 4);
         lying[8..12].copy_from_slice(&1000i32.to_be_bytes());
-        assert!(matches!(
-            validate_batches(&lying, 1 << 20),
-            Err(BatchError::Corrupt { .. })
-        ));
+        assert!(matches!(validate_batches(&lying, 1 << 20), Err(BatchError::Corrupt { .. })));
         lying[8..12].copy_from_slice(&10i32.to_be_bytes());
-        assert!(matches!(
-            validate_batches(&lying, 1 << 20),
-            Err(BatchError::Corrupt { .. })
-        ));
+        assert!(matches!(validate_batches(&lying, 1 << 20), Err(BatchError::Corrupt { .. })));
     }
 
     #[test]
     fn distinct_errors_for_size_control_magic_and_counts() {
         let batch = test_batch(1, 0, 100);
-        assert!(matches!(
-            validate_batches(&batch, 50),
-            Err(BatchError::TooLarge { .. })
-        ));
+        assert!(matches!(validate_batches(&batch, 50), Err(BatchError::TooLarge { .. })));
         let mut control = batch.clone();
         control[22] |= 0x20;
         recompute_crc(&mut control);
-        assert_eq!(
-            validate_batches(&control, 1 << 20),
-            Err(BatchError::ControlBatch { position: 0 })
-        );
+        assert_eq!(validate_batches(&control, 1 << 20), Err(BatchError::ControlBatch { position: 0 }));
         let mut magic = batch.clone();
         magic[16] = 1;
-        assert!(matches!(
-            validate_batches(&magic, 1 << 20),
-            Err(BatchError::Corrupt { .. })
-        ));
+        assert!(matches!(validate_batches(&magic, 1 << 20), Err(BatchError::Corrupt { .. })));
         let mut counts = batch.clone();
         counts[57..61].copy_from_slice(&5i32.to_be_bytes());
         recompute_crc(&mut counts);
-        assert!(matches!(
-            validate_batches(&counts, 1 << 20),
-            Err(BatchError::InvalidRecord { .. })
-        ));
-        assert!(matches!(
-            validate_batches(&[], 1 << 20),
-            Err(BatchError::InvalidRecord { .. })
-        ));
+        assert!(matches!(validate_batches(&counts, 1 << 20), Err(BatchError::InvalidRecord { .. })));
+        assert!(matches!(validate_batches(&[], 1 << 20), Err(BatchError::InvalidRecord { .. })));
     }
 
     #[test]

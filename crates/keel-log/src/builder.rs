@@ -79,8 +79,8 @@ mod tests {
 
     #[test]
     fn builds_valid_batches() {
-        let batch = build_batch([(Some(&b"k"[..]), Some(&b"v"[..])), (Some(&b"k2"[..]), None)], 42)
-            .expect("two records");
+        let batch =
+            build_batch([(Some(&b"k"[..]), Some(&b"v"[..])), (Some(&b"k2"[..]), None)], 42).expect("two records");
         let summary = validate_batches(&batch, 1 << 20).expect("valid");
         assert_eq!(summary.record_count, 2);
         assert!(build_batch(std::iter::empty(), 0).is_none());

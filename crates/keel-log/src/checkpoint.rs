@@ -20,12 +20,7 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LogError>
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
     {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .ctx(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).ctx(&tmp)?;
         file.write_all(contents).ctx(&tmp)?;
         file.sync_all().ctx(&tmp)?;
     }
@@ -53,22 +48,14 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Vec<String>>, LogErr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).ctx(path),
     };
-    let corrupt = |reason: &str| LogError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
+    let corrupt = |reason: &str| LogError::Corrupt { path: path.to_path_buf(), reason: reason.to_string() };
     let mut lines = text.lines();
     if lines.next().map(str::trim) != Some(CHECKPOINT_VERSION) {
         return Err(corrupt("unknown checkpoint version"));
     }
-    let count: usize = lines
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .ok_or_else(|| corrupt("missing entry count"))?;
-    let entries: Vec<String> = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
+    let count: usize =
+        lines.next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| corrupt("missing entry count"))?;
+    let entries: Vec<String> = lines.filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
     if entries.len() != count {
         return Err(corrupt("entry count does not match the entries"));
     }
@@ -79,10 +66,7 @@ pub(crate) fn read_checkpoint(path: &Path) -> Result<Option<Vec<String>>, LogErr
 pub(crate) type PartitionOffsets = Vec<((String, i32), i64)>;
 
 /// Parses `<topic> <partition> <offset>` lines.
-pub(crate) fn parse_partition_offsets(
-    path: &Path,
-    lines: &[String],
-) -> Result<PartitionOffsets, LogError> {
+pub(crate) fn parse_partition_offsets(path: &Path, lines: &[String]) -> Result<PartitionOffsets, LogError> {
     lines
         .iter()
         .map(|line| {
@@ -91,10 +75,7 @@ pub(crate) fn parse_partition_offsets(
                 let topic = parts.next()?.to_string();
                 let partition = parts.next()?.parse().ok()?;
                 let offset = parts.next()?.parse().ok()?;
-                parts
-                    .next()
-                    .is_none()
-                    .then_some(((topic, partition), offset))
+                parts.next().is_none().then_some(((topic, partition), offset))
             })();
             parsed.ok_or_else(|| LogError::Corrupt {
                 path: path.to_path_buf(),
@@ -128,10 +109,7 @@ mod tests {
         let path = dir.path().join("cp");
         assert!(read_checkpoint(&path).expect("ok").is_none());
         fs::write(&path, "0\n3\na 1 2\n").expect("write");
-        assert!(matches!(
-            read_checkpoint(&path),
-            Err(LogError::Corrupt { .. })
-        ));
+        assert!(matches!(read_checkpoint(&path), Err(LogError::Corrupt { .. })));
         fs::write(&path, "0\n1\na x 2\n").expect("write");
         let lines = read_checkpoint(&path).expect("ok").expect("some");
         assert!(parse_partition_offsets(&path, &lines).is_err());

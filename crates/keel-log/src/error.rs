@@ -11,11 +11,7 @@ use crate::batch::BatchError;
 pub enum LogError {
     /// OFFSET_OUT_OF_RANGE (1).
     #[error("offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start_offset: i64,
-        log_end_offset: i64,
-    },
+    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
     /// KAFKA_STORAGE_ERROR (56).
     #[error("i/o error on {}: {source}", path.display())]
     Io {
@@ -31,11 +27,7 @@ pub enum LogError {
     InvalidBatch(#[from] BatchError),
     /// The directory belongs to another incarnation of the topic.
     #[error("{} holds topic id {found}, not {expected}; delete the directory if the topic was recreated", path.display())]
-    TopicIdMismatch {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
+    TopicIdMismatch { path: PathBuf, expected: String, found: String },
     /// An earlier fsync failed; the page cache may have dropped writes, so the log refuses all
     /// further work until it is reopened (as Kafka does).
     #[error("log {} failed after an fsync error; restart the broker to recover it", path.display())]
@@ -49,9 +41,6 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, path: &Path) -> Result<T, LogError> {
-        self.map_err(|source| LogError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        self.map_err(|source| LogError::Io { path: path.to_path_buf(), source })
     }
 }

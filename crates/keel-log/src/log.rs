@@ -18,8 +18,8 @@ use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, BatchEr
 use crate::checkpoint::{format_checkpoint, read_checkpoint, sync_dir, write_atomic};
 use crate::error::{IoContext, LogError};
 use crate::segment::{
-    encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment,
-    NO_TIMESTAMP, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
+    encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment, NO_TIMESTAMP,
+    OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
 
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
@@ -94,13 +94,7 @@ pub struct ReadSlice {
 
 impl ReadSlice {
     fn empty(start_offset: i64) -> ReadSlice {
-        ReadSlice {
-            file: None,
-            position: 0,
-            len: 0,
-            first_offset: start_offset,
-            last_offset: start_offset - 1,
-        }
+        ReadSlice { file: None, position: 0, len: 0, first_offset: start_offset, last_offset: start_offset - 1 }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,16 +165,9 @@ fn ensure_partition_metadata(dir: &Path, topic_id: &str) -> Result<String, LogEr
                 .lines()
                 .find_map(|l| l.strip_prefix("topic_id:"))
                 .map(|id| id.trim().to_string())
-                .ok_or_else(|| LogError::Corrupt {
-                    path: path.clone(),
-                    reason: "no topic_id line".to_string(),
-                })?;
+                .ok_or_else(|| LogError::Corrupt { path: path.clone(), reason: "no topic_id line".to_string() })?;
             if !topic_id.is_empty() && found != topic_id {
-                return Err(LogError::TopicIdMismatch {
-                    path,
-                    expected: topic_id.to_string(),
-                    found,
-                });
+                return Err(LogError::TopicIdMismatch { path, expected: topic_id.to_string(), found });
             }
             Ok(found)
         }
@@ -209,19 +196,10 @@ fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
             parts.next().is_none().then_some((epoch, offset))
         })();
         match entry {
-            Some((epoch, offset))
-                if epochs
-                    .last()
-                    .is_none_or(|&(e, o): &(i32, i64)| epoch > e && offset >= o) =>
-            {
+            Some((epoch, offset)) if epochs.last().is_none_or(|&(e, o): &(i32, i64)| epoch > e && offset >= o) => {
                 epochs.push((epoch, offset));
             }
-            _ => {
-                return Err(LogError::Corrupt {
-                    path,
-                    reason: format!("bad leader epoch line {line:?}"),
-                })
-            }
+            _ => return Err(LogError::Corrupt { path, reason: format!("bad leader epoch line {line:?}") }),
         }
     }
     Ok(epochs)
@@ -235,18 +213,14 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
         let entry = entry.ctx(dir)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let parse_base = |stem: &str| {
-            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| stem.parse::<i64>().ok())
-                .flatten()
+            (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<i64>().ok()).flatten()
         };
         if name.ends_with(".tmp") {
             fs::remove_file(entry.path()).ctx(&entry.path())?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
             bases.push(base);
-        } else if let Some(base) = name
-            .strip_suffix(".index")
-            .or_else(|| name.strip_suffix(".timeindex"))
-            .and_then(parse_base)
+        } else if let Some(base) =
+            name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")).and_then(parse_base)
         {
             index_files.push((base, entry.path()));
         }
@@ -331,22 +305,13 @@ impl Log {
         let epoch_count = epochs.len();
         epochs.retain(|&(_, start)| start < log_end_offset);
         if epochs.len() != epoch_count {
-            write_atomic(
-                &dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
-                epochs_text(&epochs).as_bytes(),
-            )?;
+            write_atomic(&dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
         Ok(Log {
             dir: dir.to_path_buf(),
             topic_id,
             append_lock: Mutex::new(()),
-            state: RwLock::new(State {
-                segments,
-                log_start_offset,
-                log_end_offset,
-                epochs,
-                dir_unsynced,
-            }),
+            state: RwLock::new(State { segments, log_start_offset, log_end_offset, epochs, dir_unsynced }),
             config: RwLock::new(config),
             flush_running: Mutex::new(false),
             flush_done: Condvar::new(),
@@ -374,9 +339,7 @@ impl Log {
 
     fn check_failed(&self) -> Result<(), LogError> {
         if self.failed.load(Ordering::Acquire) {
-            return Err(LogError::Failed {
-                path: self.dir.clone(),
-            });
+            return Err(LogError::Failed { path: self.dir.clone() });
         }
         Ok(())
     }
@@ -407,11 +370,7 @@ impl Log {
     }
 
     pub fn size_bytes(&self) -> u64 {
-        self.read_state()
-            .segments
-            .iter()
-            .map(|s| s.size_bytes)
-            .sum()
+        self.read_state().segments.iter().map(|s| s.size_bytes).sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -420,11 +379,7 @@ impl Log {
 
     /// Base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
-        self.read_state()
-            .segments
-            .iter()
-            .map(|s| s.base_offset)
-            .collect()
+        self.read_state().segments.iter().map(|s| s.base_offset).collect()
     }
 
     /// How many group-commit rounds (sets of fsyncs) ran; for metrics and tests.
@@ -450,23 +405,14 @@ impl Log {
 
     /// Appends already-validated batches: assigns offsets from the log end, patches `baseOffset`
     /// and `partitionLeaderEpoch` in `batches`, and writes them to the page cache.
-    pub fn append(
-        &self,
-        batches: &mut [u8],
-        leader_epoch: i32,
-        now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
+    pub fn append(&self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
         self.check_failed()?;
         let mut headers = Vec::new();
         for item in batch_headers(batches) {
             headers.push(item?);
         }
         if headers.is_empty() {
-            return Err(BatchError::InvalidRecord {
-                position: 0,
-                reason: "no record batches",
-            }
-            .into());
+            return Err(BatchError::InvalidRecord { position: 0, reason: "no record batches" }.into());
         }
         let total_bytes = batches.len() as u64;
         let _append = lock(&self.append_lock);
@@ -490,12 +436,9 @@ impl Log {
         }
         let span_offsets = next_offset - 1 - log_end_offset;
         if total_bytes > u64::from(u32::MAX) || span_offsets > i64::from(u32::MAX) {
-            return Err(BatchError::TooLarge {
-                position: 0,
-                size_bytes: batches.len(),
-                max_bytes: u32::MAX as usize,
-            }
-            .into());
+            return Err(
+                BatchError::TooLarge { position: 0, size_bytes: batches.len(), max_bytes: u32::MAX as usize }.into()
+            );
         }
 
         self.maybe_roll(&config, total_bytes, next_offset, headers.len(), now_ms)?;
@@ -507,10 +450,7 @@ impl Log {
             _ => {
                 let mut epochs = self.read_state().epochs.clone();
                 epochs.push((leader_epoch, log_end_offset));
-                write_atomic(
-                    &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
-                    epochs_text(&epochs).as_bytes(),
-                )?;
+                write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
                 Some(epochs)
             }
         };
@@ -557,19 +497,11 @@ impl Log {
             .ctx(&log_path)
             .and_then(|()| {
                 index_file
-                    .write_all_at(
-                        &encode_offset_entries(&offset_entries),
-                        index_len * OFFSET_ENTRY_BYTES,
-                    )
+                    .write_all_at(&encode_offset_entries(&offset_entries), index_len * OFFSET_ENTRY_BYTES)
                     .ctx(&index_path)
             })
             .and_then(|()| {
-                time_file
-                    .write_all_at(
-                        &encode_time_entries(&time_entries),
-                        time_len * TIME_ENTRY_BYTES,
-                    )
-                    .ctx(&time_path)
+                time_file.write_all_at(&encode_time_entries(&time_entries), time_len * TIME_ENTRY_BYTES).ctx(&time_path)
             });
         if let Err(e) = written {
             // Undo the partial write so the next append does not leave garbage behind it; a
@@ -625,13 +557,9 @@ impl Log {
                 && (new_size > config.segment_bytes
                     || new_size > u64::from(u32::MAX)
                     || next_offset_after - 1 - active.base_offset > i64::from(u32::MAX)
-                    || active
-                        .created_ms
-                        .is_some_and(|created| now_ms - created > config.segment_ms)
-                    || (active.offset_index.len() as u64 + batches) * OFFSET_ENTRY_BYTES
-                        > config.segment_index_bytes
-                    || (active.time_index.len() as u64 + batches) * TIME_ENTRY_BYTES
-                        > config.segment_index_bytes);
+                    || active.created_ms.is_some_and(|created| now_ms - created > config.segment_ms)
+                    || (active.offset_index.len() as u64 + batches) * OFFSET_ENTRY_BYTES > config.segment_index_bytes
+                    || (active.time_index.len() as u64 + batches) * TIME_ENTRY_BYTES > config.segment_index_bytes);
             (needs_roll, state.log_end_offset)
         };
         if needs_roll {
@@ -664,9 +592,7 @@ impl Log {
             if start_offset == state.log_end_offset || start_offset >= upper_bound_offset {
                 return Ok(ReadSlice::empty(start_offset));
             }
-            let index = state
-                .segments
-                .partition_point(|s| s.base_offset <= start_offset);
+            let index = state.segments.partition_point(|s| s.base_offset <= start_offset);
             let Some(segment) = index.checked_sub(1).and_then(|i| state.segments.get(i)) else {
                 return Ok(ReadSlice::empty(start_offset));
             };
@@ -677,13 +603,8 @@ impl Log {
                 segment.size_bytes,
             )
         };
-        let Some((first_position, first)) =
-            find_batch(&file, &path, start_position, limit_bytes, start_offset)?
-        else {
-            return Err(LogError::Corrupt {
-                path,
-                reason: format!("offset {start_offset} not found in its segment"),
-            });
+        let Some((first_position, first)) = find_batch(&file, &path, start_position, limit_bytes, start_offset)? else {
+            return Err(LogError::Corrupt { path, reason: format!("offset {start_offset} not found in its segment") });
         };
         if first.size() > max_bytes && !min_one_batch {
             return Ok(ReadSlice::empty(start_offset));
@@ -719,10 +640,7 @@ impl Log {
                 return Ok(durable);
             }
             if *running {
-                running = self
-                    .flush_done
-                    .wait(running)
-                    .unwrap_or_else(PoisonError::into_inner);
+                running = self.flush_done.wait(running).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             *running = true;
@@ -739,10 +657,7 @@ impl Log {
     fn exclusive_flush<T>(&self, work: impl FnOnce() -> T) -> T {
         let mut running = lock(&self.flush_running);
         while *running {
-            running = self
-                .flush_done
-                .wait(running)
-                .unwrap_or_else(PoisonError::into_inner);
+            running = self.flush_done.wait(running).unwrap_or_else(PoisonError::into_inner);
         }
         *running = true;
         drop(running);
@@ -766,19 +681,14 @@ impl Log {
                 // being as durable as the data they describe.
                 if segment.index_unsynced {
                     files.push((Arc::clone(&segment.index_file), segment.index_path.clone()));
-                    files.push((
-                        Arc::clone(&segment.timeindex_file),
-                        segment.timeindex_path.clone(),
-                    ));
+                    files.push((Arc::clone(&segment.timeindex_file), segment.timeindex_path.clone()));
                     segment.index_unsynced = false;
                 }
             }
             let sync_directory = std::mem::take(&mut state.dir_unsynced);
             (state.log_end_offset, files, sync_directory)
         };
-        let mut synced = files
-            .iter()
-            .try_for_each(|(file, path)| file.sync_data().ctx(path));
+        let mut synced = files.iter().try_for_each(|(file, path)| file.sync_data().ctx(path));
         if synced.is_ok() && sync_directory {
             synced = sync_dir(&self.dir);
         }
@@ -786,8 +696,7 @@ impl Log {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
-        self.durable_offset
-            .fetch_max(log_end_offset, Ordering::AcqRel);
+        self.durable_offset.fetch_max(log_end_offset, Ordering::AcqRel);
         self.fsync_rounds.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -802,9 +711,7 @@ impl Log {
             return Ok(false);
         }
         let by_count = config.flush_messages.is_some_and(|n| unflushed as u64 >= n);
-        let by_age = config
-            .flush_ms
-            .is_some_and(|ms| now_ms - self.last_flush_ms.load(Ordering::Relaxed) >= ms);
+        let by_age = config.flush_ms.is_some_and(|ms| now_ms - self.last_flush_ms.load(Ordering::Relaxed) >= ms);
         if !(by_count || by_age) {
             return Ok(false);
         }
@@ -829,36 +736,25 @@ impl Log {
             )
         };
         match find_batch(&file, &path, position, limit_bytes, offset)? {
-            Some((position, header)) => Ok(Some((
-                header.base_offset,
-                read_bytes_at(&file, &path, position, header.size())?,
-            ))),
+            Some((position, header)) => {
+                Ok(Some((header.base_offset, read_bytes_at(&file, &path, position, header.size())?)))
+            }
             None => Ok(None),
         }
     }
 
     /// The first batch from the log start whose maxTimestamp is ≥ `timestamp_ms` (ListOffsets by
     /// time); the caller finds the record inside.
-    pub fn find_batch_by_timestamp(
-        &self,
-        timestamp_ms: i64,
-    ) -> Result<Option<(i64, Vec<u8>)>, LogError> {
+    pub fn find_batch_by_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, Vec<u8>)>, LogError> {
         let (log_start_offset, candidates) = {
             let state = self.read_state();
             let candidates: Vec<_> = state
                 .segments
                 .iter()
-                .filter(|s| {
-                    s.next_offset > state.log_start_offset && s.tail.max_timestamp >= timestamp_ms
-                })
+                .filter(|s| s.next_offset > state.log_start_offset && s.tail.max_timestamp >= timestamp_ms)
                 .map(|s| {
                     let start_offset = s.time_lookup_offset(timestamp_ms);
-                    (
-                        Arc::clone(&s.log_file),
-                        s.log_path.clone(),
-                        s.lookup_position(start_offset),
-                        s.size_bytes,
-                    )
+                    (Arc::clone(&s.log_file), s.log_path.clone(), s.lookup_position(start_offset), s.size_bytes)
                 })
                 .collect();
             (state.log_start_offset, candidates)
@@ -866,8 +762,7 @@ impl Log {
         for (file, path, mut position, limit_bytes) in candidates {
             while position < limit_bytes {
                 let header = crate::segment::read_header_at(&file, &path, position, limit_bytes)?;
-                if header.last_offset() >= log_start_offset && header.max_timestamp >= timestamp_ms
-                {
+                if header.last_offset() >= log_start_offset && header.max_timestamp >= timestamp_ms {
                     let bytes = read_bytes_at(&file, &path, position, header.size())?;
                     return Ok(Some((header.base_offset, bytes)));
                 }
@@ -884,9 +779,7 @@ impl Log {
             let mut best: Option<(i64, i64)> = None;
             for segment in &state.segments {
                 let tail = segment.tail;
-                if segment.next_offset <= state.log_start_offset
-                    || tail.max_timestamp == NO_TIMESTAMP
-                {
+                if segment.next_offset <= state.log_start_offset || tail.max_timestamp == NO_TIMESTAMP {
                     continue;
                 }
                 if best.is_none_or(|(ts, _)| tail.max_timestamp > ts) {
@@ -927,11 +820,7 @@ impl Log {
             // Kafka's truncateFromStart: epochs that ended before the new start go, the one in
             // force at the new start now starts there.
             let before = state.epochs.clone();
-            let keep_from = state
-                .epochs
-                .iter()
-                .rposition(|&(_, start)| start <= offset)
-                .unwrap_or(0);
+            let keep_from = state.epochs.iter().rposition(|&(_, start)| start <= offset).unwrap_or(0);
             state.epochs.drain(..keep_from);
             if let Some(first) = state.epochs.first_mut() {
                 first.1 = first.1.max(offset);
@@ -943,10 +832,7 @@ impl Log {
             segment.delete_files()?;
         }
         if let Some(epochs) = epochs {
-            write_atomic(
-                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
-                epochs_text(&epochs).as_bytes(),
-            )?;
+            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
         Ok(log_start_offset)
     }
@@ -977,13 +863,7 @@ impl Log {
             let removed = state.segments.split_off(index);
             if let Some(segment) = state.segments.last_mut() {
                 let position = segment.lookup_position(offset);
-                let found = find_batch(
-                    &segment.log_file,
-                    &segment.log_path,
-                    position,
-                    segment.size_bytes,
-                    offset,
-                )?;
+                let found = find_batch(&segment.log_file, &segment.log_path, position, segment.size_bytes, offset)?;
                 if let Some((position, _)) = found {
                     segment.truncate_at(position)?;
                 }
@@ -996,8 +876,7 @@ impl Log {
         state.log_end_offset = state.segments.last().map_or(0, |s| s.next_offset);
         state.log_start_offset = state.log_start_offset.min(state.log_end_offset);
         let log_end_offset = state.log_end_offset;
-        self.durable_offset
-            .fetch_min(log_end_offset, Ordering::AcqRel);
+        self.durable_offset.fetch_min(log_end_offset, Ordering::AcqRel);
         let epoch_count = state.epochs.len();
         state.epochs.retain(|&(_, start)| start < log_end_offset);
         let epochs = (state.epochs.len() != epoch_count).then(|| state.epochs.clone());
@@ -1006,10 +885,7 @@ impl Log {
             segment.delete_files()?;
         }
         if let Some(epochs) = epochs {
-            write_atomic(
-                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
-                epochs_text(&epochs).as_bytes(),
-            )?;
+            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
         Ok(())
     }

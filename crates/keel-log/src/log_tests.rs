@@ -9,11 +9,7 @@ use std::fs::OpenOptions;
 use std::sync::Barrier;
 
 fn small_config() -> LogConfig {
-    LogConfig {
-        segment_bytes: 1000,
-        index_interval_bytes: 200,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes: 1000, index_interval_bytes: 200, ..LogConfig::default() }
 }
 
 fn open(dir: &Path, config: LogConfig, recovery_point: i64) -> Log {
@@ -69,13 +65,7 @@ fn append_assigns_offsets_and_patches_headers() {
     let info = log.append(&mut two, 5, 0).expect("append");
     assert_eq!(
         info,
-        AppendInfo {
-            base_offset: 0,
-            last_offset: 4,
-            max_timestamp: 70,
-            record_count: 5,
-            log_end_offset: 5
-        }
+        AppendInfo { base_offset: 0, last_offset: 4, max_timestamp: 70, record_count: 5, log_end_offset: 5 }
     );
     let second = BatchHeader::parse(&two[test_batch(3, 50, 4).len()..]).expect("header");
     assert_eq!(second.base_offset, 3);
@@ -83,8 +73,7 @@ fn append_assigns_offsets_and_patches_headers() {
     let info = log.append(&mut test_batch(1, 0, 0), 5, 0).expect("append");
     assert_eq!((info.base_offset, info.log_end_offset), (5, 6));
     log.append(&mut test_batch(1, 0, 0), 7, 0).expect("append");
-    log.append(&mut test_batch(1, 0, 0), 6, 0)
-        .expect("lower epoch is recorded in batch only");
+    log.append(&mut test_batch(1, 0, 0), 6, 0).expect("lower epoch is recorded in batch only");
     assert_eq!(log.epoch_entries(), vec![(5, 0), (7, 6)]);
     assert_eq!(log.latest_epoch(), Some(7));
     assert_eq!(log.log_end_offset(), 8);
@@ -102,10 +91,7 @@ fn read_follows_kafka_fetch_semantics() {
     // Inside a batch: the whole batch from its base, never the next one.
     let slice = log.read(7, 1 << 20, i64::MAX, false).expect("read");
     assert_eq!((slice.first_offset, slice.last_offset), (5, 14));
-    assert_eq!(
-        bytes_of(&slice),
-        [batches[1].clone(), batches[2].clone()].concat()
-    );
+    assert_eq!(bytes_of(&slice), [batches[1].clone(), batches[2].clone()].concat());
 
     // Upper bound stops before a batch starting at or after it, but keeps a straddling batch.
     let slice = log.read(0, 1 << 20, 6, false).expect("read");
@@ -115,10 +101,7 @@ fn read_follows_kafka_fetch_semantics() {
     // max_bytes in whole batches; KIP-74 min_one_batch.
     let slice = log.read(0, 2 * size + 1, i64::MAX, false).expect("read");
     assert_eq!(slice.len, 2 * size);
-    assert!(log
-        .read(0, size - 1, i64::MAX, false)
-        .expect("read")
-        .is_empty());
+    assert!(log.read(0, size - 1, i64::MAX, false).expect("read").is_empty());
     let slice = log.read(0, 1, i64::MAX, true).expect("read");
     assert_eq!(bytes_of(&slice), batches[0]);
 
@@ -127,16 +110,9 @@ fn read_follows_kafka_fetch_semantics() {
     assert!(end.is_empty() && end.file.is_none());
     assert!(matches!(
         log.read(16, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange {
-            offset: 16,
-            log_start_offset: 0,
-            log_end_offset: 15
-        })
+        Err(LogError::OffsetOutOfRange { offset: 16, log_start_offset: 0, log_end_offset: 15 })
     ));
-    assert!(matches!(
-        log.read(-1, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(-1, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
 }
 
 #[test]
@@ -159,18 +135,12 @@ fn rolls_by_segment_bytes_and_reads_one_segment_at_a_time() {
 #[test]
 fn rolls_by_segment_age_from_first_append() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = LogConfig {
-        segment_ms: 1000,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_ms: 1000, ..LogConfig::default() };
     let log = open(dir.path(), config, 0);
-    log.append(&mut test_batch(1, 0, 0), 0, 5_000)
-        .expect("append");
-    log.append(&mut test_batch(1, 0, 0), 0, 6_000)
-        .expect("append");
+    log.append(&mut test_batch(1, 0, 0), 0, 5_000).expect("append");
+    log.append(&mut test_batch(1, 0, 0), 0, 6_000).expect("append");
     assert_eq!(log.segment_count(), 1);
-    log.append(&mut test_batch(1, 0, 0), 0, 6_001)
-        .expect("append");
+    log.append(&mut test_batch(1, 0, 0), 0, 6_001).expect("append");
     assert_eq!(log.segment_base_offsets(), vec![0, 2]);
 }
 
@@ -310,10 +280,7 @@ fn bad_or_missing_indexes_are_rebuilt() {
     assert_eq!(fs::read(&index0).expect("index"), original);
     assert!(!dir.path().join("00000000000000000099.index").exists());
     assert_eq!(read_all(&log), batches.concat());
-    assert_eq!(
-        log.read(5, 1, i64::MAX, true).expect("read").first_offset,
-        4
-    );
+    assert_eq!(log.read(5, 1, i64::MAX, true).expect("read").first_offset, 4);
 }
 
 #[test]
@@ -341,19 +308,10 @@ fn delete_records_before_raises_the_start_and_drops_whole_segments() {
     assert_eq!(log.segment_base_offsets(), vec![4, 8]);
     assert!(!dir.path().join("00000000000000000000.log").exists());
     assert_eq!(log.delete_records_before(3).expect("never lowers"), 5);
-    assert!(matches!(
-        log.read(4, 100, i64::MAX, true),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert!(matches!(log.read(4, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
     // Reading from the new start returns the whole batch holding it.
-    assert_eq!(
-        bytes_of(&log.read(5, 1, i64::MAX, true).expect("read")),
-        batches[2]
-    );
-    assert!(matches!(
-        log.delete_records_before(13),
-        Err(LogError::OffsetOutOfRange { .. })
-    ));
+    assert_eq!(bytes_of(&log.read(5, 1, i64::MAX, true).expect("read")), batches[2]);
+    assert!(matches!(log.delete_records_before(13), Err(LogError::OffsetOutOfRange { .. })));
     assert_eq!(log.delete_records_before(12).expect("to the end"), 12);
     assert_eq!(log.segment_count(), 1);
     assert!(log.read(12, 100, i64::MAX, true).expect("read").is_empty());
@@ -377,17 +335,10 @@ fn finds_batches_by_timestamp() {
         for target in [0, 100, 101, 250, 300, 450, 500, 600, 900] {
             let expected = stamps.iter().find(|(_, ts, _)| *ts >= target);
             let found = log.find_batch_by_timestamp(target).expect("find");
-            assert_eq!(
-                found,
-                expected.map(|(offset, _, bytes)| (*offset, bytes.clone())),
-                "target {target}"
-            );
+            assert_eq!(found, expected.map(|(offset, _, bytes)| (*offset, bytes.clone())), "target {target}");
         }
         assert_eq!(log.find_batch_by_timestamp(901).expect("find"), None);
-        assert_eq!(
-            log.max_timestamp_batch().expect("max"),
-            Some((5, stamps[5].2.clone()))
-        );
+        assert_eq!(log.max_timestamp_batch().expect("max"), Some((5, stamps[5].2.clone())));
     };
     check(&log);
     log.close().expect("close");
@@ -457,18 +408,12 @@ fn maybe_flush_honours_message_and_time_limits() {
     let log = open(dir.path(), LogConfig::default(), 0);
     append_n(&log, 1, 3, 0);
     assert!(!log.maybe_flush(10).expect("no policy"));
-    log.set_config(LogConfig {
-        flush_messages: Some(5),
-        ..LogConfig::default()
-    });
+    log.set_config(LogConfig { flush_messages: Some(5), ..LogConfig::default() });
     assert!(!log.maybe_flush(10).expect("3 < 5"));
     append_n(&log, 1, 3, 0);
     assert!(log.maybe_flush(10).expect("6 >= 5"));
     assert_eq!(log.durable_offset(), 6);
-    log.set_config(LogConfig {
-        flush_ms: Some(100),
-        ..LogConfig::default()
-    });
+    log.set_config(LogConfig { flush_ms: Some(100), ..LogConfig::default() });
     append_n(&log, 1, 1, 0);
     assert!(!log.maybe_flush(50).expect("young"));
     assert!(log.maybe_flush(110).expect("old"));
@@ -492,10 +437,7 @@ fn truncate_to_cuts_at_batch_boundaries_across_segments() {
     assert_eq!(log.segment_base_offsets(), vec![0, 4]);
     assert_eq!(log.epoch_entries(), vec![(0, 0), (1, 2), (2, 4)]);
     assert_eq!(read_all(&log), batches[..3].concat());
-    assert_eq!(
-        log.max_timestamp_batch().expect("max").map(|b| b.0),
-        Some(4)
-    );
+    assert_eq!(log.max_timestamp_batch().expect("max").map(|b| b.0), Some(4));
     log.truncate_to(100).expect("no-op");
     assert_eq!(log.log_end_offset(), 6);
     let info = log.append(&mut test_batch(1, 0, 0), 9, 0).expect("append");
@@ -526,25 +468,11 @@ fn topic_id_is_kept_and_checked() {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append {
-        records: u32,
-        timestamp: i64,
-        payload: usize,
-    },
-    Read {
-        pick: u16,
-        max_bytes: usize,
-        min_one_batch: bool,
-    },
-    Reopen {
-        clean: bool,
-    },
-    Truncate {
-        pick: u16,
-    },
-    DeleteBefore {
-        pick: u16,
-    },
+    Append { records: u32, timestamp: i64, payload: usize },
+    Read { pick: u16, max_bytes: usize, min_one_batch: bool },
+    Reopen { clean: bool },
+    Truncate { pick: u16 },
+    DeleteBefore { pick: u16 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -567,23 +495,16 @@ struct Model {
 
 impl Model {
     fn log_end_offset(&self) -> i64 {
-        self.batches.last().map_or(0, |(_, bytes)| {
-            BatchHeader::parse(bytes).map_or(0, |h| h.last_offset() + 1)
-        })
+        self.batches.last().map_or(0, |(_, bytes)| BatchHeader::parse(bytes).map_or(0, |h| h.last_offset() + 1))
     }
 
     fn index_holding(&self, offset: i64) -> Option<usize> {
-        self.batches.iter().position(|(_, bytes)| {
-            BatchHeader::parse(bytes).is_ok_and(|h| h.last_offset() >= offset)
-        })
+        self.batches.iter().position(|(_, bytes)| BatchHeader::parse(bytes).is_ok_and(|h| h.last_offset() >= offset))
     }
 
     fn visible_bytes(&self) -> Vec<u8> {
         match self.index_holding(self.log_start_offset) {
-            Some(i) => self.batches[i..]
-                .iter()
-                .flat_map(|(_, b)| b.clone())
-                .collect(),
+            Some(i) => self.batches[i..].iter().flat_map(|(_, b)| b.clone()).collect(),
             None => Vec::new(),
         }
     }

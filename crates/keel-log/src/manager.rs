@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::checkpoint::{
-    format_checkpoint, parse_partition_offsets, read_checkpoint, sync_dir, write_atomic,
-};
+use crate::checkpoint::{format_checkpoint, parse_partition_offsets, read_checkpoint, sync_dir, write_atomic};
 use crate::error::{IoContext, LogError};
 use crate::log::{Log, LogConfig, RecoveryReport};
 
@@ -72,33 +70,20 @@ fn read_offsets(path: &Path) -> Result<BTreeMap<PartitionKey, i64>, LogError> {
 impl LogManager {
     /// Opens every partition log in `data_dir` (creating the directory), recovering after an
     /// unclean shutdown from the checkpointed recovery points.
-    pub fn open(
-        data_dir: &Path,
-        default_config: LogConfig,
-        now_ms: i64,
-    ) -> Result<LogManager, LogError> {
+    pub fn open(data_dir: &Path, default_config: LogConfig, now_ms: i64) -> Result<LogManager, LogError> {
         fs::create_dir_all(data_dir).ctx(data_dir)?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
         let clean_shutdown = marker.exists();
-        let mut report = ManagerRecoveryReport {
-            clean_shutdown,
-            ..ManagerRecoveryReport::default()
-        };
+        let mut report = ManagerRecoveryReport { clean_shutdown, ..ManagerRecoveryReport::default() };
         // A checkpoint that cannot be read only costs a longer recovery, never data.
-        let recovery_points = read_offsets(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE))
-            .unwrap_or_else(|e| {
-                report
-                    .errors
-                    .push((RECOVERY_POINT_CHECKPOINT_FILE.to_string(), e.to_string()));
-                BTreeMap::new()
-            });
-        let log_starts = read_offsets(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE))
-            .unwrap_or_else(|e| {
-                report
-                    .errors
-                    .push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
-                BTreeMap::new()
-            });
+        let recovery_points = read_offsets(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+            report.errors.push((RECOVERY_POINT_CHECKPOINT_FILE.to_string(), e.to_string()));
+            BTreeMap::new()
+        });
+        let log_starts = read_offsets(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+            report.errors.push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
+            BTreeMap::new()
+        });
         let mut logs = BTreeMap::new();
         for entry in fs::read_dir(data_dir).ctx(data_dir)? {
             let entry = entry.ctx(data_dir)?;
@@ -117,25 +102,13 @@ impl LogManager {
                 continue;
             }
             let Some(key) = parse_partition_dir(&name) else {
-                report
-                    .errors
-                    .push((name, "not a <topic>-<partition> directory".to_string()));
+                report.errors.push((name, "not a <topic>-<partition> directory".to_string()));
                 continue;
             };
-            let recovery_point = if clean_shutdown {
-                i64::MAX
-            } else {
-                recovery_points.get(&key).copied().unwrap_or(0)
-            };
+            let recovery_point =
+                if clean_shutdown { i64::MAX } else { recovery_points.get(&key).copied().unwrap_or(0) };
             let log_start_offset = log_starts.get(&key).copied().unwrap_or(0);
-            let log = Log::open(
-                &path,
-                "",
-                default_config,
-                recovery_point,
-                log_start_offset,
-                now_ms,
-            )?;
+            let log = Log::open(&path, "", default_config, recovery_point, log_start_offset, now_ms)?;
             report.partitions.push(PartitionRecovery {
                 topic: key.0.clone(),
                 partition: key.1,
@@ -198,17 +171,8 @@ impl LogManager {
             return Ok(Arc::clone(log));
         }
         // The API takes no clock; a new log's segment age only needs wall time.
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let log = Arc::new(Log::open(
-            &self.data_dir.join(name),
-            topic_id,
-            config,
-            0,
-            0,
-            now_ms,
-        )?);
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let log = Arc::new(Log::open(&self.data_dir.join(name), topic_id, config, 0, 0, now_ms)?);
         sync_dir(&self.data_dir)?;
         logs.insert(key, Arc::clone(&log));
         Ok(log)
@@ -229,9 +193,7 @@ impl LogManager {
         if removed.is_none() && !path.exists() {
             return Ok(());
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         // Like Kafka's `logDeleteDirName`: a long topic name is cut so that the name stays
         // within the 255 bytes a file name may have.
         let suffix = format!("-{partition}.{nanos}{DELETE_SUFFIX}");
@@ -251,38 +213,23 @@ impl LogManager {
 
     pub fn all(&self) -> Vec<((String, i32), Arc<Log>)> {
         let logs = self.logs.read().unwrap_or_else(PoisonError::into_inner);
-        logs.iter()
-            .map(|(key, log)| (key.clone(), Arc::clone(log)))
-            .collect()
+        logs.iter().map(|(key, log)| (key.clone(), Arc::clone(log))).collect()
     }
 
     /// Writes both checkpoint files: recovery point = each log's durable offset.
     pub fn checkpoint(&self) -> Result<(), LogError> {
-        let _guard = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let _guard = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
         let logs = self.all();
         let recovery: Vec<String> = logs
             .iter()
-            .map(|((topic, partition), log)| {
-                format!("{topic} {partition} {}", log.durable_offset())
-            })
+            .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.durable_offset()))
             .collect();
         let starts: Vec<String> = logs
             .iter()
-            .map(|((topic, partition), log)| {
-                format!("{topic} {partition} {}", log.log_start_offset())
-            })
+            .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.log_start_offset()))
             .collect();
-        write_atomic(
-            &self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
-            format_checkpoint(&recovery).as_bytes(),
-        )?;
-        write_atomic(
-            &self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE),
-            format_checkpoint(&starts).as_bytes(),
-        )
+        write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
+        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())
     }
 
     /// Flushes every log, checkpoints, then writes the clean-shutdown marker (last, so that its
@@ -304,37 +251,26 @@ mod tests {
     #[test]
     fn parses_partition_dir_names() {
         assert_eq!(parse_partition_dir("orders-3"), Some(("orders".into(), 3)));
-        assert_eq!(
-            parse_partition_dir("my-topic-12"),
-            Some(("my-topic".into(), 12))
-        );
+        assert_eq!(parse_partition_dir("my-topic-12"), Some(("my-topic".into(), 12)));
         assert_eq!(parse_partition_dir("orders"), None);
         assert_eq!(parse_partition_dir("-1"), None);
         assert_eq!(parse_partition_dir("orders-x"), None);
         // Kafka allows a topic to end in '-'.
-        assert_eq!(
-            parse_partition_dir("orders--1"),
-            Some(("orders-".into(), 1))
-        );
+        assert_eq!(parse_partition_dir("orders--1"), Some(("orders-".into(), 1)));
     }
 
     #[test]
     fn open_create_checkpoint_shutdown_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
-        let log = manager
-            .get_or_create("orders", 0, "id-1", LogConfig::default())
-            .expect("create");
-        let again = manager
-            .get_or_create("orders", 0, "id-1", LogConfig::default())
-            .expect("get");
+        let log = manager.get_or_create("orders", 0, "id-1", LogConfig::default()).expect("create");
+        let again = manager.get_or_create("orders", 0, "id-1", LogConfig::default()).expect("get");
         assert!(Arc::ptr_eq(&log, &again));
         log.append(&mut test_batch(3, 10, 5), 0, 0).expect("append");
         log.delete_records_before(1).expect("delete records");
         manager.shutdown().expect("shutdown");
         assert!(dir.path().join(CLEAN_SHUTDOWN_FILE).exists());
-        let text = fs::read_to_string(dir.path().join(RECOVERY_POINT_CHECKPOINT_FILE))
-            .expect("checkpoint");
+        let text = fs::read_to_string(dir.path().join(RECOVERY_POINT_CHECKPOINT_FILE)).expect("checkpoint");
         assert_eq!(text, "0\n1\norders 0 3\n");
         drop((log, again, manager));
 
@@ -359,9 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
-            let log = manager
-                .get_or_create("t", 1, "id", LogConfig::default())
-                .expect("create");
+            let log = manager.get_or_create("t", 1, "id", LogConfig::default()).expect("create");
             log.append(&mut test_batch(2, 0, 5), 0, 0).expect("append");
             log.flush_to(2).expect("flush");
             manager.checkpoint().expect("checkpoint");
@@ -380,9 +314,7 @@ mod tests {
     fn delete_removes_the_directory() {
         let dir = tempfile::tempdir().expect("tempdir");
         let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
-        manager
-            .get_or_create("gone", 0, "id", LogConfig::default())
-            .expect("create");
+        manager.get_or_create("gone", 0, "id", LogConfig::default()).expect("create");
         manager.delete("gone", 0).expect("delete");
         assert!(manager.get("gone", 0).is_none());
         assert!(!dir.path().join("gone-0").exists());
@@ -394,9 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let manager = LogManager::open(dir.path(), LogConfig::default(), 0).expect("open");
         let topic = "t".repeat(249);
-        let log = manager
-            .get_or_create(&topic, 12, "id", LogConfig::default())
-            .expect("create");
+        let log = manager.get_or_create(&topic, 12, "id", LogConfig::default()).expect("create");
         manager.delete(&topic, 12).expect("a 249-character topic can be deleted");
         assert!(!dir.path().join(format!("{topic}-12")).exists());
         // A handle still held elsewhere no longer writes.

@@ -96,8 +96,7 @@ impl IndexTail {
             self.max_timestamp = header.max_timestamp;
             self.max_timestamp_offset = header.last_offset();
         }
-        if !self.has_index_entry || self.bytes_since_index_entry >= u64::from(index_interval_bytes)
-        {
+        if !self.has_index_entry || self.bytes_since_index_entry >= u64::from(index_interval_bytes) {
             offset_entries.push(OffsetEntry {
                 relative_offset: (header.last_offset() - base_offset) as u32,
                 position: position as u32,
@@ -124,20 +123,15 @@ pub(crate) fn read_header_at(
     position: u64,
     limit_bytes: u64,
 ) -> Result<BatchHeader, LogError> {
-    let corrupt = |reason: &str| LogError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("{reason} at byte {position}"),
-    };
+    let corrupt =
+        |reason: &str| LogError::Corrupt { path: path.to_path_buf(), reason: format!("{reason} at byte {position}") };
     if position + HEADER_BYTES as u64 > limit_bytes {
         return Err(corrupt("truncated batch header"));
     }
     let mut buf = [0u8; HEADER_BYTES];
     file.read_exact_at(&mut buf, position).ctx(path)?;
     let header = BatchHeader::parse(&buf).map_err(|_| corrupt("unreadable batch header"))?;
-    if header.size() < HEADER_BYTES
-        || position + header.size() as u64 > limit_bytes
-        || header.last_offset_delta < 0
-    {
+    if header.size() < HEADER_BYTES || position + header.size() as u64 > limit_bytes || header.last_offset_delta < 0 {
         return Err(corrupt("batch header does not fit the segment"));
     }
     Ok(header)
@@ -161,12 +155,7 @@ pub(crate) fn find_batch(
     Ok(None)
 }
 
-pub(crate) fn read_bytes_at(
-    file: &File,
-    path: &Path,
-    position: u64,
-    len: usize,
-) -> Result<Vec<u8>, LogError> {
+pub(crate) fn read_bytes_at(file: &File, path: &Path, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
     let mut out = vec![0u8; len];
     file.read_exact_at(&mut out, position).ctx(path)?;
     Ok(out)
@@ -195,13 +184,7 @@ pub(crate) struct Segment {
 
 fn open_rw(path: &Path, fresh: bool) -> Result<File, LogError> {
     // Never O_APPEND: positional writes on an O_APPEND file ignore the position on Linux.
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(fresh)
-        .open(path)
-        .ctx(path)
+    OpenOptions::new().read(true).write(true).create(true).truncate(fresh).open(path).ctx(path)
 }
 
 impl Segment {
@@ -254,44 +237,30 @@ impl Segment {
         self.size_bytes = Segment::file_len(&self.log_file, &self.log_path)?;
         let index_bytes = fs::read(&self.index_path).ctx(&self.index_path)?;
         let time_bytes = fs::read(&self.timeindex_path).ctx(&self.timeindex_path)?;
-        if index_bytes.len() as u64 % OFFSET_ENTRY_BYTES != 0
-            || time_bytes.len() as u64 % TIME_ENTRY_BYTES != 0
-        {
+        if index_bytes.len() as u64 % OFFSET_ENTRY_BYTES != 0 || time_bytes.len() as u64 % TIME_ENTRY_BYTES != 0 {
             return Ok(false);
         }
         let offset_index: Vec<OffsetEntry> = index_bytes
             .chunks_exact(OFFSET_ENTRY_BYTES as usize)
-            .map(|c| OffsetEntry {
-                relative_offset: u32_at(c, 0),
-                position: u32_at(c, 4),
-            })
+            .map(|c| OffsetEntry { relative_offset: u32_at(c, 0), position: u32_at(c, 4) })
             .collect();
         let time_index: Vec<TimeEntry> = time_bytes
             .chunks_exact(TIME_ENTRY_BYTES as usize)
             .map(|c| {
                 let mut ts = [0u8; 8];
                 ts.copy_from_slice(&c[0..8]);
-                TimeEntry {
-                    timestamp_ms: i64::from_be_bytes(ts),
-                    relative_offset: u32_at(c, 8),
-                }
+                TimeEntry { timestamp_ms: i64::from_be_bytes(ts), relative_offset: u32_at(c, 8) }
             })
             .collect();
         let offsets_increase = offset_index
             .windows(2)
             .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position);
-        let times_increase = time_index.windows(2).all(|w| {
-            w[0].timestamp_ms < w[1].timestamp_ms && w[0].relative_offset < w[1].relative_offset
-        });
-        let in_bounds = offset_index
-            .last()
-            .is_none_or(|e| u64::from(e.position) < self.size_bytes);
+        let times_increase = time_index
+            .windows(2)
+            .all(|w| w[0].timestamp_ms < w[1].timestamp_ms && w[0].relative_offset < w[1].relative_offset);
+        let in_bounds = offset_index.last().is_none_or(|e| u64::from(e.position) < self.size_bytes);
         // The first batch always earns an entry, so a non-empty segment has one.
-        if !offsets_increase
-            || !times_increase
-            || !in_bounds
-            || (offset_index.is_empty() && self.size_bytes > 0)
-        {
+        if !offsets_increase || !times_increase || !in_bounds || (offset_index.is_empty() && self.size_bytes > 0) {
             return Ok(false);
         }
         self.offset_index = offset_index;
@@ -314,12 +283,11 @@ impl Segment {
         };
         let mut next_offset = self.base_offset;
         while position < self.size_bytes {
-            let header =
-                match read_header_at(&self.log_file, &self.log_path, position, self.size_bytes) {
-                    Ok(header) => header,
-                    Err(LogError::Corrupt { .. }) => return Ok(false),
-                    Err(e) => return Err(e),
-                };
+            let header = match read_header_at(&self.log_file, &self.log_path, position, self.size_bytes) {
+                Ok(header) => header,
+                Err(LogError::Corrupt { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             match expected {
                 Some(offset) if header.base_offset != offset => return Ok(false),
                 None => {
@@ -344,11 +312,7 @@ impl Segment {
             position += header.size() as u64;
         }
         let last_relative = next_offset - 1 - self.base_offset;
-        if self
-            .time_index
-            .last()
-            .is_some_and(|e| i64::from(e.relative_offset) > last_relative)
-        {
+        if self.time_index.last().is_some_and(|e| i64::from(e.relative_offset) > last_relative) {
             return Ok(false);
         }
         self.next_offset = next_offset;
@@ -367,8 +331,7 @@ impl Segment {
         let mut time_index = Vec::new();
         let mut buf = Vec::new();
         while position < file_bytes {
-            let header = match read_header_at(&self.log_file, &self.log_path, position, file_bytes)
-            {
+            let header = match read_header_at(&self.log_file, &self.log_path, position, file_bytes) {
                 Ok(header) => header,
                 Err(LogError::Corrupt { .. }) => break,
                 Err(e) => return Err(e),
@@ -378,20 +341,11 @@ impl Segment {
                 break;
             }
             buf.resize(header.size(), 0);
-            self.log_file
-                .read_exact_at(&mut buf, position)
-                .ctx(&self.log_path)?;
+            self.log_file.read_exact_at(&mut buf, position).ctx(&self.log_path)?;
             if check_batch(&buf, 0).is_err() {
                 break;
             }
-            tail.observe(
-                self.base_offset,
-                position,
-                &header,
-                index_interval_bytes,
-                &mut offset_index,
-                &mut time_index,
-            );
+            tail.observe(self.base_offset, position, &header, index_interval_bytes, &mut offset_index, &mut time_index);
             expected = header.last_offset() + 1;
             position = end;
         }
@@ -413,14 +367,10 @@ impl Segment {
     pub(crate) fn rewrite_indexes(&mut self) -> Result<(), LogError> {
         let index_bytes = encode_offset_entries(&self.offset_index);
         self.index_file.set_len(0).ctx(&self.index_path)?;
-        self.index_file
-            .write_all_at(&index_bytes, 0)
-            .ctx(&self.index_path)?;
+        self.index_file.write_all_at(&index_bytes, 0).ctx(&self.index_path)?;
         let time_bytes = encode_time_entries(&self.time_index);
         self.timeindex_file.set_len(0).ctx(&self.timeindex_path)?;
-        self.timeindex_file
-            .write_all_at(&time_bytes, 0)
-            .ctx(&self.timeindex_path)?;
+        self.timeindex_file.write_all_at(&time_bytes, 0).ctx(&self.timeindex_path)?;
         self.index_unsynced = true;
         Ok(())
     }
@@ -429,12 +379,10 @@ impl Segment {
     pub(crate) fn truncate_at(&mut self, position: u64) -> Result<(), LogError> {
         self.log_file.set_len(position).ctx(&self.log_path)?;
         self.size_bytes = position;
-        self.offset_index
-            .retain(|entry| u64::from(entry.position) < position);
+        self.offset_index.retain(|entry| u64::from(entry.position) < position);
         // Rebuild the time index tail from what survives: entries for offsets still present.
         let kept_last = self.offset_index.last().map(|e| e.relative_offset);
-        self.time_index
-            .retain(|entry| kept_last.is_some_and(|last| entry.relative_offset <= last));
+        self.time_index.retain(|entry| kept_last.is_some_and(|last| entry.relative_offset <= last));
         self.rewrite_indexes()?;
         self.log_unsynced = true;
         if self.rescan_tail()? {
@@ -450,9 +398,7 @@ impl Segment {
     /// Position of a batch at or before the one holding `offset` (floor lookup in the index).
     pub(crate) fn lookup_position(&self, offset: i64) -> u64 {
         let relative = offset - self.base_offset;
-        let count = self
-            .offset_index
-            .partition_point(|e| i64::from(e.relative_offset) < relative);
+        let count = self.offset_index.partition_point(|e| i64::from(e.relative_offset) < relative);
         match count {
             0 => 0,
             n => u64::from(self.offset_index[n - 1].position),
@@ -461,9 +407,7 @@ impl Segment {
 
     /// An offset such that every batch before it has a max timestamp below `timestamp_ms`.
     pub(crate) fn time_lookup_offset(&self, timestamp_ms: i64) -> i64 {
-        let count = self
-            .time_index
-            .partition_point(|e| e.timestamp_ms < timestamp_ms);
+        let count = self.time_index.partition_point(|e| e.timestamp_ms < timestamp_ms);
         match count {
             0 => self.base_offset,
             n => self.base_offset + i64::from(self.time_index[n - 1].relative_offset) + 1,

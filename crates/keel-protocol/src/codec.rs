@@ -53,22 +53,17 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-    let api_key = ApiKey::try_from(raw_key)
-        .map_err(|()| DecodeError::UnknownApiKey { api_key: raw_key, correlation_id })?;
+    let api_key =
+        ApiKey::try_from(raw_key).map_err(|()| DecodeError::UnknownApiKey { api_key: raw_key, correlation_id })?;
     let Some(range) = versions::lookup(api_key) else {
         return Err(DecodeError::UnknownApiKey { api_key: raw_key, correlation_id });
     };
     if version < range.min_served_version || version > range.max_version {
         return Err(DecodeError::UnsupportedVersion { api_key, version, correlation_id });
     }
-    let malformed = |reason: anyhow::Error| DecodeError::Malformed {
-        api_key,
-        version,
-        correlation_id,
-        reason: reason.to_string(),
-    };
-    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
-        .map_err(malformed)?;
+    let malformed =
+        |reason: anyhow::Error| DecodeError::Malformed { api_key, version, correlation_id, reason: reason.to_string() };
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version)).map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
     Ok(Request { api_key, header, body })
 }
@@ -111,8 +106,7 @@ mod tests {
 
     #[test]
     fn decodes_a_request() {
-        let request = decode_request(frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()))
-            .expect("decodes");
+        let request = decode_request(frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())).expect("decodes");
         assert_eq!(request.api_key, ApiKey::ApiVersions);
         assert_eq!(request.correlation_id(), 7);
         assert!(matches!(request.body, RequestKind::ApiVersions(_)));
@@ -120,10 +114,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_frames_without_panicking() {
-        assert!(matches!(
-            decode_request(Bytes::from_static(&[0, 3, 0])),
-            Err(DecodeError::Truncated { .. })
-        ));
+        assert!(matches!(decode_request(Bytes::from_static(&[0, 3, 0])), Err(DecodeError::Truncated { .. })));
         assert!(matches!(
             decode_request(Bytes::from_static(&[0x7f, 0, 0, 0, 0, 0, 0, 1])),
             Err(DecodeError::UnknownApiKey { api_key: 0x7f00, correlation_id: 1 })
@@ -145,10 +136,7 @@ mod tests {
         let mut raw = frame(ApiKey::Metadata, 0, &MetadataRequest::default()).to_vec();
         raw.truncate(raw.len() - 4);
         raw.extend_from_slice(&[0x03, 0x3c, 0x0c, 0x00, 0xb6]);
-        assert!(matches!(
-            decode_request(Bytes::from(raw)),
-            Err(DecodeError::Malformed { .. })
-        ));
+        assert!(matches!(decode_request(Bytes::from(raw)), Err(DecodeError::Malformed { .. })));
     }
 
     proptest::proptest! {

@@ -257,9 +257,9 @@ mod tests {
                 partition.aborted_transactions = match p % 3 {
                     0 => None,
                     1 => Some(Vec::new()),
-                    _ => Some(vec![AbortedTransaction::default()
-                        .with_producer_id(ProducerId(7))
-                        .with_first_offset(11)]),
+                    _ => {
+                        Some(vec![AbortedTransaction::default().with_producer_id(ProducerId(7)).with_first_offset(11)])
+                    }
                 };
                 if version >= 11 {
                     partition.preferred_read_replica = BrokerId(i32::from(p) - 1);
@@ -270,7 +270,8 @@ mod tests {
                     _ => Some(Bytes::from(vec![seed; 200 + usize::from(p) * 100])),
                 };
                 if version >= 12 && p == 2 {
-                    partition.current_leader = LeaderIdAndEpoch::default().with_leader_id(BrokerId(3)).with_leader_epoch(4);
+                    partition.current_leader =
+                        LeaderIdAndEpoch::default().with_leader_id(BrokerId(3)).with_leader_epoch(4);
                     partition.diverging_epoch = EpochEndOffset::default().with_epoch(2).with_end_offset(99);
                 }
                 topic.partitions.push(partition);
@@ -309,8 +310,14 @@ mod tests {
             for seed in 0..12u8 {
                 let response = sample(version, seed);
                 let mut expected = BytesMut::new();
-                crate::encode_response(&mut expected, ApiKey::Fetch, version, 42, &ResponseKind::Fetch(response.clone()))
-                    .expect("generic encoding");
+                crate::encode_response(
+                    &mut expected,
+                    ApiKey::Fetch,
+                    version,
+                    42,
+                    &ResponseKind::Fetch(response.clone()),
+                )
+                .expect("generic encoding");
 
                 let mut inline = BytesMut::new();
                 let total = encode_fetch_response(&mut inline, version, 42, &response, &mut Inline).expect("inline");
@@ -320,15 +327,17 @@ mod tests {
                 let all: Vec<Option<Bytes>> =
                     response.responses.iter().flat_map(|t| t.partitions.iter().map(|p| p.records.clone())).collect();
                 let mut filled = BytesMut::new();
-                let total = encode_fetch_response(&mut filled, version, 42, &response, &mut FromResponse(all.clone(), false))
-                    .expect("filled");
+                let total =
+                    encode_fetch_response(&mut filled, version, 42, &response, &mut FromResponse(all.clone(), false))
+                        .expect("filled");
                 assert_eq!(filled, expected, "filled v{version} seed {seed}");
                 assert_eq!(total, expected.len());
 
                 // Withheld records: the frame length still counts them.
                 let mut withheld = BytesMut::new();
-                let total = encode_fetch_response(&mut withheld, version, 42, &response, &mut FromResponse(all.clone(), true))
-                    .expect("withheld");
+                let total =
+                    encode_fetch_response(&mut withheld, version, 42, &response, &mut FromResponse(all.clone(), true))
+                        .expect("withheld");
                 let record_bytes: usize = all.iter().flatten().map(Bytes::len).sum();
                 assert_eq!(total, expected.len());
                 assert_eq!(withheld.len() + record_bytes, expected.len());

@@ -39,17 +39,8 @@ mod tests {
     fn lengths() {
         assert_eq!(frame_length(&[0, 0, 0], 100), Ok(None));
         assert_eq!(frame_length(&[0, 0, 0, 5, 1], 100), Ok(Some(5)));
-        assert_eq!(
-            frame_length(&[0, 0, 0, 0], 100),
-            Err(FrameError::NotPositive { length: 0 })
-        );
-        assert_eq!(
-            frame_length(&(-1i32).to_be_bytes(), 100),
-            Err(FrameError::NotPositive { length: -1 })
-        );
-        assert_eq!(
-            frame_length(&101i32.to_be_bytes(), 100),
-            Err(FrameError::TooLarge { length: 101, max_bytes: 100 })
-        );
+        assert_eq!(frame_length(&[0, 0, 0, 0], 100), Err(FrameError::NotPositive { length: 0 }));
+        assert_eq!(frame_length(&(-1i32).to_be_bytes(), 100), Err(FrameError::NotPositive { length: -1 }));
+        assert_eq!(frame_length(&101i32.to_be_bytes(), 100), Err(FrameError::TooLarge { length: 101, max_bytes: 100 }));
     }
 }

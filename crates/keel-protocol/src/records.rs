@@ -53,10 +53,7 @@ pub fn decompress(compressed: &mut Bytes, compression: Compression, max_bytes: u
 
 fn read_bounded(reader: impl Read, max_bytes: usize) -> Result<Bytes, RecordsError> {
     let mut out = Vec::new();
-    reader
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| RecordsError::Decode(e.to_string()))?;
+    reader.take(max_bytes as u64 + 1).read_to_end(&mut out).map_err(|e| RecordsError::Decode(e.to_string()))?;
     if out.len() > max_bytes {
         return Err(RecordsError::TooLarge { max_bytes });
     }
@@ -131,7 +128,9 @@ mod tests {
 
     #[test]
     fn every_codec_decodes_within_the_bound() {
-        for compression in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
             let set = decode_batch(batch(compression, 100, 50), 1 << 20).expect("decodes");
             assert_eq!(set.records.len(), 50, "{compression:?}");
             assert_eq!(set.records[49].timestamp, 1_049);
@@ -144,10 +143,7 @@ mod tests {
         for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
             let bomb = batch(compression, 1 << 20, 64);
             assert!(bomb.len() < 4 << 20, "{compression:?} compressed to {} bytes", bomb.len());
-            assert!(
-                matches!(decode_batch(bomb, 8 << 20), Err(RecordsError::TooLarge { .. })),
-                "{compression:?}"
-            );
+            assert!(matches!(decode_batch(bomb, 8 << 20), Err(RecordsError::TooLarge { .. })), "{compression:?}");
         }
     }
 

@@ -24,12 +24,7 @@ const fn range(api_key: ApiKey, min_version: i16, max_version: i16) -> ApiRange 
 }
 
 const ADVERTISED: &[ApiRange] = &[
-    ApiRange {
-        api_key: ApiKey::Produce,
-        min_version: 0,
-        max_version: 13,
-        min_served_version: 3,
-    },
+    ApiRange { api_key: ApiKey::Produce, min_version: 0, max_version: 13, min_served_version: 3 },
     range(ApiKey::Fetch, 4, 18),
     range(ApiKey::ListOffsets, 1, 10),
     range(ApiKey::Metadata, 0, 13),

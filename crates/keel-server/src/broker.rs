@@ -119,9 +119,7 @@ impl Broker {
 
     /// `socket.request.max.bytes`: the largest frame accepted.
     pub fn request_max_bytes(&self) -> usize {
-        self.static_or_default("socket.request.max.bytes")
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(104_857_600)
+        self.static_or_default("socket.request.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(104_857_600)
     }
 }
 

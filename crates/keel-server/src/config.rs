@@ -81,13 +81,7 @@ const LONG_MAX: &str = "9223372036854775807";
 
 macro_rules! broker {
     ($name:expr, $kind:ident, $default:expr, $dynamic:expr, $doc:expr) => {
-        BrokerConfigDef {
-            name: $name,
-            kind: ConfigType::$kind,
-            default: $default,
-            dynamic: $dynamic,
-            doc: $doc,
-        }
+        BrokerConfigDef { name: $name, kind: ConfigType::$kind, default: $default, dynamic: $dynamic, doc: $doc }
     };
 }
 
@@ -254,7 +248,10 @@ pub fn validate_value(name: &str, kind: ConfigType, value: &str) -> Result<(), C
                 return Err(invalid("must be at least 14"));
             }
         }
-        "num.partitions" | "min.insync.replicas" | "max.message.bytes" | "message.max.bytes"
+        "num.partitions"
+        | "min.insync.replicas"
+        | "max.message.bytes"
+        | "message.max.bytes"
         | "socket.request.max.bytes" => {
             if v.parse::<i64>().map_or(true, |b| b < 1) {
                 return Err(invalid("must be at least 1"));
@@ -284,10 +281,7 @@ impl StaticConfig {
     /// Loads a Kafka `server.properties` file, or a TOML file of `key = value` pairs when the
     /// name ends in `.toml`.
     pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let file_error = |reason: String| ConfigError::File {
-            path: path.display().to_string(),
-            reason,
-        };
+        let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         if path.extension().is_some_and(|ext| ext == "toml") {
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_error(e.to_string()))?;
@@ -352,9 +346,8 @@ impl ConfigView<'_> {
                 layers.push(Resolved { name: name.into(), value: Some(value.into()), source });
             }
         };
-        let dynamic = |node: Option<NodeId>| {
-            self.image.broker_configs.get(&node).and_then(|c| c.get(name)).map(String::as_str)
-        };
+        let dynamic =
+            |node: Option<NodeId>| self.image.broker_configs.get(&node).and_then(|c| c.get(name)).map(String::as_str);
         push(dynamic(Some(self.node_id)), ConfigSource::DynamicBrokerConfig);
         push(dynamic(None), ConfigSource::DynamicDefaultBrokerConfig);
         push(self.statics.get(name), ConfigSource::StaticBrokerConfig);

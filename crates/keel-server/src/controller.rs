@@ -28,9 +28,8 @@ fn too_many_partitions() -> ApiError {
 }
 
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
-    let invalid = |why: &str| {
-        ApiError::with(ResponseError::InvalidTopicException, format!("topic name {name:?} {why}"))
-    };
+    let invalid =
+        |why: &str| ApiError::with(ResponseError::InvalidTopicException, format!("topic name {name:?} {why}"));
     if name.is_empty() {
         return Err(invalid("is empty"));
     }
@@ -82,9 +81,8 @@ fn config_error(error: ConfigError) -> ApiError {
 }
 
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ApiError> {
-    let def = config::topic_def(name).ok_or_else(|| {
-        ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}"))
-    })?;
+    let def = config::topic_def(name)
+        .ok_or_else(|| ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}")))?;
     config::validate_value(name, def.kind, value).map_err(config_error)
 }
 
@@ -116,18 +114,11 @@ impl Broker {
             ));
         }
         Ok((first_partition..first_partition + count)
-            .map(|p| {
-                (0..replication_factor as usize)
-                    .map(|r| brokers[(p as usize + r) % brokers.len()])
-                    .collect()
-            })
+            .map(|p| (0..replication_factor as usize).map(|r| brokers[(p as usize + r) % brokers.len()]).collect())
             .collect())
     }
 
-    fn check_manual_assignment(
-        image: &MetadataImage,
-        replicas: &[NodeId],
-    ) -> Result<(), ApiError> {
+    fn check_manual_assignment(image: &MetadataImage, replicas: &[NodeId]) -> Result<(), ApiError> {
         let mut seen = replicas.to_vec();
         seen.sort_unstable();
         seen.dedup();
@@ -258,10 +249,17 @@ impl Broker {
         let mut results = Vec::with_capacity(specs.len());
         let mut records = Vec::new();
         // Checked before anything is planned: planning allocates per partition.
-        let requested: i64 = specs
-            .iter()
-            .map(|s| if s.assignments.is_empty() { i64::from(s.num_partitions.max(1)) } else { s.assignments.len() as i64 })
-            .sum();
+        let requested: i64 =
+            specs
+                .iter()
+                .map(|s| {
+                    if s.assignments.is_empty() {
+                        i64::from(s.num_partitions.max(1))
+                    } else {
+                        s.assignments.len() as i64
+                    }
+                })
+                .sum();
         if requested > PARTITIONS_PER_REQUEST_MAX {
             return specs.iter().map(|_| Err(too_many_partitions())).collect();
         }
@@ -289,12 +287,12 @@ impl Broker {
 
     /// Proposes records and brings hosted partitions in line with the new image.
     async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
-        self.metadata.propose(records).await.map_err(|error| {
-            ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}"))
-        })?;
-        let reconciled = self
-            .reconcile()
-            .map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
+        self.metadata
+            .propose(records)
+            .await
+            .map_err(|error| ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")))?;
+        let reconciled =
+            self.reconcile().map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
         self.topics_changed().await;
         reconciled
     }
@@ -382,7 +380,10 @@ impl Broker {
                 if assignments.len() as i32 != added {
                     return Err(ApiError::with(
                         ResponseError::InvalidReplicaAssignment,
-                        format!("increasing the number of partitions by {added} but {} assignments provided", assignments.len()),
+                        format!(
+                            "increasing the number of partitions by {added} but {} assignments provided",
+                            assignments.len()
+                        ),
                     ));
                 }
                 for replicas in &assignments {
@@ -391,8 +392,7 @@ impl Broker {
                 assignments
             }
             None => {
-                let replication_factor =
-                    topic.partitions.values().next().map_or(1, |p| p.replicas.len() as i16);
+                let replication_factor = topic.partitions.values().next().map_or(1, |p| p.replicas.len() as i16);
                 self.assign(&image, current, added, replication_factor)?
             }
         };
@@ -434,7 +434,10 @@ impl Broker {
                     if let Some(value) = value {
                         validate_topic_config(name, value)?;
                     } else if config::topic_def(name).is_none() {
-                        return Err(ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}")));
+                        return Err(ApiError::with(
+                            ResponseError::InvalidConfig,
+                            format!("unknown topic config {name}"),
+                        ));
                     }
                 }
                 ConfigResource::Broker(_) => {
@@ -457,7 +460,11 @@ impl Broker {
         if replace {
             for name in current.keys() {
                 if !changes.iter().any(|(changed, _)| changed == name) {
-                    records.push(MetadataRecord::Config { resource: resource.clone(), name: name.clone(), value: None });
+                    records.push(MetadataRecord::Config {
+                        resource: resource.clone(),
+                        name: name.clone(),
+                        value: None,
+                    });
                 }
             }
         }

@@ -35,9 +35,7 @@ impl From<&BatchError> for ApiError {
         let code = match error {
             BatchError::Corrupt { .. } => ResponseError::CorruptMessage,
             BatchError::TooLarge { .. } => ResponseError::MessageTooLarge,
-            BatchError::InvalidRecord { .. } | BatchError::ControlBatch { .. } => {
-                ResponseError::InvalidRecord
-            }
+            BatchError::InvalidRecord { .. } | BatchError::ControlBatch { .. } => ResponseError::InvalidRecord,
         };
         ApiError::with(code, error.to_string())
     }
@@ -46,9 +44,7 @@ impl From<&BatchError> for ApiError {
 impl From<&LogError> for ApiError {
     fn from(error: &LogError) -> Self {
         match error {
-            LogError::OffsetOutOfRange { .. } => {
-                ApiError::with(ResponseError::OffsetOutOfRange, error.to_string())
-            }
+            LogError::OffsetOutOfRange { .. } => ApiError::with(ResponseError::OffsetOutOfRange, error.to_string()),
             LogError::InvalidBatch(batch) => ApiError::from(batch),
             _ => ApiError::with(ResponseError::KafkaStorageError, error.to_string()),
         }

@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use keel_coordinator::{
-    Coordinator, Effect, ErrorCode, GroupConfig, GroupDescription, GroupListing, GroupState, Heartbeat,
-    JoinGroup, LeaveGroup, MemberIdGenerator, OffsetCommit, OffsetFetch, OffsetFetchResult, Record,
-    RequestId, Response, SyncGroup,
-};
 use keel_coordinator as gc;
+use keel_coordinator::{
+    Coordinator, Effect, ErrorCode, GroupConfig, GroupDescription, GroupListing, GroupState, Heartbeat, JoinGroup,
+    LeaveGroup, MemberIdGenerator, OffsetCommit, OffsetFetch, OffsetFetchResult, Record, RequestId, Response,
+    SyncGroup,
+};
 use keel_log::batch::batch_headers;
 use tokio::sync::{mpsc, oneshot};
 
@@ -154,14 +154,10 @@ impl Broker {
             num_partitions: partitions,
             replication_factor,
             assignments: BTreeMap::new(),
-            configs: [
-                ("cleanup.policy", "compact"),
-                ("compression.type", "producer"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect(),
+            configs: [("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+                .collect(),
         };
         match self.create_topics(vec![spec], false).await.pop() {
             Some(Ok(created)) => Ok(created.num_partitions),
@@ -196,9 +192,8 @@ impl Broker {
         }
         let partition = self.partition(OFFSETS_TOPIC, index)?;
         let mut actors = self.groups.lock();
-        if let Some(running) = actors
-            .get(&index)
-            .filter(|r| !r.sender.is_closed() && Arc::ptr_eq(&r.partition, &partition))
+        if let Some(running) =
+            actors.get(&index).filter(|r| !r.sender.is_closed() && Arc::ptr_eq(&r.partition, &partition))
         {
             return Some(running.sender.clone());
         }
@@ -387,15 +382,13 @@ impl Actor {
         }
         None
     }
-
 }
 
 /// Appends records to the partition and waits until they are fsynced.
 async fn persist(broker: &Broker, partition: &Partition, records: &[Record]) -> Result<(), String> {
-    let Some(mut batch) = keel_log::builder::build_batch(
-        records.iter().map(|r| (Some(&r.key[..]), r.value.as_deref())),
-        now_ms(),
-    ) else {
+    let Some(mut batch) =
+        keel_log::builder::build_batch(records.iter().map(|r| (Some(&r.key[..]), r.value.as_deref())), now_ms())
+    else {
         return Ok(());
     };
     let log = partition.log.clone();

@@ -101,8 +101,7 @@ async fn read_loop(
         let frame = buffer.split_to(length).freeze();
         let in_flight = match decode_request(frame) {
             Ok(request) => {
-                let (api_key, version, correlation_id) =
-                    (request.api_key, request.version(), request.correlation_id());
+                let (api_key, version, correlation_id) = (request.api_key, request.version(), request.correlation_id());
                 let reply = handlers::handle(broker, request, client_host).await;
                 InFlight { api_key, version, correlation_id, reply }
             }
@@ -229,7 +228,12 @@ async fn write_fetch(
 }
 
 /// Sends `len` bytes of `file` from `position` to the socket with `sendfile(2)`.
-async fn send_file(writer: &mut OwnedWriteHalf, file: &std::fs::File, mut position: u64, len: usize) -> anyhow::Result<()> {
+async fn send_file(
+    writer: &mut OwnedWriteHalf,
+    file: &std::fs::File,
+    mut position: u64,
+    len: usize,
+) -> anyhow::Result<()> {
     let stream = writer.as_ref();
     let mut remaining = len;
     while remaining > 0 {

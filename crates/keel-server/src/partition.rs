@@ -70,9 +70,7 @@ impl Partitions {
         let stale: Vec<Key> = map
             .iter()
             .filter(|((topic, index), partition)| {
-                image.topic(topic).is_none_or(|t| {
-                    t.topic_id != partition.topic_id || !t.partitions.contains_key(index)
-                })
+                image.topic(topic).is_none_or(|t| t.topic_id != partition.topic_id || !t.partitions.contains_key(index))
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -143,8 +141,7 @@ pub fn log_config(view: &ConfigView<'_>, topic: &str) -> LogConfig {
         segment_ms: positive("segment.ms").unwrap_or(defaults.segment_ms),
         index_interval_bytes: positive("index.interval.bytes")
             .map_or(defaults.index_interval_bytes, |v| v.min(u32::MAX as i64) as u32),
-        segment_index_bytes: positive("segment.index.bytes")
-            .map_or(defaults.segment_index_bytes, |v| v as u64),
+        segment_index_bytes: positive("segment.index.bytes").map_or(defaults.segment_index_bytes, |v| v as u64),
         flush_messages: unbounded(view.topic_i64(topic, "flush.messages")).map(|v| v as u64),
         flush_ms: unbounded(view.topic_i64(topic, "flush.ms")),
     }

@@ -43,16 +43,13 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
 
     // The HTTP port comes up first so that /livez answers during recovery.
     let (ready_tx, ready_rx) = watch::channel(false);
-    let http_listener = TcpListener::bind(options.http)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
+    let http_listener =
+        TcpListener::bind(options.http).await.with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
     let http_addr = http_listener.local_addr()?;
     let http = tokio::spawn(serve_http(http_listener, ready_rx));
 
-    let logs = tokio::task::block_in_place(|| {
-        LogManager::open(&options.data_dir, LogConfig::default(), now_ms())
-    })
-    .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
+    let logs = tokio::task::block_in_place(|| LogManager::open(&options.data_dir, LogConfig::default(), now_ms()))
+        .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
     let report = logs.recovery_report();
     if !report.clean_shutdown && !report.partitions.is_empty() {
         tracing::warn!(partitions = report.partitions.len(), "recovered after an unclean shutdown");
@@ -64,9 +61,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         .await
         .context("cannot open the cluster metadata log")?;
 
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let listener =
+        TcpListener::bind(options.listen).await.with_context(|| format!("cannot listen on {}", options.listen))?;
     let local = listener.local_addr()?;
     let advertised = match &options.advertise {
         Some(address) => parse_endpoint(address)?,
@@ -123,10 +119,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let _ = ready_tx.send(false);
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(SHUTDOWN_GRACE, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!("connections still busy after the grace period; closing them");
         connections.abort_all();
@@ -144,9 +138,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
 }
 
 fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
-    let (host, port) = address
-        .rsplit_once(':')
-        .with_context(|| format!("--advertise {address:?} must be host:port"))?;
+    let (host, port) =
+        address.rsplit_once(':').with_context(|| format!("--advertise {address:?} must be host:port"))?;
     let port = port.parse().with_context(|| format!("--advertise {address:?} has a bad port"))?;
     Ok(Endpoint { host: host.trim_matches(['[', ']']).to_string(), port })
 }
@@ -245,21 +238,19 @@ fn cluster_id_from(id: uuid::Uuid) -> String {
 }
 
 async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
-    let app = axum::Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = *ready.borrow();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                    }
+    let app = axum::Router::new().route("/livez", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let ready = *ready.borrow();
+            async move {
+                if ready {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
-            }),
-        );
+            }
+        }),
+    );
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http server stopped");
     }
@@ -268,11 +259,7 @@ async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
 /// Periodic work: recovery-point checkpoints and time-based flushes.
 async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let checkpoint_every = Duration::from_millis(
-        broker
-            .statics
-            .get("log.flush.offset.checkpoint.interval.ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60_000),
+        broker.statics.get("log.flush.offset.checkpoint.interval.ms").and_then(|v| v.parse().ok()).unwrap_or(60_000),
     );
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     let mut flush = tokio::time::interval(Duration::from_millis(100));

@@ -78,10 +78,8 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         node_id: args.node_id,
         statics,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(keel_server::run(options, shutdown_signal()))
 }
 

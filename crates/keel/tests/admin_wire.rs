@@ -11,9 +11,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    CreateTopicsRequest, DescribeLogDirsRequest, FetchRequest, ProduceRequest, TopicName,
-};
+use kafka_protocol::messages::{CreateTopicsRequest, DescribeLogDirsRequest, FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use keel_log::testing::test_batch;
 

@@ -310,9 +310,7 @@ fn every_advertised_version_answers() {
             let mut frame = (body.len() as i32).to_be_bytes().to_vec();
             frame.extend_from_slice(&body);
             raw.send_bytes(&frame);
-            let mut response = raw
-                .read_frame()
-                .unwrap_or_else(|| panic!("{api_key:?} v{version}: connection closed"));
+            let mut response = raw.read_frame().unwrap_or_else(|| panic!("{api_key:?} v{version}: connection closed"));
             let response_header = ResponseHeader::decode(&mut response, api_key.response_header_version(version))
                 .unwrap_or_else(|e| panic!("{api_key:?} v{version}: header: {e}"));
             assert_eq!(response_header.correlation_id, header.correlation_id, "{api_key:?} v{version}");

@@ -39,7 +39,12 @@ fn join_member(raw: &mut Raw, group_id: &str) -> JoinGroupResponse {
     raw.call(9, &join(group_id, first.member_id.as_str()))
 }
 
-fn sync(group_id: &str, generation_id: i32, member_id: &str, assignments: Vec<(&str, &'static [u8])>) -> SyncGroupRequest {
+fn sync(
+    group_id: &str,
+    generation_id: i32,
+    member_id: &str,
+    assignments: Vec<(&str, &'static [u8])>,
+) -> SyncGroupRequest {
     let mut request = SyncGroupRequest::default();
     request.group_id = group(group_id);
     request.generation_id = generation_id;
@@ -126,10 +131,7 @@ fn fenced_and_malformed_group_requests_get_kafka_error_codes() {
     // An empty group id is invalid, for joins and for commits.
     let response = raw.call(9, &join("", ""));
     assert_eq!(response.error_code, ResponseError::InvalidGroupId.code());
-    assert_eq!(
-        commit_error(&raw.call(8, &commit("", -1, ""))),
-        ResponseError::InvalidGroupId.code()
-    );
+    assert_eq!(commit_error(&raw.call(8, &commit("", -1, ""))), ResponseError::InvalidGroupId.code());
     // A group id longer than a record key string can hold.
     let long = "g".repeat(40_000);
     let response = raw.call(9, &join(&long, ""));
@@ -156,7 +158,10 @@ fn a_followers_assignments_are_ignored() {
     // The leader forms the group; the follower's join starts a rebalance that the leader joins.
     let leader = join_member(&mut leader_conn, "two");
     let leader_id = leader.member_id.to_string();
-    assert_eq!(leader_conn.call(5, &sync("two", leader.generation_id, &leader_id, vec![(&leader_id, b"solo")])).error_code, 0);
+    assert_eq!(
+        leader_conn.call(5, &sync("two", leader.generation_id, &leader_id, vec![(&leader_id, b"solo")])).error_code,
+        0
+    );
     let first = follower_conn.call(9, &join("two", ""));
     let follower_id = first.member_id.to_string();
     follower_conn.send(9, &join("two", &follower_id));
@@ -171,8 +176,10 @@ fn a_followers_assignments_are_ignored() {
     assert_eq!(follower_joined.generation_id, generation);
 
     // The follower syncs first, with assignments of its own: they are ignored.
-    follower_conn.send(5, &sync("two", generation, &follower_id, vec![(&follower_id, b"mine"), (&leader_id, b"yours")]));
-    let synced = leader_conn.call(5, &sync("two", generation, &leader_id, vec![(&leader_id, b"L"), (&follower_id, b"F")]));
+    follower_conn
+        .send(5, &sync("two", generation, &follower_id, vec![(&follower_id, b"mine"), (&leader_id, b"yours")]));
+    let synced =
+        leader_conn.call(5, &sync("two", generation, &leader_id, vec![(&leader_id, b"L"), (&follower_id, b"F")]));
     assert_eq!(synced.error_code, 0);
     assert_eq!(&synced.assignment[..], b"L");
     let follower_synced: SyncGroupResponse =

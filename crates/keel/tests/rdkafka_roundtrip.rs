@@ -13,7 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
@@ -29,9 +29,7 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-    let results = runtime()
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .expect("create topics");
+    let results = runtime().block_on(admin.create_topics([&topic], &AdminOptions::new())).expect("create topics");
     for result in results {
         result.expect("topic created");
     }
@@ -54,11 +52,8 @@ fn roundtrip(keel: &Keel, codec: &str) {
         let headers = OwnedHeaders::new()
             .insert(Header { key: "seq", value: Some(&i.to_string()) })
             .insert(Header { key: "codec", value: Some(codec) });
-        let mut record = BaseRecord::to(&topic)
-            .key(&key)
-            .payload(&value)
-            .headers(headers)
-            .timestamp(BASE_TIMESTAMP_MS + i as i64);
+        let mut record =
+            BaseRecord::to(&topic).key(&key).payload(&value).headers(headers).timestamp(BASE_TIMESTAMP_MS + i as i64);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -119,9 +114,7 @@ fn roundtrip(keel: &Keel, codec: &str) {
     // ListOffsets: earliest 0, latest = records in the partition, by timestamp within range.
     let mut total = 0;
     for partition in 0..PARTITIONS {
-        let (low, high) = consumer
-            .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-            .expect("watermarks");
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10)).expect("watermarks");
         assert_eq!(low, 0);
         total += high;
     }

@@ -38,17 +38,11 @@ pub(crate) enum FileError {
 
 impl FileError {
     pub(crate) fn io(path: &Path, source: io::Error) -> Self {
-        FileError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        FileError::Io { path: path.to_path_buf(), source }
     }
 
     pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
-        FileError::Corrupt {
-            path: path.to_path_buf(),
-            detail: detail.into(),
-        }
+        FileError::Corrupt { path: path.to_path_buf(), detail: detail.into() }
     }
 }
 
@@ -76,54 +70,37 @@ pub(crate) enum Frame<'a> {
 /// Reads the frame at the start of `buf` without trusting its length field.
 pub(crate) fn decode_frame(buf: &[u8]) -> Frame<'_> {
     let Some(header) = buf.get(..FRAME_HEADER_BYTES) else {
-        return Frame::Torn {
-            reason: format!("{} bytes left, shorter than a frame header", buf.len()),
-        };
+        return Frame::Torn { reason: format!("{} bytes left, shorter than a frame header", buf.len()) };
     };
     let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     if length == 0 || length > FRAME_BYTES_MAX {
-        return Frame::Torn {
-            reason: format!("frame length {length} out of range"),
-        };
+        return Frame::Torn { reason: format!("frame length {length} out of range") };
     }
     let Some(payload) = buf.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + length) else {
         return Frame::Torn {
-            reason: format!(
-                "frame of {length} bytes but only {} left",
-                buf.len() - FRAME_HEADER_BYTES
-            ),
+            reason: format!("frame of {length} bytes but only {} left", buf.len() - FRAME_HEADER_BYTES),
         };
     };
     if crc32c::crc32c(payload) != crc {
-        return Frame::Torn {
-            reason: "frame crc mismatch".to_string(),
-        };
+        return Frame::Torn { reason: "frame crc mismatch".to_string() };
     }
-    Frame::Complete {
-        payload,
-        bytes: FRAME_HEADER_BYTES + length,
-    }
+    Frame::Complete { payload, bytes: FRAME_HEADER_BYTES + length }
 }
 
 /// Replaces `path` with a file holding `value` as one frame, so that after a crash the path holds
 /// either the old or the new value: write `<path>.tmp`, fsync it, rename it over `path`, fsync the
 /// directory.
 pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), FileError> {
-    let frame =
-        encode_frame(value).map_err(|e| FileError::corrupt(path, format!("encode: {e}")))?;
+    let frame = encode_frame(value).map_err(|e| FileError::corrupt(path, format!("encode: {e}")))?;
     write_bytes_atomic(path, &frame)
 }
 
 /// [`write_atomic`] for raw bytes.
 pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let tmp = tmp_path(path);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| FileError::io(&tmp, e))?;
+    let mut file =
+        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| FileError::io(&tmp, e))?;
     file.write_all(bytes).map_err(|e| FileError::io(&tmp, e))?;
     file.sync_all().map_err(|e| FileError::io(&tmp, e))?;
     drop(file);
@@ -139,18 +116,14 @@ pub(crate) fn read_atomic<T: DeserializeOwned>(path: &Path) -> Result<Option<T>,
         Err(e) => return Err(FileError::io(path, e)),
     };
     match decode_frame(&bytes) {
-        Frame::Complete {
-            payload,
-            bytes: used,
-        } if used == bytes.len() => {
+        Frame::Complete { payload, bytes: used } if used == bytes.len() => {
             let value = serde_json::from_slice(payload)
                 .map_err(|e| FileError::corrupt(path, format!("undecodable content: {e}")))?;
             Ok(Some(value))
         }
-        Frame::Complete { bytes: used, .. } => Err(FileError::corrupt(
-            path,
-            format!("{} trailing bytes after the frame", bytes.len() - used),
-        )),
+        Frame::Complete { bytes: used, .. } => {
+            Err(FileError::corrupt(path, format!("{} trailing bytes after the frame", bytes.len() - used)))
+        }
         // A file replaced by rename is never torn: a bad frame here is damage, not a crash.
         Frame::Torn { reason } => Err(FileError::corrupt(path, reason)),
     }
@@ -162,9 +135,7 @@ pub(crate) fn sync_dir(path: &Path) -> Result<(), FileError> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| FileError::io(dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| FileError::io(dir, e))
 }
 
 pub(crate) fn tmp_path(path: &Path) -> PathBuf {
@@ -204,18 +175,12 @@ mod tests {
     fn every_prefix_and_bit_flip_is_torn() {
         let frame = encode_frame(&"metadata").expect("encode");
         for len in 0..frame.len() {
-            assert!(
-                matches!(decode_frame(&frame[..len]), Frame::Torn { .. }),
-                "prefix {len}"
-            );
+            assert!(matches!(decode_frame(&frame[..len]), Frame::Torn { .. }), "prefix {len}");
         }
         for i in FRAME_HEADER_BYTES..frame.len() {
             let mut flipped = frame.clone();
             flipped[i] ^= 0x01;
-            assert!(
-                matches!(decode_frame(&flipped), Frame::Torn { .. }),
-                "flip at {i}"
-            );
+            assert!(matches!(decode_frame(&flipped), Frame::Torn { .. }), "flip at {i}");
         }
     }
 
@@ -251,9 +216,6 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0x01;
         fs::write(&path, bytes).expect("damage");
-        assert!(matches!(
-            read_atomic::<u64>(&path),
-            Err(FileError::Corrupt { .. })
-        ));
+        assert!(matches!(read_atomic::<u64>(&path), Err(FileError::Corrupt { .. })));
     }
 }

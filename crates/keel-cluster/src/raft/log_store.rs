@@ -121,13 +121,9 @@ impl LogStore {
         let purged_index = last_purged.map(|id| id.index);
         while offset < bytes.len() {
             let (entry, at) = match file::decode_frame(&bytes[offset..]) {
-                Frame::Complete {
-                    payload,
-                    bytes: used,
-                } => {
-                    let entry: Entry = serde_json::from_slice(payload).map_err(|e| {
-                        FileError::corrupt(&path, format!("entry at byte {offset}: {e}"))
-                    })?;
+                Frame::Complete { payload, bytes: used } => {
+                    let entry: Entry = serde_json::from_slice(payload)
+                        .map_err(|e| FileError::corrupt(&path, format!("entry at byte {offset}: {e}")))?;
                     let at = offset as u64;
                     offset += used;
                     (entry, at)
@@ -163,28 +159,18 @@ impl LogStore {
             entries.insert(index, entry);
         }
 
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| FileError::io(&path, e))?;
+        let mut file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| FileError::io(&path, e))?;
         let end_offset = offset as u64;
         if recovery.truncated_bytes > 0 {
-            file.set_len(end_offset)
-                .map_err(|e| FileError::io(&path, e))?;
+            file.set_len(end_offset).map_err(|e| FileError::io(&path, e))?;
             file.sync_all().map_err(|e| FileError::io(&path, e))?;
         }
-        file.seek(SeekFrom::Start(end_offset))
-            .map_err(|e| FileError::io(&path, e))?;
+        file.seek(SeekFrom::Start(end_offset)).map_err(|e| FileError::io(&path, e))?;
 
         // The committed id can only point past the log if the disk lost fsynced data (or the
         // file was cut by hand). Starting from what survived keeps the node usable; the loss is
         // reported loudly.
-        let last_log_id = entries
-            .values()
-            .next_back()
-            .map(|e: &Entry| e.log_id)
-            .or(last_purged);
+        let last_log_id = entries.values().next_back().map(|e: &Entry| e.log_id).or(last_purged);
         if let Some(c) = committed {
             if Some(c.index) > last_log_id.map(|id| id.index) {
                 tracing::error!(
@@ -198,26 +184,9 @@ impl LogStore {
             }
         }
 
-        let log_file = LogFile {
-            dir: dir.to_path_buf(),
-            path,
-            file,
-            end_offset,
-            offsets,
-            vote,
-            committed,
-        };
-        let shared = SharedLog {
-            entries,
-            last_purged,
-        };
-        Ok((
-            LogStore {
-                file: Arc::new(Mutex::new(log_file)),
-                shared: Arc::new(Mutex::new(shared)),
-            },
-            recovery,
-        ))
+        let log_file = LogFile { dir: dir.to_path_buf(), path, file, end_offset, offsets, vote, committed };
+        let shared = SharedLog { entries, last_purged };
+        Ok((LogStore { file: Arc::new(Mutex::new(log_file)), shared: Arc::new(Mutex::new(shared)) }, recovery))
     }
 
     /// Runs blocking file work off the async runtime.
@@ -240,24 +209,16 @@ impl LogStore {
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     // The header is created by an atomic rename, so a short or foreign header is damage.
     let Some(header) = bytes.get(..LOG_HEADER_BYTES as usize) else {
-        return Err(FileError::corrupt(
-            path,
-            "file is shorter than the log header",
-        ));
+        return Err(FileError::corrupt(path, "file is shorter than the log header"));
     };
     if header[..8] != LOG_MAGIC {
-        return Err(FileError::corrupt(
-            path,
-            "not a keel metadata log (bad magic)",
-        ));
+        return Err(FileError::corrupt(path, "not a keel metadata log (bad magic)"));
     }
     let version = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
     if version != LOG_FORMAT_VERSION {
         return Err(FileError::corrupt(
             path,
-            format!(
-                "log format version {version} is not supported (expected {LOG_FORMAT_VERSION})"
-            ),
+            format!("log format version {version} is not supported (expected {LOG_FORMAT_VERSION})"),
         ));
     }
     Ok(())
@@ -265,11 +226,7 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
 
 fn lock<T>(mutex: &Mutex<T>) -> Result<MutexGuard<'_, T>, StorageError> {
     mutex.lock().map_err(|_| {
-        storage_error(
-            ErrorSubject::Store,
-            ErrorVerb::Read,
-            &AnyError::error("metadata log lock poisoned"),
-        )
+        storage_error(ErrorSubject::Store, ErrorVerb::Read, &AnyError::error("metadata log lock poisoned"))
     })
 }
 
@@ -286,16 +243,12 @@ impl LogFile {
         let mut buf = Vec::new();
         let mut new_offsets = Vec::with_capacity(entries.len());
         for entry in entries {
-            let frame = file::encode_frame(entry)
-                .map_err(|e| FileError::corrupt(&self.path, format!("encode entry: {e}")))?;
+            let frame =
+                file::encode_frame(entry).map_err(|e| FileError::corrupt(&self.path, format!("encode entry: {e}")))?;
             if frame.len() - file::FRAME_HEADER_BYTES > file::FRAME_BYTES_MAX {
                 return Err(FileError::corrupt(
                     &self.path,
-                    format!(
-                        "entry {} is {} bytes, over the frame limit",
-                        entry.log_id,
-                        frame.len()
-                    ),
+                    format!("entry {} is {} bytes, over the frame limit", entry.log_id, frame.len()),
                 ));
             }
             new_offsets.push((entry.log_id.index, self.end_offset + buf.len() as u64));
@@ -321,12 +274,8 @@ impl LogFile {
         let Some(&offset) = self.offsets.get(&index) else {
             return Ok(());
         };
-        self.file
-            .set_len(offset)
-            .map_err(|e| FileError::io(&self.path, e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| FileError::io(&self.path, e))?;
+        self.file.set_len(offset).map_err(|e| FileError::io(&self.path, e))?;
+        self.file.sync_data().map_err(|e| FileError::io(&self.path, e))?;
         self.end_offset = offset;
         self.offsets.split_off(&index);
         Ok(())
@@ -339,11 +288,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let shared = lock(&self.shared)?;
-        Ok(shared
-            .entries
-            .range(range)
-            .map(|(_, entry)| entry.clone())
-            .collect())
+        Ok(shared.entries.range(range).map(|(_, entry)| entry.clone()).collect())
     }
 }
 
@@ -352,11 +297,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        LogReader {
-            shared: Arc::clone(&self.shared),
-        }
-        .try_get_log_entries(range)
-        .await
+        LogReader { shared: Arc::clone(&self.shared) }.try_get_log_entries(range).await
     }
 }
 
@@ -366,22 +307,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let shared = lock(&self.shared)?;
         let last_purged_log_id = shared.last_purged;
-        let last_log_id = shared
-            .entries
-            .values()
-            .next_back()
-            .map(|entry| entry.log_id)
-            .or(last_purged_log_id);
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        let last_log_id = shared.entries.values().next_back().map(|entry| entry.log_id).or(last_purged_log_id);
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader {
-            shared: Arc::clone(&self.shared),
-        }
+        LogReader { shared: Arc::clone(&self.shared) }
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
@@ -413,11 +344,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(lock(&self.file)?.committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -425,8 +352,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let result = self
             .blocking(move |file, shared| {
-                file.append(&entries)
-                    .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+                file.append(&entries).map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
                 let mut shared = lock(shared)?;
                 for entry in entries {
                     shared.entries.insert(entry.log_id.index, entry);
@@ -450,8 +376,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.blocking(move |file, shared| {
             lock(shared)?.entries.split_off(&log_id.index);
-            file.truncate(log_id.index)
-                .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            file.truncate(log_id.index).map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
         })
         .await
     }

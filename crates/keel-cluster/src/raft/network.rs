@@ -13,8 +13,8 @@
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::BasicNode;
 
@@ -46,10 +46,7 @@ struct NoTransport {
 
 impl UnreachableNode {
     fn unreachable<T, E: std::error::Error>(&self) -> RpcResult<T, E> {
-        let cause = NoTransport {
-            target: self.target,
-            addr: self.addr.clone(),
-        };
+        let cause = NoTransport { target: self.target, addr: self.addr.clone() };
         Err(RPCError::Unreachable(Unreachable::new(&cause)))
     }
 }
@@ -58,10 +55,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = UnreachableNode;
 
     async fn new_client(&mut self, target: RaftNodeId, node: &BasicNode) -> Self::Network {
-        UnreachableNode {
-            target,
-            addr: node.addr.clone(),
-        }
+        UnreachableNode { target, addr: node.addr.clone() }
     }
 }
 
@@ -82,11 +76,7 @@ impl RaftNetwork<TypeConfig> for UnreachableNode {
         self.unreachable()
     }
 
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<RaftNodeId>,
-        _option: RPCOption,
-    ) -> RpcResult<VoteResponse<RaftNodeId>> {
+    async fn vote(&mut self, _rpc: VoteRequest<RaftNodeId>, _option: RPCOption) -> RpcResult<VoteResponse<RaftNodeId>> {
         self.unreachable()
     }
 }

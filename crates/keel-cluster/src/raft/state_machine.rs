@@ -57,19 +57,11 @@ impl From<&MetadataImage> for ImageSnapshot {
                 .map(|topic| TopicSnapshot {
                     name: topic.name.clone(),
                     topic_id: topic.topic_id,
-                    partitions: topic
-                        .partitions
-                        .iter()
-                        .map(|(p, s)| (*p, s.clone()))
-                        .collect(),
+                    partitions: topic.partitions.iter().map(|(p, s)| (*p, s.clone())).collect(),
                     configs: topic.configs.clone(),
                 })
                 .collect(),
-            broker_configs: image
-                .broker_configs
-                .iter()
-                .map(|(n, c)| (*n, c.clone()))
-                .collect(),
+            broker_configs: image.broker_configs.iter().map(|(n, c)| (*n, c.clone())).collect(),
         }
     }
 }
@@ -77,21 +69,13 @@ impl From<&MetadataImage> for ImageSnapshot {
 impl ImageSnapshot {
     /// Rebuilds the image, rejecting a snapshot that names a topic or topic id twice.
     pub fn into_image(self) -> Result<MetadataImage, String> {
-        let mut image = MetadataImage {
-            applied_index: self.applied_index,
-            ..Default::default()
-        };
+        let mut image = MetadataImage { applied_index: self.applied_index, ..Default::default() };
         for broker in self.brokers {
             image.brokers.insert(broker.node_id, broker);
         }
         for topic in self.topics {
-            if image.topics.contains_key(&topic.name)
-                || image.topic_names.contains_key(&topic.topic_id)
-            {
-                return Err(format!(
-                    "topic {} ({}) appears twice",
-                    topic.name, topic.topic_id
-                ));
+            if image.topics.contains_key(&topic.name) || image.topic_names.contains_key(&topic.topic_id) {
+                return Err(format!("topic {} ({}) appears twice", topic.name, topic.topic_id));
             }
             image.topic_names.insert(topic.topic_id, topic.name.clone());
             image.topics.insert(
@@ -134,42 +118,27 @@ impl StateMachine {
     /// Loads the last persisted snapshot from `dir`, if any, and publishes its image.
     ///
     /// Does blocking I/O: call it from a blocking context.
-    pub fn open(
-        dir: &Path,
-    ) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), MetadataError> {
+    pub fn open(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), MetadataError> {
         Self::open_files(dir).map_err(MetadataError::from)
     }
 
-    fn open_files(
-        dir: &Path,
-    ) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), FileError> {
+    fn open_files(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), FileError> {
         let path = dir.join(SNAPSHOT_FILE);
         file::remove_stale_tmp(&path)?;
         let applied = match file::read_atomic::<StoredSnapshot>(&path)? {
             None => Applied::default(),
             Some(stored) => Applied {
-                image: stored
-                    .image
-                    .into_image()
-                    .map_err(|e| FileError::corrupt(&path, e))?,
+                image: stored.image.into_image().map_err(|e| FileError::corrupt(&path, e))?,
                 last_applied: stored.meta.last_log_id,
                 membership: stored.meta.last_membership,
             },
         };
         let (image_tx, image_rx) = watch::channel(Arc::new(applied.image.clone()));
-        Ok((
-            StateMachine {
-                dir: dir.to_path_buf(),
-                applied,
-                image_tx,
-            },
-            image_rx,
-        ))
+        Ok((StateMachine { dir: dir.to_path_buf(), applied, image_tx }, image_rx))
     }
 
     fn publish(&self) {
-        self.image_tx
-            .send_replace(Arc::new(self.applied.image.clone()));
+        self.image_tx.send_replace(Arc::new(self.applied.image.clone()));
     }
 }
 
@@ -190,15 +159,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_membership: self.applied.membership.clone(),
             snapshot_id: format!("{index}-{}", Uuid::new_v4().simple()),
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            image,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), image };
         persist_snapshot(&self.dir, stored).await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -207,20 +170,8 @@ async fn persist_snapshot(dir: &Path, stored: StoredSnapshot) -> Result<(), Stor
     let signature = stored.meta.signature();
     tokio::task::spawn_blocking(move || file::write_atomic(&path, &stored))
         .await
-        .map_err(|e| {
-            storage_error(
-                ErrorSubject::Snapshot(Some(signature.clone())),
-                ErrorVerb::Write,
-                &e,
-            )
-        })?
-        .map_err(|e| {
-            storage_error(
-                ErrorSubject::Snapshot(Some(signature)),
-                ErrorVerb::Write,
-                &e,
-            )
-        })
+        .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, &e))?
+        .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write, &e))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -245,8 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 EntryPayload::Membership(membership) => {
-                    self.applied.membership =
-                        OrStoredMembership::new(Some(entry.log_id), membership);
+                    self.applied.membership = OrStoredMembership::new(Some(entry.log_id), membership);
                 }
             }
             self.applied.last_applied = Some(entry.log_id);
@@ -261,10 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder {
-            dir: self.dir.clone(),
-            applied: self.applied.clone(),
-        }
+        SnapshotBuilder { dir: self.dir.clone(), applied: self.applied.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -277,46 +224,33 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let image: ImageSnapshot = serde_json::from_slice(snapshot.get_ref())
-            .map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?;
-        let mut rebuilt = image.clone().into_image().map_err(|e| {
-            storage_error(subject(), ErrorVerb::Read, &openraft::AnyError::error(e))
-        })?;
+        let image: ImageSnapshot =
+            serde_json::from_slice(snapshot.get_ref()).map_err(|e| storage_error(subject(), ErrorVerb::Read, &e))?;
+        let mut rebuilt = image
+            .clone()
+            .into_image()
+            .map_err(|e| storage_error(subject(), ErrorVerb::Read, &openraft::AnyError::error(e)))?;
         rebuilt.applied_index = meta.last_log_id.map_or(0, |id| id.index);
         // Durable before it replaces the state: openraft purges the log the snapshot covers.
-        persist_snapshot(
-            &self.dir,
-            StoredSnapshot {
-                meta: meta.clone(),
-                image,
-            },
-        )
-        .await?;
-        self.applied = Applied {
-            image: rebuilt,
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-        };
+        persist_snapshot(&self.dir, StoredSnapshot { meta: meta.clone(), image }).await?;
+        self.applied =
+            Applied { image: rebuilt, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         self.publish();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let path = self.dir.join(SNAPSHOT_FILE);
-        let stored =
-            tokio::task::spawn_blocking(move || file::read_atomic::<StoredSnapshot>(&path))
-                .await
-                .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?
-                .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
+        let stored = tokio::task::spawn_blocking(move || file::read_atomic::<StoredSnapshot>(&path))
+            .await
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?
+            .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
         let Some(stored) = stored else {
             return Ok(None);
         };
         let data = serde_json::to_vec(&stored.image)
             .map_err(|e| storage_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(data)) }))
     }
 }
 
@@ -335,20 +269,11 @@ mod tests {
             port: 9092,
             rack: None,
         }));
-        image.apply(&MetadataRecord::Topic {
-            name: "t".into(),
-            topic_id: id,
-        });
+        image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id });
         image.apply(&MetadataRecord::Partition {
             topic_id: id,
             partition: 0,
-            state: PartitionState {
-                replicas: vec![1],
-                isr: vec![1],
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 0,
-            },
+            state: PartitionState { replicas: vec![1], isr: vec![1], leader: 1, leader_epoch: 0, partition_epoch: 0 },
         });
         for (resource, value) in [
             (ConfigResource::Topic("t".into()), Some("1000")),

@@ -99,9 +99,7 @@ impl ConsumerGroupKey {
     }
 
     pub(super) fn decode(r: &mut Reader<'_>) -> Result<Self, RecordError> {
-        Ok(Self {
-            group: r.string("groupId")?,
-        })
+        Ok(Self { group: r.string("groupId")? })
     }
 }
 
@@ -115,10 +113,7 @@ impl ConsumerGroupMemberKey {
     }
 
     pub(super) fn decode(r: &mut Reader<'_>) -> Result<Self, RecordError> {
-        Ok(Self {
-            group: r.string("groupId")?,
-            member_id: r.string("memberId")?,
-        })
+        Ok(Self { group: r.string("groupId")?, member_id: r.string("memberId")? })
     }
 }
 
@@ -163,19 +158,12 @@ fn read_topic_partitions(r: &mut Reader<'_>) -> Result<Vec<TopicPartitions>, Rec
         }
         // Tag 0 (AssignmentEpochs, KIP-1251) and any other tag are skipped.
         r.skip_tagged_fields()?;
-        out.push(TopicPartitions {
-            topic_id,
-            partitions,
-        });
+        out.push(TopicPartitions { topic_id, partitions });
     }
     Ok(out)
 }
 
-fn write_string_array(
-    w: &mut Writer,
-    field: &'static str,
-    v: &[String],
-) -> Result<(), RecordError> {
+fn write_string_array(w: &mut Writer, field: &'static str, v: &[String]) -> Result<(), RecordError> {
     w.array_len(v.len())?;
     for s in v {
         w.string(field, s)?;
@@ -215,22 +203,15 @@ impl ConsumerGroupMetadataValue {
         let tags = r.uvarint("tagged fields")?;
         for _ in 0..tags {
             let tag = r.uvarint("tag")?;
-            let size = usize::try_from(r.uvarint("tag size")?).map_err(|_| {
-                RecordError::InvalidLength {
-                    field: "tag size",
-                    length: -1,
-                }
-            })?;
+            let size = usize::try_from(r.uvarint("tag size")?)
+                .map_err(|_| RecordError::InvalidLength { field: "tag size", length: -1 })?;
             if tag == 0 && size == 8 {
                 metadata_hash = r.i64("metadataHash")?;
             } else {
                 r.take("tagged field", size)?;
             }
         }
-        Ok(Self {
-            epoch,
-            metadata_hash,
-        })
+        Ok(Self { epoch, metadata_hash })
     }
 }
 
@@ -242,10 +223,7 @@ impl ConsumerGroupMemberMetadataValue {
         w.string("clientId", &self.client_id)?;
         w.string("clientHost", &self.client_host)?;
         write_string_array(&mut w, "subscribedTopicNames", &self.subscribed_topic_names)?;
-        w.nullable_string(
-            "subscribedTopicRegex",
-            self.subscribed_topic_regex.as_deref(),
-        )?;
+        w.nullable_string("subscribedTopicRegex", self.subscribed_topic_regex.as_deref())?;
         w.i32(self.rebalance_timeout_ms);
         w.nullable_string("serverAssignor", self.server_assignor.as_deref())?;
         w.tagged_fields();
@@ -342,18 +320,12 @@ mod tests {
     #[test]
     fn current_member_assignment_matches_hand_checked_bytes() {
         let record = CoordinatorRecord::ConsumerGroupCurrentMemberAssignment {
-            key: ConsumerGroupMemberKey {
-                group: "g".into(),
-                member_id: "m".into(),
-            },
+            key: ConsumerGroupMemberKey { group: "g".into(), member_id: "m".into() },
             value: Some(ConsumerGroupCurrentMemberAssignmentValue {
                 member_epoch: 5,
                 previous_member_epoch: 4,
                 state: 1,
-                assigned_partitions: vec![TopicPartitions {
-                    topic_id: [9; 16],
-                    partitions: vec![0, 2],
-                }],
+                assigned_partitions: vec![TopicPartitions { topic_id: [9; 16], partitions: vec![0, 2] }],
                 partitions_pending_revocation: vec![],
             }),
         };
@@ -374,38 +346,23 @@ mod tests {
         ]
         .concat();
         assert_eq!(encoded.value.as_deref(), Some(&value[..]));
-        assert_eq!(
-            CoordinatorRecord::decode(&encoded.key, encoded.value.as_deref()).unwrap(),
-            record
-        );
+        assert_eq!(CoordinatorRecord::decode(&encoded.key, encoded.value.as_deref()).unwrap(), record);
     }
 
     #[test]
     fn group_metadata_hash_is_tagged_field_zero() {
-        let v = ConsumerGroupMetadataValue {
-            epoch: 3,
-            metadata_hash: 0x0102,
-        };
+        let v = ConsumerGroupMetadataValue { epoch: 3, metadata_hash: 0x0102 };
         let bytes = v.encode().unwrap();
         assert_eq!(bytes, [0, 0, 0, 0, 0, 3, 1, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]);
         assert_eq!(ConsumerGroupMetadataValue::decode(&bytes).unwrap(), v);
-        let no_hash = ConsumerGroupMetadataValue {
-            epoch: 3,
-            metadata_hash: 0,
-        };
+        let no_hash = ConsumerGroupMetadataValue { epoch: 3, metadata_hash: 0 };
         assert_eq!(no_hash.encode().unwrap(), [0, 0, 0, 0, 0, 3, 0]);
     }
 
     fn arb_tps() -> impl Strategy<Value = Vec<TopicPartitions>> {
         proptest::collection::vec(
-            (
-                any::<[u8; 16]>(),
-                proptest::collection::vec(any::<i32>(), 0..5),
-            )
-                .prop_map(|(topic_id, partitions)| TopicPartitions {
-                    topic_id,
-                    partitions,
-                }),
+            (any::<[u8; 16]>(), proptest::collection::vec(any::<i32>(), 0..5))
+                .prop_map(|(topic_id, partitions)| TopicPartitions { topic_id, partitions }),
             0..4,
         )
     }

@@ -8,11 +8,7 @@ use crate::records::CoordinatorRecord;
 const T: [u8; 16] = [7; 16];
 
 fn topics(partitions: i32) -> Vec<TopicMetadata> {
-    vec![TopicMetadata {
-        name: "t".into(),
-        topic_id: T,
-        partitions,
-    }]
+    vec![TopicMetadata { name: "t".into(), topic_id: T, partitions }]
 }
 
 fn harness() -> Harness {
@@ -46,19 +42,14 @@ fn beat(member_id: &str, epoch: i32, owned: &[i32]) -> ConsumerGroupHeartbeat {
         member_epoch: epoch,
         rebalance_timeout_ms: -1,
         subscribed_topic_names: None,
-        topic_partitions: Some(vec![ConsumerGroupTopicPartitions {
-            topic_id: T,
-            partitions: owned.to_vec(),
-        }]),
+        topic_partitions: Some(vec![ConsumerGroupTopicPartitions { topic_id: T, partitions: owned.to_vec() }]),
         ..join_req(member_id)
     }
 }
 
 impl Harness {
     fn cg(&mut self, request: ConsumerGroupHeartbeat) -> ConsumerGroupHeartbeatResponse {
-        let effects = self
-            .coordinator
-            .consumer_group_heartbeat(4242, request, self.now_ms);
+        let effects = self.coordinator.consumer_group_heartbeat(4242, request, self.now_ms);
         let response = effects.iter().find_map(|e| match e {
             Effect::Respond(4242, Response::ConsumerGroupHeartbeat(r)) => Some(r.clone()),
             _ => None,
@@ -81,29 +72,18 @@ struct Client {
 
 impl Client {
     fn new(id: &str) -> Self {
-        Self {
-            id: id.into(),
-            epoch: 0,
-            owned: BTreeSet::new(),
-        }
+        Self { id: id.into(), epoch: 0, owned: BTreeSet::new() }
     }
 
     fn beat(&mut self, h: &mut Harness) -> ConsumerGroupHeartbeatResponse {
         let owned: Vec<i32> = self.owned.iter().copied().collect();
-        let request = if self.epoch == 0 {
-            join_req(&self.id)
-        } else {
-            beat(&self.id, self.epoch, &owned)
-        };
+        let request = if self.epoch == 0 { join_req(&self.id) } else { beat(&self.id, self.epoch, &owned) };
         let response = h.cg(request);
         assert_eq!(response.error_code, ErrorCode::NONE, "{response:?}");
         self.epoch = response.member_epoch;
         if let Some(assignment) = &response.assignment {
-            self.owned = assignment
-                .iter()
-                .filter(|tp| tp.topic_id == T)
-                .flat_map(|tp| tp.partitions.iter().copied())
-                .collect();
+            self.owned =
+                assignment.iter().filter(|tp| tp.topic_id == T).flat_map(|tp| tp.partitions.iter().copied()).collect();
         }
         response
     }
@@ -112,13 +92,11 @@ impl Client {
 /// Heartbeats every client in turn until nobody's state changes.
 fn settle(h: &mut Harness, clients: &mut [Client]) {
     for _ in 0..10 {
-        let before: Vec<(i32, BTreeSet<i32>)> =
-            clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
+        let before: Vec<(i32, BTreeSet<i32>)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
         for c in clients.iter_mut() {
             c.beat(h);
         }
-        let after: Vec<(i32, BTreeSet<i32>)> =
-            clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
+        let after: Vec<(i32, BTreeSet<i32>)> = clients.iter().map(|c| (c.epoch, c.owned.clone())).collect();
         if before == after {
             return;
         }
@@ -183,10 +161,7 @@ fn a_new_member_waits_for_partitions_until_their_owner_revokes_them() {
     // m2 is at the new epoch but gets nothing while m1 still holds the partitions.
     assert_eq!(r.member_epoch, 2);
     assert!(m2.owned.is_empty());
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).group_state,
-        "Reconciling"
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).group_state, "Reconciling");
     // m1 is asked to revoke half, staying at epoch 1.
     let r = m1.beat(&mut h);
     assert_eq!(r.member_epoch, 1);
@@ -200,20 +175,14 @@ fn a_new_member_waits_for_partitions_until_their_owner_revokes_them() {
     m2.beat(&mut h);
     assert_eq!(m2.owned.len(), 3);
     assert_disjoint_cover(&[m1, m2], 6);
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).group_state,
-        "Stable"
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).group_state, "Stable");
 }
 
 #[test]
 fn a_leaving_member_s_partitions_go_to_the_others() {
     let (mut h, mut clients) = three_members();
     let leaving = clients.remove(1);
-    let r = h.cg(ConsumerGroupHeartbeat {
-        member_epoch: -1,
-        ..beat(&leaving.id, leaving.epoch, &[])
-    });
+    let r = h.cg(ConsumerGroupHeartbeat { member_epoch: -1, ..beat(&leaving.id, leaving.epoch, &[]) });
     assert_eq!(r.error_code, ErrorCode::NONE);
     assert_eq!(r.member_epoch, -1);
     assert_eq!(r.member_id.as_deref(), Some(leaving.id.as_str()));
@@ -246,14 +215,8 @@ fn stale_or_future_epochs_are_fenced() {
     assert_eq!(r.error_code, ErrorCode::NONE);
     assert_eq!(r.member_epoch, c.epoch);
     // Unknown members and groups.
-    assert_eq!(
-        h.cg(beat("nobody", 3, &[])).error_code,
-        ErrorCode::UNKNOWN_MEMBER_ID
-    );
-    let r = h.cg(ConsumerGroupHeartbeat {
-        group_id: "other".into(),
-        ..beat("m1", 3, &[])
-    });
+    assert_eq!(h.cg(beat("nobody", 3, &[])).error_code, ErrorCode::UNKNOWN_MEMBER_ID);
+    let r = h.cg(ConsumerGroupHeartbeat { group_id: "other".into(), ..beat("m1", 3, &[]) });
     assert_eq!(r.error_code, ErrorCode::GROUP_ID_NOT_FOUND);
 }
 
@@ -261,42 +224,18 @@ fn stale_or_future_epochs_are_fenced() {
 fn invalid_requests_are_refused() {
     let mut h = harness();
     let cases = [
-        ConsumerGroupHeartbeat {
-            member_id: String::new(),
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            rebalance_timeout_ms: -1,
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            topic_partitions: None,
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            subscribed_topic_names: None,
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            subscribed_topic_regex: Some("t.*".into()),
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            member_epoch: -3,
-            ..join_req("x")
-        },
-        ConsumerGroupHeartbeat {
-            member_epoch: -2,
-            ..join_req("x")
-        },
+        ConsumerGroupHeartbeat { member_id: String::new(), ..join_req("x") },
+        ConsumerGroupHeartbeat { rebalance_timeout_ms: -1, ..join_req("x") },
+        ConsumerGroupHeartbeat { topic_partitions: None, ..join_req("x") },
+        ConsumerGroupHeartbeat { subscribed_topic_names: None, ..join_req("x") },
+        ConsumerGroupHeartbeat { subscribed_topic_regex: Some("t.*".into()), ..join_req("x") },
+        ConsumerGroupHeartbeat { member_epoch: -3, ..join_req("x") },
+        ConsumerGroupHeartbeat { member_epoch: -2, ..join_req("x") },
     ];
     for case in cases {
         assert_eq!(h.cg(case).error_code, ErrorCode::INVALID_REQUEST);
     }
-    let r = h.cg(ConsumerGroupHeartbeat {
-        server_assignor: Some("sticky".into()),
-        ..join_req("x")
-    });
+    let r = h.cg(ConsumerGroupHeartbeat { server_assignor: Some("sticky".into()), ..join_req("x") });
     assert_eq!(r.error_code, ErrorCode::UNSUPPORTED_ASSIGNOR);
     assert!(h.log.is_empty(), "no record for refused requests");
     assert!(h.coordinator.consumer_groups.is_empty());
@@ -305,11 +244,7 @@ fn invalid_requests_are_refused() {
 #[test]
 fn v0_members_get_an_id_from_the_coordinator() {
     let mut h = harness();
-    let r = h.cg(ConsumerGroupHeartbeat {
-        version: 0,
-        member_id: String::new(),
-        ..join_req("")
-    });
+    let r = h.cg(ConsumerGroupHeartbeat { version: 0, member_id: String::new(), ..join_req("") });
     assert_eq!(r.error_code, ErrorCode::NONE);
     let id = r.member_id.unwrap();
     assert!(!id.is_empty());
@@ -326,16 +261,10 @@ fn a_silent_member_is_removed_after_the_session_timeout() {
             c.beat(&mut h);
         }
     }
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).members.len(),
-        2
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).members.len(), 2);
     settle(&mut h, &mut clients);
     assert_disjoint_cover(&clients, 6);
-    assert_eq!(
-        h.cg(beat(&silent.id, silent.epoch, &[])).error_code,
-        ErrorCode::UNKNOWN_MEMBER_ID
-    );
+    assert_eq!(h.cg(beat(&silent.id, silent.epoch, &[])).error_code, ErrorCode::UNKNOWN_MEMBER_ID);
 }
 
 #[test]
@@ -359,9 +288,7 @@ fn a_member_that_does_not_revoke_in_time_is_fenced() {
         m2.beat(&mut h);
     }
     // m1 was removed after its 60 s rebalance timeout; m2 gets everything.
-    assert!(!h.coordinator.consumer_groups[GROUP]
-        .members
-        .contains_key("m1"));
+    assert!(!h.coordinator.consumer_groups[GROUP].members.contains_key("m1"));
     settle(&mut h, std::slice::from_mut(&mut m2));
     assert_eq!(m2.owned.len(), 6);
 }
@@ -384,40 +311,24 @@ fn range_assignor_gives_contiguous_ranges() {
     let mut h = harness();
     let mut clients = vec![Client::new("a"), Client::new("b")];
     for c in clients.iter_mut() {
-        let r = h.cg(ConsumerGroupHeartbeat {
-            server_assignor: Some("range".into()),
-            ..join_req(&c.id)
-        });
+        let r = h.cg(ConsumerGroupHeartbeat { server_assignor: Some("range".into()), ..join_req(&c.id) });
         c.epoch = r.member_epoch;
     }
     settle(&mut h, &mut clients);
     assert_eq!(clients[0].owned, BTreeSet::from([0, 1, 2]));
     assert_eq!(clients[1].owned, BTreeSet::from([3, 4, 5]));
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).assignor_name,
-        "range"
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).assignor_name, "range");
 }
 
 #[test]
 fn a_static_member_can_be_replaced_after_a_temporary_leave() {
     let mut h = harness();
-    let join = |id: &str| ConsumerGroupHeartbeat {
-        instance_id: Some("i1".into()),
-        ..join_req(id)
-    };
+    let join = |id: &str| ConsumerGroupHeartbeat { instance_id: Some("i1".into()), ..join_req(id) };
     let r = h.cg(join("old"));
     assert_eq!(r.member_epoch, 1);
     // Another instance with the same id cannot join while "old" holds it.
-    assert_eq!(
-        h.cg(join("new")).error_code,
-        ErrorCode::UNRELEASED_INSTANCE_ID
-    );
-    let r = h.cg(ConsumerGroupHeartbeat {
-        member_epoch: -2,
-        instance_id: Some("i1".into()),
-        ..beat("old", 1, &[])
-    });
+    assert_eq!(h.cg(join("new")).error_code, ErrorCode::UNRELEASED_INSTANCE_ID);
+    let r = h.cg(ConsumerGroupHeartbeat { member_epoch: -2, instance_id: Some("i1".into()), ..beat("old", 1, &[]) });
     assert_eq!((r.error_code, r.member_epoch), (ErrorCode::NONE, -2));
     let epoch_before = h.coordinator.consumer_groups[GROUP].group_epoch;
     let r = h.cg(join("new"));
@@ -425,13 +336,8 @@ fn a_static_member_can_be_replaced_after_a_temporary_leave() {
     assert_eq!(r.member_epoch, 1);
     assert_eq!(r.assignment.unwrap()[0].partitions, [0, 1, 2, 3, 4, 5]);
     // No rebalance: same epoch.
-    assert_eq!(
-        h.coordinator.consumer_groups[GROUP].group_epoch,
-        epoch_before
-    );
-    assert!(!h.coordinator.consumer_groups[GROUP]
-        .members
-        .contains_key("old"));
+    assert_eq!(h.coordinator.consumer_groups[GROUP].group_epoch, epoch_before);
+    assert!(!h.coordinator.consumer_groups[GROUP].members.contains_key("old"));
     let reloaded = replayed(&h.log, GroupConfig::default());
     assert_eq!(reloaded.consumer_groups, h.coordinator.consumer_groups);
 }
@@ -455,41 +361,26 @@ fn offset_commits_check_the_member_epoch() {
     // Admin commits only while the group is empty.
     let admin = h.commit(commit("", -1, 9));
     assert_eq!(commit_errors(&admin), [ErrorCode::UNKNOWN_MEMBER_ID]);
-    let fetched = h.coordinator.fetch_offsets(&OffsetFetch {
-        group_id: GROUP.into(),
-        topics: None,
-    });
+    let fetched = h.coordinator.fetch_offsets(&OffsetFetch { group_id: GROUP.into(), topics: None });
     assert_eq!(fetched.topics[0].partitions[0].committed_offset, 10);
     // OffsetDelete: the group subscribes to "t".
     let (response, _) = h.coordinator.delete_offsets(
         &OffsetDelete {
             group_id: GROUP.into(),
-            topics: vec![OffsetDeleteTopic {
-                name: "t".into(),
-                partition_indexes: vec![0],
-            }],
+            topics: vec![OffsetDeleteTopic { name: "t".into(), partition_indexes: vec![0] }],
         },
         h.now_ms,
     );
-    assert_eq!(
-        response.topics[0].partitions[0].error_code,
-        ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
-    );
+    assert_eq!(response.topics[0].partitions[0].error_code, ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
 }
 
 #[test]
 fn replay_rebuilds_the_same_consumer_groups() {
     let (mut h, mut clients) = three_members();
-    h.commit(OffsetCommit {
-        version: 9,
-        ..commit_request(&clients[0].id, clients[0].epoch, &[("t", 0, 10)])
-    });
+    h.commit(OffsetCommit { version: 9, ..commit_request(&clients[0].id, clients[0].epoch, &[("t", 0, 10)]) });
     // Leave one member mid-reconciliation.
     let leaving = clients.remove(0);
-    h.cg(ConsumerGroupHeartbeat {
-        member_epoch: -1,
-        ..beat(&leaving.id, leaving.epoch, &[])
-    });
+    h.cg(ConsumerGroupHeartbeat { member_epoch: -1, ..beat(&leaving.id, leaving.epoch, &[]) });
     clients[0].beat(&mut h);
     let mut reloaded = replayed(&h.log, GroupConfig::default());
     assert_eq!(reloaded.consumer_groups, h.coordinator.consumer_groups);
@@ -507,25 +398,15 @@ fn replay_rebuilds_the_same_consumer_groups() {
 fn every_record_round_trips_and_tombstones_delete() {
     let (mut h, mut clients) = three_members();
     for c in clients.drain(..) {
-        h.cg(ConsumerGroupHeartbeat {
-            member_epoch: -1,
-            ..beat(&c.id, c.epoch, &[])
-        });
+        h.cg(ConsumerGroupHeartbeat { member_epoch: -1, ..beat(&c.id, c.epoch, &[]) });
     }
-    let kinds: BTreeSet<i16> = h
-        .log
-        .iter()
-        .map(|r| i16::from_be_bytes([r.key[0], r.key[1]]))
-        .collect();
+    let kinds: BTreeSet<i16> = h.log.iter().map(|r| i16::from_be_bytes([r.key[0], r.key[1]])).collect();
     assert_eq!(kinds, BTreeSet::from([3, 5, 6, 7, 8]));
     for record in &h.log {
         let decoded = CoordinatorRecord::decode(&record.key, record.value.as_deref()).unwrap();
         assert_eq!(&decoded.encode().unwrap(), record);
     }
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).group_state,
-        "Empty"
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).group_state, "Empty");
     // An empty consumer group can be deleted; then nothing is left after a replay.
     let (results, effects) = h.coordinator.delete_groups(&[GROUP.to_owned()], h.now_ms);
     h.apply(effects);
@@ -533,10 +414,7 @@ fn every_record_round_trips_and_tombstones_delete() {
     let reloaded = replayed(&h.log, GroupConfig::default());
     assert!(reloaded.consumer_groups.is_empty());
     assert!(reloaded.groups.is_empty());
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).error_code,
-        ErrorCode::GROUP_ID_NOT_FOUND
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).error_code, ErrorCode::GROUP_ID_NOT_FOUND);
 }
 
 #[test]
@@ -546,14 +424,8 @@ fn classic_and_consumer_groups_share_the_id_space() {
     let join = h.join(join_request("c1", "", None, 3));
     h.advance_with_deadlines(10_000);
     assert_eq!(h.joined(join).error_code, ErrorCode::NONE);
-    assert_eq!(
-        h.cg(join_req("m1")).error_code,
-        ErrorCode::GROUP_ID_NOT_FOUND
-    );
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).error_code,
-        ErrorCode::GROUP_ID_NOT_FOUND
-    );
+    assert_eq!(h.cg(join_req("m1")).error_code, ErrorCode::GROUP_ID_NOT_FOUND);
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).error_code, ErrorCode::GROUP_ID_NOT_FOUND);
     // A simple (empty) classic group is converted.
     let mut h = harness();
     h.commit(commit_request("", -1, &[("t", 0, 5)]));
@@ -564,10 +436,7 @@ fn classic_and_consumer_groups_share_the_id_space() {
     assert_eq!(reloaded.consumer_groups, h.coordinator.consumer_groups);
     // A classic join against the live consumer group is refused.
     let join = h.join(join_request("c1", "", None, 3));
-    assert_eq!(
-        h.joined(join).error_code,
-        ErrorCode::INCONSISTENT_GROUP_PROTOCOL
-    );
+    assert_eq!(h.joined(join).error_code, ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
     // DescribeGroups (classic) reports a consumer group as Dead, as Kafka.
     let description = h.coordinator.describe_group(GROUP);
     assert_eq!(description.state, GroupState::Dead);
@@ -578,13 +447,7 @@ fn classic_and_consumer_groups_share_the_id_space() {
 fn assignments_are_deterministic_across_runs() {
     let run = || {
         let (h, clients) = three_members();
-        (
-            clients
-                .iter()
-                .map(|c| (c.id.clone(), c.owned.clone()))
-                .collect::<BTreeMap<_, _>>(),
-            h.log,
-        )
+        (clients.iter().map(|c| (c.id.clone(), c.owned.clone())).collect::<BTreeMap<_, _>>(), h.log)
     };
     assert_eq!(run(), run());
 }
@@ -608,25 +471,16 @@ fn an_empty_consumer_group_s_offsets_expire_and_then_the_group_goes() {
     h.apply(effects);
     let mut c = Client::new("m1");
     c.beat(&mut h);
-    h.commit(OffsetCommit {
-        version: 9,
-        ..commit_request("m1", c.epoch, &[("t", 0, 10), ("other", 0, 1)])
-    });
+    h.commit(OffsetCommit { version: 9, ..commit_request("m1", c.epoch, &[("t", 0, 10), ("other", 0, 1)]) });
     // "other" is not subscribed: it expires while the member is still there; "t" does not.
     for _ in 0..12 {
         h.advance(10_000);
         c.beat(&mut h);
     }
-    let fetched = h.coordinator.fetch_offsets(&OffsetFetch {
-        group_id: GROUP.into(),
-        topics: None,
-    });
+    let fetched = h.coordinator.fetch_offsets(&OffsetFetch { group_id: GROUP.into(), topics: None });
     let names: Vec<&str> = fetched.topics.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["t"]);
-    h.cg(ConsumerGroupHeartbeat {
-        member_epoch: -1,
-        ..beat("m1", c.epoch, &[])
-    });
+    h.cg(ConsumerGroupHeartbeat { member_epoch: -1, ..beat("m1", c.epoch, &[]) });
     h.advance(110_000);
     assert!(h.coordinator.consumer_groups.is_empty());
     assert!(h.coordinator.offsets.is_empty());
@@ -637,10 +491,7 @@ fn an_empty_consumer_group_s_offsets_expire_and_then_the_group_goes() {
 #[test]
 fn a_reloaded_member_that_must_revoke_still_has_a_deadline() {
     // Sessions far longer than the 60 s rebalance timeout: only the latter can remove m1.
-    let config = GroupConfig {
-        group_consumer_session_timeout_ms: 600_000,
-        ..GroupConfig::default()
-    };
+    let config = GroupConfig { group_consumer_session_timeout_ms: 600_000, ..GroupConfig::default() };
     let mut h = Harness::with_config(config.clone());
     let effects = h.coordinator.set_topics(topics(6), h.now_ms);
     h.apply(effects);
@@ -657,15 +508,9 @@ fn a_reloaded_member_that_must_revoke_still_has_a_deadline() {
         h.advance(5_000);
         m2.beat(&mut h);
     }
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).members.len(),
-        2
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).members.len(), 2);
     h.advance(5_000);
-    assert_eq!(
-        h.coordinator.describe_consumer_group(GROUP).members.len(),
-        1
-    );
+    assert_eq!(h.coordinator.describe_consumer_group(GROUP).members.len(), 1);
     settle(&mut h, std::slice::from_mut(&mut m2));
     assert_eq!(m2.owned.len(), 6);
 }

@@ -65,10 +65,7 @@ impl Harness {
                     seen_respond = true;
                     self.arrivals.push((id, response.clone()));
                     let previous = self.responses.insert(id, response.clone());
-                    assert!(
-                        previous.is_none(),
-                        "request {id} answered twice: {response:?}"
-                    );
+                    assert!(previous.is_none(), "request {id} answered twice: {response:?}");
                 }
             }
         }
@@ -145,10 +142,7 @@ impl Harness {
 
     pub fn leave(&mut self, members: Vec<LeaveMember>) -> LeaveGroupResponse {
         let id = self.next_id();
-        let request = LeaveGroup {
-            group_id: GROUP.into(),
-            members,
-        };
+        let request = LeaveGroup { group_id: GROUP.into(), members };
         let effects = self.coordinator.leave_group(id, request, self.now_ms);
         self.apply(effects);
         match self.responses.get(&id) {
@@ -176,8 +170,7 @@ impl Harness {
     }
 
     pub fn joined(&self, id: RequestId) -> &JoinGroupResponse {
-        self.join_response(id)
-            .unwrap_or_else(|| panic!("join {id} not answered"))
+        self.join_response(id).unwrap_or_else(|| panic!("join {id} not answered"))
     }
 
     pub fn sync_response(&self, id: RequestId) -> Option<&SyncGroupResponse> {
@@ -189,16 +182,12 @@ impl Harness {
     }
 
     pub fn synced(&self, id: RequestId) -> &SyncGroupResponse {
-        self.sync_response(id)
-            .unwrap_or_else(|| panic!("sync {id} not answered"))
+        self.sync_response(id).unwrap_or_else(|| panic!("sync {id} not answered"))
     }
 }
 
 pub(crate) fn protocols(topics: &[&str]) -> Vec<JoinProtocol> {
-    vec![JoinProtocol {
-        name: "range".into(),
-        metadata: subscription(topics),
-    }]
+    vec![JoinProtocol { name: "range".into(), metadata: subscription(topics) }]
 }
 
 /// A `ConsumerProtocolSubscription` v0: version, topics, null user data.
@@ -234,11 +223,7 @@ pub(crate) fn join_request(
     }
 }
 
-pub(crate) fn sync_request(
-    member_id: &str,
-    generation_id: i32,
-    assignments: &[(&str, &[u8])],
-) -> SyncGroup {
+pub(crate) fn sync_request(member_id: &str, generation_id: i32, assignments: &[(&str, &[u8])]) -> SyncGroup {
     SyncGroup {
         group_id: GROUP.into(),
         generation_id,
@@ -256,11 +241,7 @@ pub(crate) fn sync_request(
     }
 }
 
-pub(crate) fn commit_request(
-    member_id: &str,
-    generation_id: i32,
-    partitions: &[(&str, i32, i64)],
-) -> OffsetCommit {
+pub(crate) fn commit_request(member_id: &str, generation_id: i32, partitions: &[(&str, i32, i64)]) -> OffsetCommit {
     let mut topics: Vec<OffsetCommitTopic> = Vec::new();
     for (topic, partition, offset) in partitions {
         let entry = OffsetCommitPartition {
@@ -271,10 +252,7 @@ pub(crate) fn commit_request(
         };
         match topics.iter_mut().find(|t| t.name == *topic) {
             Some(t) => t.partitions.push(entry),
-            None => topics.push(OffsetCommitTopic {
-                name: (*topic).into(),
-                partitions: vec![entry],
-            }),
+            None => topics.push(OffsetCommitTopic { name: (*topic).into(), partitions: vec![entry] }),
         }
     }
     OffsetCommit {
@@ -289,11 +267,7 @@ pub(crate) fn commit_request(
 }
 
 pub(crate) fn commit_errors(response: &OffsetCommitResponse) -> Vec<ErrorCode> {
-    response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
-        .collect()
+    response.topics.iter().flat_map(|t| t.partitions.iter().map(|p| p.error_code)).collect()
 }
 
 /// What `__consumer_offsets` can restore: groups as their records describe them and offsets.
@@ -361,19 +335,14 @@ pub(crate) fn persisted_view(coordinator: &Coordinator) -> PersistedView {
             (g.group_id.clone(), view)
         })
         .collect();
-    PersistedView {
-        groups,
-        offsets: coordinator.offsets.clone(),
-    }
+    PersistedView { groups, offsets: coordinator.offsets.clone() }
 }
 
 /// A fresh coordinator loaded from `log`.
 pub(crate) fn replayed(log: &[Record], config: GroupConfig) -> Coordinator {
     let mut coordinator = Coordinator::new(config);
     for record in log {
-        coordinator
-            .replay(record)
-            .expect("every emitted record replays");
+        coordinator.replay(record).expect("every emitted record replays");
     }
     coordinator
 }

@@ -81,11 +81,7 @@ fn check_invariants(h: &Harness, generations: &mut BTreeMap<String, i32>) {
         check_group(group);
         let previous = generations.insert(group.group_id.clone(), group.generation_id);
         if let Some(previous) = previous {
-            assert!(
-                group.generation_id >= previous,
-                "generation went back in {}",
-                group.group_id
-            );
+            assert!(group.generation_id >= previous, "generation went back in {}", group.group_id);
         }
     }
 }
@@ -94,29 +90,16 @@ fn check_group(group: &ClassicGroup) {
     if group.state == GroupState::Stable {
         assert!(!group.members.is_empty(), "a Stable group has members");
         for member in group.members.values() {
-            assert!(
-                !member.assignment.is_empty(),
-                "Stable member {} has no assignment",
-                member.member_id
-            );
-            assert!(
-                member.awaiting_join.is_none(),
-                "a Stable group has no parked joins"
-            );
+            assert!(!member.assignment.is_empty(), "Stable member {} has no assignment", member.member_id);
+            assert!(member.awaiting_join.is_none(), "a Stable group has no parked joins");
         }
     }
     if group.state != GroupState::CompletingRebalance {
-        assert!(
-            group.members.values().all(|m| m.awaiting_sync.is_none()),
-            "parked sync outside CompletingRebalance"
-        );
+        assert!(group.members.values().all(|m| m.awaiting_sync.is_none()), "parked sync outside CompletingRebalance");
     }
     match &group.leader_id {
         Some(leader) => assert!(group.members.contains_key(leader), "the leader is a member"),
-        None => assert!(
-            group.members.is_empty(),
-            "a group with members has a leader"
-        ),
+        None => assert!(group.members.is_empty(), "a group with members has a leader"),
     }
     for (instance_id, member_id) in &group.static_members {
         let member = group.members.get(member_id).expect("static member exists");
@@ -124,10 +107,7 @@ fn check_group(group: &ClassicGroup) {
     }
     for member in group.members.values() {
         if let Some(instance_id) = &member.group_instance_id {
-            assert_eq!(
-                group.static_members.get(instance_id),
-                Some(&member.member_id)
-            );
+            assert_eq!(group.static_members.get(instance_id), Some(&member.member_id));
         }
         assert!(!group.pending_join_members.contains(&member.member_id));
     }
@@ -162,12 +142,7 @@ fn run(ops: Vec<Op>) {
                 let c = &clients[client];
                 let request = JoinGroup {
                     group_id: group_of(client).into(),
-                    ..join_request(
-                        &format!("client{client}"),
-                        &c.member_id,
-                        instance_id(client).as_deref(),
-                        version,
-                    )
+                    ..join_request(&format!("client{client}"), &c.member_id, instance_id(client).as_deref(), version)
                 };
                 let id = h.join(request);
                 issued.insert(id, client);
@@ -178,10 +153,7 @@ fn run(ops: Vec<Op>) {
                 let assignments: Vec<SyncAssignment> = c
                     .members_to_assign
                     .iter()
-                    .map(|m| SyncAssignment {
-                        member_id: m.clone(),
-                        assignment: Bytes::from(format!("for {m}")),
-                    })
+                    .map(|m| SyncAssignment { member_id: m.clone(), assignment: Bytes::from(format!("for {m}")) })
                     .collect();
                 let request = SyncGroup {
                     group_id: group_of(client).into(),
@@ -195,12 +167,8 @@ fn run(ops: Vec<Op>) {
             }
             Op::Heartbeat { client } => {
                 let c = clients[client].clone();
-                let error = h.heartbeat_on(
-                    group_of(client),
-                    &c.member_id,
-                    instance_id(client).as_deref(),
-                    c.generation_id,
-                );
+                let error =
+                    h.heartbeat_on(group_of(client), &c.member_id, instance_id(client).as_deref(), c.generation_id);
                 let c = &mut clients[client];
                 match error {
                     ErrorCode::NONE => {}
@@ -214,11 +182,7 @@ fn run(ops: Vec<Op>) {
                 let request = OffsetCommit {
                     group_id: group_of(client).into(),
                     group_instance_id: instance_id(client),
-                    ..commit_request(
-                        &c.member_id,
-                        generation,
-                        &[("t", (offset % 2) as i32, offset)],
-                    )
+                    ..commit_request(&c.member_id, generation, &[("t", (offset % 2) as i32, offset)])
                 };
                 h.commit(request);
             }
@@ -268,9 +232,7 @@ fn run(ops: Vec<Op>) {
                 Response::JoinGroup(r) if r.error_code == ErrorCode::REBALANCE_IN_PROGRESS => {}
                 Response::JoinGroup(_) => *c = Client::default(),
                 Response::SyncGroup(r) if r.error_code.is_none() => c.synced = true,
-                Response::SyncGroup(r) if r.error_code == ErrorCode::REBALANCE_IN_PROGRESS => {
-                    c.needs_rejoin = true
-                }
+                Response::SyncGroup(r) if r.error_code == ErrorCode::REBALANCE_IN_PROGRESS => c.needs_rejoin = true,
                 Response::SyncGroup(_) => *c = Client::default(),
                 _ => {}
             }
@@ -287,12 +249,7 @@ fn run(ops: Vec<Op>) {
         assert!(h.responses.contains_key(id), "request {id} never answered");
     }
     for group in h.coordinator.groups.values() {
-        assert_eq!(
-            group.state,
-            GroupState::Empty,
-            "{} still has members",
-            group.group_id
-        );
+        assert_eq!(group.state, GroupState::Empty, "{} still has members", group.group_id);
     }
     let reloaded = replayed(&h.log, GroupConfig::default());
     assert_eq!(persisted_view(&reloaded), persisted_view(&h.coordinator));

@@ -140,9 +140,8 @@ pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRe
         let assignments = topic
             .assignments
             .map(|a| a.into_iter().map(|p| p.broker_ids.into_iter().map(|id| id.0).collect()).collect());
-        let result = broker
-            .create_partitions(topic.name.0.as_str(), topic.count, assignments, request.validate_only)
-            .await;
+        let result =
+            broker.create_partitions(topic.name.0.as_str(), topic.count, assignments, request.validate_only).await;
         let mut topic_result = CreatePartitionsTopicResult::default();
         topic_result.name = topic.name;
         if let Err(error) = result {
@@ -223,12 +222,9 @@ pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> Des
 
 pub fn describe_log_dirs(broker: &Broker, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    let wanted = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| (t.topic.0.to_string(), t.partitions))
-            .collect::<BTreeMap<_, _>>()
-    });
+    let wanted = request
+        .topics
+        .map(|topics| topics.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect::<BTreeMap<_, _>>());
     for partition in broker.partitions.all() {
         if let Some(wanted) = &wanted {
             match wanted.get(&partition.topic) {

@@ -127,7 +127,12 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
     response
 }
 
-fn describe_entry(entry: Entry, include_synonyms: bool, include_documentation: bool, version: i16) -> DescribeConfigsResourceResult {
+fn describe_entry(
+    entry: Entry,
+    include_synonyms: bool,
+    include_documentation: bool,
+    version: i16,
+) -> DescribeConfigsResourceResult {
     let sensitive = entry.kind == ConfigType::Password;
     let mut out = DescribeConfigsResourceResult::default();
     out.name = str_bytes(entry.name);
@@ -161,11 +166,8 @@ fn describe_entry(entry: Entry, include_synonyms: bool, include_documentation: b
 pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for wanted in request.resources {
-        let changes = wanted
-            .configs
-            .into_iter()
-            .map(|c| (c.name.to_string(), c.value.map(|v| v.to_string())))
-            .collect();
+        let changes =
+            wanted.configs.into_iter().map(|c| (c.name.to_string(), c.value.map(|v| v.to_string()))).collect();
         let result = match resource(broker, wanted.resource_type, &wanted.resource_name) {
             Ok(resource) => broker.alter_configs(resource, changes, true, request.validate_only).await,
             Err(error) => Err(error),
@@ -223,7 +225,9 @@ pub async fn incremental_alter(
                                     ));
                                 }
                                 let mut items: Vec<String> = current(&name)
-                                    .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                                    .map(|v| {
+                                        v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+                                    })
                                     .unwrap_or_default();
                                 for item in value.iter().flat_map(|v| v.split(',')).map(str::trim) {
                                     if c.config_operation == APPEND {
@@ -236,7 +240,10 @@ pub async fn incremental_alter(
                                 }
                                 Ok((name, Some(items.join(","))))
                             }
-                            other => Err(ApiError::with(ResponseError::InvalidRequest, format!("unknown config operation {other}"))),
+                            other => Err(ApiError::with(
+                                ResponseError::InvalidRequest,
+                                format!("unknown config operation {other}"),
+                            )),
                         }
                     })
                     .collect();

@@ -161,7 +161,11 @@ fn read(broker: &Broker, plan: &Plan) -> (FetchOutput, usize, bool) {
             }
         }
         let same_topic = topics.last().is_some_and(|t| {
-            if plan.version >= 13 { t.topic_id == wanted.topic_id } else { t.topic == wanted.topic }
+            if plan.version >= 13 {
+                t.topic_id == wanted.topic_id
+            } else {
+                t.topic == wanted.topic
+            }
         });
         if !same_topic {
             let mut topic = FetchableTopicResponse::default();
@@ -190,9 +194,7 @@ fn read_partition(
     data: &mut PartitionData,
 ) -> Result<ReadSlice, ApiError> {
     let name = wanted.name.as_deref().ok_or(ResponseError::UnknownTopicId)?;
-    let partition = broker
-        .partition(name, wanted.partition)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let partition = broker.partition(name, wanted.partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
     check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
     let high_watermark = partition.high_watermark();
     let last_stable_offset = partition.last_stable_offset();

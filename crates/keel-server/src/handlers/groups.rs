@@ -9,17 +9,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as WireCoordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use keel_coordinator as gc;
@@ -39,7 +39,11 @@ fn opt_str(s: &Option<StrBytes>) -> Option<String> {
     s.as_ref().map(|s| s.to_string())
 }
 
-pub async fn find_coordinator(broker: &Arc<Broker>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 {
         request.coordinator_keys.iter().map(|k| k.to_string()).collect()
     } else {
@@ -317,7 +321,8 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
                 });
             }
             _ => {
-                let error = if version >= 10 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+                let error =
+                    if version >= 10 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
                 let all: Vec<_> = topic.partitions.iter().collect();
                 unknown.push(commit_errors(version, topic, &all, error));
             }
@@ -345,7 +350,10 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
                         partitions: t
                             .partitions
                             .iter()
-                            .map(|p| gc::OffsetCommitResponsePartition { partition_index: p.partition_index, error_code: error })
+                            .map(|p| gc::OffsetCommitResponsePartition {
+                                partition_index: p.partition_index,
+                                error_code: error,
+                            })
                             .collect(),
                     })
                     .collect(),
@@ -401,8 +409,13 @@ fn commit_errors(
 }
 
 /// Fetches one group's committed offsets; `topics` None means every partition it has.
-async fn fetch_group(broker: &Arc<Broker>, group_id: &str, topics: Option<Vec<gc::OffsetFetchTopic>>) -> gc::OffsetFetchResult {
-    let failed = |error| gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() };
+async fn fetch_group(
+    broker: &Arc<Broker>,
+    group_id: &str,
+    topics: Option<Vec<gc::OffsetFetchTopic>>,
+) -> gc::OffsetFetchResult {
+    let failed =
+        |error| gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() };
     let sender = match broker.coordinator(group_id).await {
         Ok(sender) => sender,
         Err(error) => return failed(error),
@@ -560,7 +573,11 @@ pub async fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest, versi
 /// allowed while no authorizer is configured.
 const GROUP_OPERATIONS_ALL: i32 = (1 << 3) | (1 << 6) | (1 << 8);
 
-pub async fn describe_groups(broker: &Arc<Broker>, request: DescribeGroupsRequest, version: i16) -> DescribeGroupsResponse {
+pub async fn describe_groups(
+    broker: &Arc<Broker>,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let id = group_id.0.to_string();
@@ -627,7 +644,9 @@ pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -
             Ok(sender) => {
                 let (tx, rx) = oneshot::channel();
                 match sender.send(Command::Delete(vec![id.clone()], tx)).await {
-                    Ok(()) => rx.await.ok().and_then(|r| r.into_iter().next()).map_or(ErrorCode::NOT_COORDINATOR, |(_, e)| e),
+                    Ok(()) => {
+                        rx.await.ok().and_then(|r| r.into_iter().next()).map_or(ErrorCode::NOT_COORDINATOR, |(_, e)| e)
+                    }
                     Err(_) => ErrorCode::NOT_COORDINATOR,
                 }
             }
@@ -657,13 +676,18 @@ pub async fn consumer_group_heartbeat(
         instance_id: opt_str(&request.instance_id),
         rack_id: opt_str(&request.rack_id),
         rebalance_timeout_ms: request.rebalance_timeout_ms,
-        subscribed_topic_names: request.subscribed_topic_names.map(|names| names.iter().map(|n| n.0.to_string()).collect()),
+        subscribed_topic_names: request
+            .subscribed_topic_names
+            .map(|names| names.iter().map(|n| n.0.to_string()).collect()),
         subscribed_topic_regex: opt_str(&request.subscribed_topic_regex),
         server_assignor: opt_str(&request.server_assignor),
         topic_partitions: request.topic_partitions.map(|topics| {
             topics
                 .iter()
-                .map(|t| gc::ConsumerGroupTopicPartitions { topic_id: *t.topic_id.as_bytes(), partitions: t.partitions.clone() })
+                .map(|t| gc::ConsumerGroupTopicPartitions {
+                    topic_id: *t.topic_id.as_bytes(),
+                    partitions: t.partitions.clone(),
+                })
                 .collect()
         }),
         client_id: client_id.to_string(),

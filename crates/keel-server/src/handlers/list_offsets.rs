@@ -113,18 +113,14 @@ fn records(batch: Vec<u8>) -> Vec<(i64, i64)> {
 }
 
 fn first_record_at_or_after(batch: Vec<u8>, target: i64, start: i64, latest: i64) -> Option<(i64, i64)> {
-    records(batch)
-        .into_iter()
-        .find(|&(offset, timestamp)| timestamp >= target && offset >= start && offset < latest)
+    records(batch).into_iter().find(|&(offset, timestamp)| timestamp >= target && offset >= start && offset < latest)
 }
 
 /// The record picked by `better` (the first of equals), among those below `latest`.
 fn record_with(batch: Vec<u8>, better: impl Fn(i64, i64) -> bool, latest: i64) -> Option<(i64, i64)> {
-    records(batch)
-        .into_iter()
-        .filter(|&(offset, _)| offset < latest)
-        .fold(None, |best, (offset, timestamp)| match best {
-            Some((_, best_ts)) if !better(timestamp, best_ts) => best,
-            _ => Some((offset, timestamp)),
-        })
+    records(batch).into_iter().filter(|&(offset, _)| offset < latest).fold(None, |best, (offset, timestamp)| match best
+    {
+        Some((_, best_ts)) if !better(timestamp, best_ts) => best,
+        _ => Some((offset, timestamp)),
+    })
 }

@@ -20,8 +20,7 @@ pub const TOPIC_OPERATIONS_ALL: i32 =
     (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
 /// Kafka's bit set of cluster operations (CREATE, ALTER, DESCRIBE, CLUSTER_ACTION,
 /// DESCRIBE_CONFIGS, ALTER_CONFIGS, IDEMPOTENT_WRITE).
-pub const CLUSTER_OPERATIONS_ALL: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+pub const CLUSTER_OPERATIONS_ALL: i32 = (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
 
 pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 has no null topic list: an empty list means every topic.
@@ -34,12 +33,22 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     match requested {
         None => {
             let image = broker.image();
-            topics.extend(image.topics.values().map(|t| topic_response(&image, t, request.include_topic_authorized_operations)));
+            topics.extend(
+                image.topics.values().map(|t| topic_response(&image, t, request.include_topic_authorized_operations)),
+            );
         }
         Some(wanted) => {
             for wanted in wanted {
                 let response = match wanted.name {
-                    Some(name) => named_topic(broker, name.0.as_str(), allow_auto_create, request.include_topic_authorized_operations).await,
+                    Some(name) => {
+                        named_topic(
+                            broker,
+                            name.0.as_str(),
+                            allow_auto_create,
+                            request.include_topic_authorized_operations,
+                        )
+                        .await
+                    }
                     None => topic_by_id(broker, wanted.topic_id, request.include_topic_authorized_operations),
                 };
                 topics.push(response);
@@ -165,13 +174,8 @@ pub fn topic_response(image: &MetadataImage, topic: &TopicImage, include_ops: bo
             partition.leader_epoch = state.leader_epoch;
             partition.replica_nodes = state.replicas.iter().copied().map(BrokerId).collect();
             partition.isr_nodes = state.isr.iter().copied().map(BrokerId).collect();
-            partition.offline_replicas = state
-                .replicas
-                .iter()
-                .filter(|id| !image.brokers.contains_key(id))
-                .copied()
-                .map(BrokerId)
-                .collect();
+            partition.offline_replicas =
+                state.replicas.iter().filter(|id| !image.brokers.contains_key(id)).copied().map(BrokerId).collect();
             if state.leader < 0 {
                 partition.error_code = ResponseError::LeaderNotAvailable.code();
             }

@@ -29,17 +29,19 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
         RequestKind::Produce(r) => produce::handle(broker, r, version).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, version).await,
         RequestKind::ListOffsets(r) => ready(ResponseKind::ListOffsets(list_offsets::handle(broker, r, version))),
-        RequestKind::CreateTopics(r) => ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, version).await)),
-        RequestKind::DeleteTopics(r) => ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version).await)),
+        RequestKind::CreateTopics(r) => {
+            ready(ResponseKind::CreateTopics(admin::create_topics(broker, r, version).await))
+        }
+        RequestKind::DeleteTopics(r) => {
+            ready(ResponseKind::DeleteTopics(admin::delete_topics(broker, r, version).await))
+        }
         RequestKind::CreatePartitions(r) => {
             ready(ResponseKind::CreatePartitions(admin::create_partitions(broker, r).await))
         }
         RequestKind::DeleteRecords(r) => ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r))),
         RequestKind::DescribeCluster(r) => ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))),
         RequestKind::DescribeLogDirs(r) => ready(ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))),
-        RequestKind::DescribeConfigs(r) => {
-            ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, version)))
-        }
+        RequestKind::DescribeConfigs(r) => ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, version))),
         RequestKind::AlterConfigs(r) => ready(ResponseKind::AlterConfigs(configs::alter(broker, r).await)),
         RequestKind::IncrementalAlterConfigs(r) => {
             ready(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter(broker, r).await))
@@ -51,7 +53,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
         RequestKind::SyncGroup(r) => groups::sync_group_reply(broker, r, version).await,
         RequestKind::Heartbeat(r) => ready(ResponseKind::Heartbeat(groups::heartbeat(broker, r).await)),
         RequestKind::LeaveGroup(r) => ready(ResponseKind::LeaveGroup(groups::leave_group(broker, r, version).await)),
-        RequestKind::OffsetCommit(r) => ready(ResponseKind::OffsetCommit(groups::offset_commit(broker, r, version).await)),
+        RequestKind::OffsetCommit(r) => {
+            ready(ResponseKind::OffsetCommit(groups::offset_commit(broker, r, version).await))
+        }
         RequestKind::OffsetFetch(r) => ready(ResponseKind::OffsetFetch(groups::offset_fetch(broker, r, version).await)),
         RequestKind::ListGroups(r) => ready(ResponseKind::ListGroups(groups::list_groups(broker, r, version).await)),
         RequestKind::DescribeGroups(r) => {

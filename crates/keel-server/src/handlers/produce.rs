@@ -149,9 +149,7 @@ async fn append(
                 crate::controller::validate_topic_name(topic)?;
                 broker.auto_create_topic(topic).await?;
             }
-            broker
-                .partition(topic, index)
-                .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))?
+            broker.partition(topic, index).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))?
         }
     };
     // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
@@ -175,10 +173,7 @@ async fn append(
     }
     check_batch(&summary.first, version)?;
     let min_insync = view.topic_i64(topic, "min.insync.replicas").unwrap_or(1);
-    let isr = image
-        .topic(topic)
-        .and_then(|t| t.partitions.get(&index))
-        .map_or(0, |p| p.isr.len() as i64);
+    let isr = image.topic(topic).and_then(|t| t.partitions.get(&index)).map_or(0, |p| p.isr.len() as i64);
     if acks == -1 && isr < min_insync {
         return Err(ApiError::with(
             ResponseError::NotEnoughReplicas,
