@@ -101,6 +101,18 @@ async fn enqueue(broker: &Arc<Broker>, group_id: &str, request: Call) -> Pending
     submit(&sender, request).await.ok_or(ErrorCode::NOT_COORDINATOR)
 }
 
+/// Asks the group's coordinator something that is answered at once, and waits for it.
+async fn ask<T>(
+    broker: &Arc<Broker>,
+    group_id: &str,
+    command: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T, ErrorCode> {
+    let sender = broker.coordinator(group_id).await?;
+    let (tx, rx) = oneshot::channel();
+    sender.send(command(tx)).await.map_err(|_| ErrorCode::NOT_COORDINATOR)?;
+    rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR)
+}
+
 /// Waits for a queued call's answer; `Err` is the error code to answer with.
 async fn answer(pending: Pending) -> Result<gc::Response, ErrorCode> {
     pending?.await.map_err(|_| ErrorCode::NOT_COORDINATOR)
@@ -414,18 +426,12 @@ async fn fetch_group(
     group_id: &str,
     topics: Option<Vec<gc::OffsetFetchTopic>>,
 ) -> gc::OffsetFetchResult {
-    let failed =
-        |error| gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() };
-    let sender = match broker.coordinator(group_id).await {
-        Ok(sender) => sender,
-        Err(error) => return failed(error),
-    };
-    let (tx, rx) = oneshot::channel();
     let request = gc::OffsetFetch { group_id: group_id.to_string(), topics };
-    if sender.send(Command::Fetch(request, tx)).await.is_err() {
-        return failed(ErrorCode::NOT_COORDINATOR);
-    }
-    rx.await.unwrap_or_else(|_| failed(ErrorCode::NOT_COORDINATOR))
+    ask(broker, group_id, |tx| Command::Fetch(request, tx)).await.unwrap_or_else(|error| gc::OffsetFetchResult {
+        group_id: group_id.to_string(),
+        error_code: error,
+        topics: Vec::new(),
+    })
 }
 
 pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
@@ -581,16 +587,7 @@ pub async fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let id = group_id.0.to_string();
-        let description = match broker.coordinator(&id).await {
-            Ok(sender) => {
-                let (tx, rx) = oneshot::channel();
-                match sender.send(Command::Describe(id.clone(), tx)).await {
-                    Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
-                    Err(_) => Err(ErrorCode::NOT_COORDINATOR),
-                }
-            }
-            Err(error) => Err(error),
-        };
+        let description = ask(broker, &id, |tx| Command::Describe(id.clone(), tx)).await;
         let mut group = DescribedGroup::default();
         group.group_id = group_id;
         match description {
@@ -640,16 +637,8 @@ pub async fn delete_groups(broker: &Arc<Broker>, request: DeleteGroupsRequest) -
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let id = group_id.0.to_string();
-        let error = match broker.coordinator(&id).await {
-            Ok(sender) => {
-                let (tx, rx) = oneshot::channel();
-                match sender.send(Command::Delete(vec![id.clone()], tx)).await {
-                    Ok(()) => {
-                        rx.await.ok().and_then(|r| r.into_iter().next()).map_or(ErrorCode::NOT_COORDINATOR, |(_, e)| e)
-                    }
-                    Err(_) => ErrorCode::NOT_COORDINATOR,
-                }
-            }
+        let error = match ask(broker, &id, |tx| Command::Delete(vec![id.clone()], tx)).await {
+            Ok(results) => results.into_iter().next().map_or(ErrorCode::NOT_COORDINATOR, |(_, error)| error),
             Err(error) => error,
         };
         let mut result = DeletableGroupResult::default();
@@ -743,16 +732,7 @@ pub async fn consumer_group_describe(
     let mut response = ConsumerGroupDescribeResponse::default();
     for group_id in request.group_ids {
         let id = group_id.0.to_string();
-        let description = match broker.coordinator(&id).await {
-            Ok(sender) => {
-                let (tx, rx) = oneshot::channel();
-                match sender.send(Command::DescribeConsumer(id.clone(), tx)).await {
-                    Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
-                    Err(_) => Err(ErrorCode::NOT_COORDINATOR),
-                }
-            }
-            Err(error) => Err(error),
-        };
+        let description = ask(broker, &id, |tx| Command::DescribeConsumer(id.clone(), tx)).await;
         let mut group = consumer_group_describe_response::DescribedGroup::default();
         group.group_id = group_id;
         match description {
@@ -809,16 +789,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, request: OffsetDeleteRequest) -
             })
             .collect(),
     };
-    let answer = match broker.coordinator(&group_id).await {
-        Ok(sender) => {
-            let (tx, rx) = oneshot::channel();
-            match sender.send(Command::DeleteOffsets(wanted, tx)).await {
-                Ok(()) => rx.await.map_err(|_| ErrorCode::NOT_COORDINATOR),
-                Err(_) => Err(ErrorCode::NOT_COORDINATOR),
-            }
-        }
-        Err(error) => Err(error),
-    };
+    let answer = ask(broker, &group_id, |tx| Command::DeleteOffsets(wanted, tx)).await;
     let mut response = OffsetDeleteResponse::default();
     match answer {
         Ok(answer) => {
