@@ -1146,6 +1146,26 @@ impl Coordinator {
         Some(Ok(()))
     }
 
+    /// OffsetFetch v9+ names the fetching member (Kafka's `ConsumerGroup.validateOffsetFetch`):
+    /// an admin fetch (no member id, negative epoch) always passes; otherwise the member must
+    /// exist (UNKNOWN_MEMBER_ID) at that epoch (STALE_MEMBER_EPOCH). Only consumer groups check.
+    pub fn validate_offset_fetch(
+        &self,
+        group_id: &str,
+        member_id: Option<&str>,
+        member_epoch: i32,
+    ) -> Result<(), ErrorCode> {
+        let Some(group) = self.consumer_groups.get(group_id) else { return Ok(()) };
+        let Some(member_id) = member_id else {
+            return if member_epoch < 0 { Ok(()) } else { Err(ErrorCode::UNKNOWN_MEMBER_ID) };
+        };
+        let member = group.members.get(member_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID)?;
+        if member_epoch != member.member_epoch {
+            return Err(ErrorCode::STALE_MEMBER_EPOCH);
+        }
+        Ok(())
+    }
+
     /// Applies one KIP-848 record (Kafka's `GroupMetadataManager.replay` for them).
     pub(crate) fn replay_consumer(&mut self, record: CoordinatorRecord) {
         let group_of = |this: &mut Self, group_id: &str| -> bool {

@@ -54,7 +54,8 @@ pub enum Command {
     DeleteOffsets(gc::OffsetDelete, oneshot::Sender<gc::OffsetDeleteResponse>),
     /// The cluster's topics changed: KIP-848 groups recompute their target assignment.
     SetTopics(Vec<gc::TopicMetadata>),
-    Fetch(OffsetFetch, oneshot::Sender<OffsetFetchResult>),
+    /// OffsetFetch, with the fetching member of OffsetFetch v9 (member id, member epoch).
+    Fetch(OffsetFetch, Option<(Option<String>, i32)>, oneshot::Sender<OffsetFetchResult>),
     List(Vec<GroupState>, oneshot::Sender<Vec<GroupListing>>),
     Describe(String, oneshot::Sender<GroupDescription>),
     Delete(Vec<String>, oneshot::Sender<Vec<(String, ErrorCode)>>),
@@ -323,8 +324,20 @@ impl Actor {
                 let effects = self.coordinator.set_topics(topics, now);
                 self.apply(effects).await;
             }
-            Command::Fetch(request, reply) => {
-                let _ = reply.send(self.coordinator.fetch_offsets(&request));
+            Command::Fetch(request, member, reply) => {
+                let checked = match &member {
+                    Some((member_id, epoch)) => {
+                        self.coordinator.validate_offset_fetch(&request.group_id, member_id.as_deref(), *epoch)
+                    }
+                    None => Ok(()),
+                };
+                let result = match checked {
+                    Ok(()) => self.coordinator.fetch_offsets(&request),
+                    Err(error) => {
+                        OffsetFetchResult { group_id: request.group_id, error_code: error, topics: Vec::new() }
+                    }
+                };
+                let _ = reply.send(result);
             }
             Command::List(states, reply) => {
                 let _ = reply.send(self.coordinator.list_groups(&states));

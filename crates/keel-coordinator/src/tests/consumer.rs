@@ -363,6 +363,13 @@ fn offset_commits_check_the_member_epoch() {
     assert_eq!(commit_errors(&admin), [ErrorCode::UNKNOWN_MEMBER_ID]);
     let fetched = h.coordinator.fetch_offsets(&OffsetFetch { group_id: GROUP.into(), topics: None });
     assert_eq!(fetched.topics[0].partitions[0].committed_offset, 10);
+    // OffsetFetch v9 names the member: its epoch must be current; an admin fetch always passes.
+    let check = |member: Option<&str>, epoch| h.coordinator.validate_offset_fetch(GROUP, member, epoch);
+    assert_eq!(check(Some(&c.id), c.epoch), Ok(()));
+    assert_eq!(check(None, -1), Ok(()));
+    assert_eq!(check(Some(&c.id), c.epoch - 1), Err(ErrorCode::STALE_MEMBER_EPOCH));
+    assert_eq!(check(Some("nobody"), c.epoch), Err(ErrorCode::UNKNOWN_MEMBER_ID));
+    assert_eq!(h.coordinator.validate_offset_fetch("some-classic-group", Some("x"), 3), Ok(()));
     // OffsetDelete: the group subscribes to "t".
     let (response, _) = h.coordinator.delete_offsets(
         &OffsetDelete {

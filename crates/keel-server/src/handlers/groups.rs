@@ -425,12 +425,11 @@ async fn fetch_group(
     broker: &Arc<Broker>,
     group_id: &str,
     topics: Option<Vec<gc::OffsetFetchTopic>>,
+    member: Option<(Option<String>, i32)>,
 ) -> gc::OffsetFetchResult {
     let request = gc::OffsetFetch { group_id: group_id.to_string(), topics };
-    ask(broker, group_id, |tx| Command::Fetch(request, tx)).await.unwrap_or_else(|error| gc::OffsetFetchResult {
-        group_id: group_id.to_string(),
-        error_code: error,
-        topics: Vec::new(),
+    ask(broker, group_id, |tx| Command::Fetch(request, member, tx)).await.unwrap_or_else(|error| {
+        gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() }
     })
 }
 
@@ -444,7 +443,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
                 .map(|t| gc::OffsetFetchTopic { name: t.name.0.to_string(), partition_indexes: t.partition_indexes })
                 .collect()
         });
-        let result = fetch_group(broker, request.group_id.0.as_str(), topics).await;
+        let result = fetch_group(broker, request.group_id.0.as_str(), topics, None).await;
         if version >= 2 {
             response.error_code = result.error_code.code();
         }
@@ -475,6 +474,8 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
         return response;
     }
     for group in request.groups {
+        // v9 (KIP-848) names the fetching member; consumer groups check its epoch.
+        let member = (version >= 9).then(|| (group.member_id.as_ref().map(|m| m.to_string()), group.member_epoch));
         let topics = group.topics.map(|topics| {
             topics
                 .into_iter()
@@ -488,7 +489,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
                 })
                 .collect()
         });
-        let result = fetch_group(broker, group.group_id.0.as_str(), topics).await;
+        let result = fetch_group(broker, group.group_id.0.as_str(), topics, member).await;
         let mut out = OffsetFetchResponseGroup::default();
         out.group_id = group.group_id;
         out.error_code = result.error_code.code();
