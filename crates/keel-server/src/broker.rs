@@ -117,6 +117,13 @@ impl Broker {
         self.statics.get(name).or_else(|| crate::config::broker_def(name).and_then(|def| def.default))
     }
 
+    /// `connections.max.idle.ms`: a connection that sends nothing for this long is closed.
+    pub fn connections_max_idle(&self) -> std::time::Duration {
+        let ms =
+            self.static_or_default("connections.max.idle.ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(600_000);
+        std::time::Duration::from_millis(ms.max(1))
+    }
+
     /// `socket.request.max.bytes`: the largest frame accepted.
     pub fn request_max_bytes(&self) -> usize {
         self.static_or_default("socket.request.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(104_857_600)

@@ -98,6 +98,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("delete.topic.enable", Boolean, Some("true"), false, "Allow DeleteTopics."),
     broker!("message.max.bytes", Int, Some("1048588"), true, "Largest record batch size allowed."),
     broker!("socket.request.max.bytes", Int, Some("104857600"), false, "Largest request frame accepted."),
+    broker!("connections.max.idle.ms", Long, Some("600000"), false, "Close connections that send nothing for this long."),
     broker!("fetch.max.bytes", Int, Some("57671680"), true, "Largest Fetch response (record bytes) the broker returns."),
     broker!("min.insync.replicas", Int, Some("1"), true, "Minimum in-sync replicas for acks=all."),
     broker!("compression.type", String, Some("producer"), true, "Final compression type for a topic."),

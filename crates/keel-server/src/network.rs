@@ -81,6 +81,7 @@ async fn read_loop(
     client_host: &str,
 ) -> Result<(), String> {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let idle = broker.connections_max_idle();
     loop {
         let max_bytes = broker.request_max_bytes();
         let length = loop {
@@ -92,6 +93,8 @@ async fn read_loop(
             let read = tokio::select! {
                 read = reader.read_buf(&mut buffer) => read.map_err(|e| e.to_string())?,
                 _ = stopped(shutdown) => return Ok(()),
+                // Kafka closes connections that stay silent for connections.max.idle.ms.
+                _ = tokio::time::sleep(idle) => return Err("idle for connections.max.idle.ms".into()),
             };
             if read == 0 {
                 return if buffer.is_empty() { Ok(()) } else { Err("connection closed mid-frame".into()) };

@@ -137,3 +137,19 @@ fn fetch_sessions_are_declined_the_way_kip_227_allows() {
     let response = raw.call(12, &request);
     assert_eq!(response.error_code, ResponseError::FetchSessionIdNotFound.code());
 }
+
+#[test]
+fn silent_connections_are_closed_after_connections_max_idle_ms() {
+    let keel = Keel::start(&["connections.max.idle.ms=300"]);
+    let mut silent = keel.connect();
+    let started = Instant::now();
+    assert!(silent.closed(), "the broker keeps a silent connection open");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed before the idle time");
+    // A connection that keeps talking stays open.
+    let mut busy = keel.connect();
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(150));
+        let response = busy.call(3, &kafka_protocol::messages::ApiVersionsRequest::default());
+        assert_eq!(response.error_code, 0);
+    }
+}
