@@ -306,18 +306,14 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
     let mut unknown: Vec<OffsetCommitResponseTopic> = Vec::new();
     let mut known = Vec::new();
     for topic in &request.topics {
-        let name = if version >= 10 {
-            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
-        } else {
-            image.topic(topic.name.0.as_str()).map(|t| t.name.clone())
-        };
-        let partitions_exist = name.as_deref().and_then(|n| image.topic(n)).map(|t| t.partitions.len() as i32);
-        match (name, partitions_exist) {
-            (Some(name), Some(count)) => {
+        // OffsetCommit is served up to v9, which names topics (v10 adds topic ids).
+        match image.topic(topic.name.0.as_str()) {
+            Some(existing) => {
+                let (name, count) = (existing.name.clone(), existing.partitions.len() as i32);
                 let (inside, outside): (Vec<_>, Vec<_>) =
                     topic.partitions.iter().partition(|p| p.partition_index >= 0 && p.partition_index < count);
                 if !outside.is_empty() {
-                    unknown.push(commit_errors(version, topic, &outside, ResponseError::UnknownTopicOrPartition));
+                    unknown.push(commit_errors(topic, &outside, ResponseError::UnknownTopicOrPartition));
                 }
                 known.push(gc::OffsetCommitTopic {
                     name,
@@ -332,11 +328,9 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
                         .collect(),
                 });
             }
-            _ => {
-                let error =
-                    if version >= 10 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition };
+            None => {
                 let all: Vec<_> = topic.partitions.iter().collect();
-                unknown.push(commit_errors(version, topic, &all, error));
+                unknown.push(commit_errors(topic, &all, ResponseError::UnknownTopicOrPartition));
             }
         }
     }
@@ -375,11 +369,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
     let mut response = OffsetCommitResponse::default();
     for topic in answer.topics {
         let mut out = OffsetCommitResponseTopic::default();
-        if version >= 10 {
-            out.topic_id = image.topic(&topic.name).map(|t| t.topic_id).unwrap_or_default();
-        } else {
-            out.name = TopicName(str_bytes(topic.name));
-        }
+        out.name = TopicName(str_bytes(topic.name));
         out.partitions = topic
             .partitions
             .into_iter()
@@ -397,17 +387,12 @@ pub async fn offset_commit(broker: &Arc<Broker>, request: OffsetCommitRequest, v
 }
 
 fn commit_errors(
-    version: i16,
     topic: &offset_commit_request::OffsetCommitRequestTopic,
     partitions: &[&offset_commit_request::OffsetCommitRequestPartition],
     error: ResponseError,
 ) -> OffsetCommitResponseTopic {
     let mut out = OffsetCommitResponseTopic::default();
-    if version >= 10 {
-        out.topic_id = topic.topic_id;
-    } else {
-        out.name = TopicName(str_bytes(topic.name.0.as_str()));
-    }
+    out.name = TopicName(str_bytes(topic.name.0.as_str()));
     out.partitions = partitions
         .iter()
         .map(|p| {
@@ -434,7 +419,6 @@ async fn fetch_group(
 }
 
 pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
-    let image = broker.image();
     let mut response = OffsetFetchResponse::default();
     if version < 8 {
         let topics = request.topics.map(|topics| {
@@ -479,14 +463,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
         let topics = group.topics.map(|topics| {
             topics
                 .into_iter()
-                .map(|t| {
-                    let name = if version >= 10 {
-                        image.topic_by_id(&t.topic_id).map(|topic| topic.name.clone()).unwrap_or_default()
-                    } else {
-                        t.name.0.to_string()
-                    };
-                    gc::OffsetFetchTopic { name, partition_indexes: t.partition_indexes }
-                })
+                .map(|t| gc::OffsetFetchTopic { name: t.name.0.to_string(), partition_indexes: t.partition_indexes })
                 .collect()
         });
         let result = fetch_group(broker, group.group_id.0.as_str(), topics, member).await;
@@ -498,11 +475,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
             .into_iter()
             .map(|t| {
                 let mut topic = OffsetFetchResponseTopics::default();
-                if version >= 10 {
-                    topic.topic_id = image.topic(&t.name).map(|x| x.topic_id).unwrap_or_default();
-                } else {
-                    topic.name = TopicName(str_bytes(t.name));
-                }
+                topic.name = TopicName(str_bytes(t.name));
                 topic.partitions = t
                     .partitions
                     .into_iter()
