@@ -16,8 +16,8 @@ pub const CRC_START: usize = 21;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
+pub(crate) const ATTR_CONTROL: i16 = 0x20;
 
 /// Compression codec from attribute bits 0-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,6 +212,12 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchSumma
         if header.is_control() {
             return Err(BatchError::ControlBatch { position });
         }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(BatchError::InvalidRecord {
+                position,
+                reason: "a batch with a producer id needs a sequence number",
+            });
+        }
         let size_bytes = header.size();
         summary = Some(match summary {
             None => BatchSummary {
@@ -234,6 +240,55 @@ pub fn validate_batches(buf: &[u8], max_batch_bytes: usize) -> Result<BatchSumma
         position += size_bytes;
     }
     summary.ok_or(BatchError::InvalidRecord { position: 0, reason: "no record batches" })
+}
+
+/// The commit or abort marker of a control batch (`batch` starts with its header): the key and
+/// value of its one control record. `None` for a data batch or an unreadable control record.
+pub fn read_marker(batch: &[u8]) -> Option<crate::producer::Marker> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != Compression::None {
+        return None;
+    }
+    let mut records = batch.get(HEADER_BYTES..header.size().min(batch.len()))?;
+    let _length = read_varint(&mut records)?;
+    let (_attributes, rest) = records.split_first()?;
+    records = rest;
+    let _timestamp_delta = read_varint(&mut records)?;
+    let _offset_delta = read_varint(&mut records)?;
+    let key = read_sized(&mut records)?;
+    let value = read_sized(&mut records)?;
+    if key.len() < 4 || value.len() < 6 {
+        return None;
+    }
+    let commit = match be_i16(key, 2) {
+        0 => false,
+        1 => true,
+        _ => return None,
+    };
+    Some(crate::producer::Marker { commit, coordinator_epoch: be_i32(value, 2) })
+}
+
+/// A zig-zag varint, advancing `buf`.
+fn read_varint(buf: &mut &[u8]) -> Option<i64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (byte, rest) = buf.split_first()?;
+        *buf = rest;
+        value |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    None
+}
+
+/// A varint-length-prefixed byte string (null reads as empty).
+fn read_sized<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = read_varint(buf)?;
+    let len = usize::try_from(len).unwrap_or(0);
+    let (bytes, rest) = buf.split_at_checked(len)?;
+    *buf = rest;
+    Some(bytes)
 }
 
 /// Sets `baseOffset`; outside the CRC, so the batch stays valid. No-op on a short slice.

@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod error;
 pub mod log;
 pub mod manager;
+pub mod producer;
 mod segment;
 pub mod testing;
 
