@@ -25,6 +25,9 @@ pub enum LogError {
     /// The bytes handed to `append` are not whole v2 batches (the caller should have validated).
     #[error("invalid batches passed to append: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// The producer state refused a batch (sequence, epoch or transaction state).
+    #[error(transparent)]
+    Producer(#[from] crate::producer::ProducerError),
     /// The directory belongs to another incarnation of the topic.
     #[error("{} holds topic id {found}, not {expected}; delete the directory if the topic was recreated", path.display())]
     TopicIdMismatch { path: PathBuf, expected: String, found: String },

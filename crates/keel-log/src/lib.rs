@@ -13,6 +13,7 @@ pub mod manager;
 pub mod producer;
 mod segment;
 pub mod testing;
+mod txn_index;
 
 pub use batch::{validate_batches, BatchError, BatchHeader, BatchSummary};
 pub use error::LogError;

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLockWriteGuard;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
-use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, BatchError};
+use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, read_marker, BatchError, BatchHeader};
 use crate::checkpoint::{format_checkpoint, read_checkpoint, sync_dir, write_atomic};
 use crate::error::{IoContext, LogError};
+use crate::producer::{AbortedTxn, Marker, Origin, ProducerBatch, ProducerStates};
 use crate::segment::{
     encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment, NO_TIMESTAMP,
     OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
@@ -64,6 +65,9 @@ pub struct AppendInfo {
     pub record_count: u32,
     /// Log end offset after the append.
     pub log_end_offset: i64,
+    /// The append repeated a producer's recent batch: nothing was written, and the offsets are
+    /// the original batch's.
+    pub duplicate: bool,
 }
 
 /// What `open` found and repaired.
@@ -125,6 +129,8 @@ struct State {
     epochs: Vec<(i32, i64)>,
     /// A segment file was created or deleted since the last directory fsync.
     dir_unsynced: bool,
+    /// First offset of the earliest open transaction (the last stable offset bound).
+    first_unstable_offset: Option<i64>,
 }
 
 /// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
@@ -132,6 +138,8 @@ pub struct Log {
     dir: PathBuf,
     topic_id: String,
     append_lock: Mutex<()>,
+    /// Changed only under `append_lock`; its own lock lets readers look.
+    producers: Mutex<ProducerStates>,
     state: RwLock<State>,
     config: RwLock<LogConfig>,
     /// True while some thread is the flusher (or truncating, which excludes flushes).
@@ -219,8 +227,11 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
             fs::remove_file(entry.path()).ctx(&entry.path())?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
             bases.push(base);
-        } else if let Some(base) =
-            name.strip_suffix(".index").or_else(|| name.strip_suffix(".timeindex")).and_then(parse_base)
+        } else if let Some(base) = name
+            .strip_suffix(".index")
+            .or_else(|| name.strip_suffix(".timeindex"))
+            .or_else(|| name.strip_suffix(".txnindex"))
+            .and_then(parse_base)
         {
             index_files.push((base, entry.path()));
         }
@@ -232,6 +243,95 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
     }
     bases.sort_unstable();
     Ok(bases)
+}
+
+const SNAPSHOT_EXTENSION: &str = "snapshot";
+/// Producer snapshots kept after a new one is written.
+const SNAPSHOTS_KEPT: usize = 3;
+
+/// Offsets of the `<offset>.snapshot` files in `dir`.
+fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut offsets = Vec::new();
+    for entry in fs::read_dir(dir).ctx(dir)? {
+        let name = entry.ctx(dir)?.file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".snapshot") {
+            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(offset) = stem.parse() {
+                    offsets.push(offset);
+                }
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+fn delete_snapshots(dir: &Path, doomed: impl Fn(i64) -> bool) -> Result<(), LogError> {
+    for offset in snapshot_offsets(dir)? {
+        if doomed(offset) {
+            let path = segment_path(dir, offset, SNAPSHOT_EXTENSION);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(&path),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The producer state of a log ending at `log_end_offset`: the newest readable snapshot at or
+/// below the end (later ones describe data that is gone and are deleted), then every batch
+/// after it replayed. Aborted-transaction entries at or after the snapshot are rebuilt by the
+/// replay.
+fn rebuild_producer_state(
+    dir: &Path,
+    segments: &mut [Segment],
+    log_end_offset: i64,
+) -> Result<ProducerStates, LogError> {
+    delete_snapshots(dir, |offset| offset > log_end_offset)?;
+    let mut offsets = snapshot_offsets(dir)?;
+    offsets.sort_unstable();
+    let mut loaded = None;
+    for &offset in offsets.iter().rev() {
+        let path = segment_path(dir, offset, SNAPSHOT_EXTENSION);
+        let bytes = fs::read(&path).ctx(&path)?;
+        match ProducerStates::decode_snapshot(&bytes) {
+            Ok(states) => {
+                loaded = Some((offset, states));
+                break;
+            }
+            // An unreadable snapshot (a torn write that escaped the atomic rename, a bit flip)
+            // goes; an older one, or the full replay, takes its place.
+            Err(_) => fs::remove_file(&path).ctx(&path)?,
+        }
+    }
+    let first_base = segments.first().map_or(0, |s| s.base_offset);
+    let (start, mut producers) = loaded.unwrap_or((first_base, ProducerStates::new()));
+    for segment in segments.iter_mut() {
+        segment.txn_index.truncate_from(start)?;
+    }
+    let mut buf = Vec::new();
+    for segment in segments.iter_mut().filter(|s| s.next_offset > start) {
+        let mut position = segment.lookup_position(start);
+        while position < segment.size_bytes {
+            let header: BatchHeader =
+                crate::segment::read_header_at(&segment.log_file, &segment.log_path, position, segment.size_bytes)?;
+            position += header.size() as u64;
+            if header.base_offset < start || header.producer_id < 0 {
+                continue;
+            }
+            let marker = if header.is_control() {
+                buf.resize(header.size(), 0);
+                segment.log_file.read_exact_at(&mut buf, position - header.size() as u64).ctx(&segment.log_path)?;
+                read_marker(&buf)
+            } else {
+                None
+            };
+            for entry in producers.replay(&ProducerBatch::from_header(&header, marker)) {
+                segment.txn_index.append(entry)?;
+            }
+        }
+    }
+    Ok(producers)
 }
 
 impl Log {
@@ -261,7 +361,7 @@ impl Log {
                 let path = segment_path(dir, base, "log");
                 report.truncated_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 report.segments_deleted += 1;
-                for extension in ["log", "index", "timeindex"] {
+                for extension in ["log", "index", "timeindex", "txnindex"] {
                     let path = segment_path(dir, base, extension);
                     match fs::remove_file(&path) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(&path),
@@ -300,6 +400,8 @@ impl Log {
         }
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset);
+        let producers = rebuild_producer_state(dir, &mut segments, log_end_offset)?;
+        let first_unstable_offset = producers.first_unstable_offset();
         let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
         let mut epochs = read_epochs(dir)?;
         let epoch_count = epochs.len();
@@ -311,7 +413,15 @@ impl Log {
             dir: dir.to_path_buf(),
             topic_id,
             append_lock: Mutex::new(()),
-            state: RwLock::new(State { segments, log_start_offset, log_end_offset, epochs, dir_unsynced }),
+            producers: Mutex::new(producers),
+            state: RwLock::new(State {
+                segments,
+                log_start_offset,
+                log_end_offset,
+                epochs,
+                dir_unsynced,
+                first_unstable_offset,
+            }),
             config: RwLock::new(config),
             flush_running: Mutex::new(false),
             flush_done: Condvar::new(),
@@ -403,9 +513,35 @@ impl Log {
         self.read_state().epochs.clone()
     }
 
-    /// Appends already-validated batches: assigns offsets from the log end, patches `baseOffset`
-    /// and `partitionLeaderEpoch` in `batches`, and writes them to the page cache.
+    /// Appends already-validated batches from a producer: assigns offsets from the log end,
+    /// patches `baseOffset` and `partitionLeaderEpoch` in `batches`, checks batches that carry a
+    /// producer id against the producer state, and writes them to the page cache. A retried
+    /// batch is answered with its original offsets and not written again.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.append_from(batches, leader_epoch, now_ms, Origin::Client)
+    }
+
+    /// Writes a transaction marker for `producer_id` (the broker's own control batch).
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: Marker,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let mut batch = crate::builder::build_marker_batch(producer_id, producer_epoch, marker, now_ms);
+        self.append_from(&mut batch, leader_epoch, now_ms, Origin::Coordinator)
+    }
+
+    /// Appends batches with the producer checks `origin` calls for.
+    pub fn append_from(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: Origin,
+    ) -> Result<AppendInfo, LogError> {
         self.check_failed()?;
         let mut headers = Vec::new();
         for item in batch_headers(batches) {
@@ -425,6 +561,7 @@ impl Log {
         let mut next_offset = log_end_offset;
         let mut max_timestamp = NO_TIMESTAMP;
         let mut record_count = 0u32;
+        let mut producer_batches = Vec::new();
         for (position, header) in headers.iter_mut() {
             patch_base_offset(&mut batches[*position..], next_offset);
             patch_leader_epoch(&mut batches[*position..], leader_epoch);
@@ -433,6 +570,10 @@ impl Log {
             next_offset = header.last_offset() + 1;
             max_timestamp = max_timestamp.max(header.max_timestamp);
             record_count = record_count.saturating_add(header.records_count.max(0) as u32);
+            if header.producer_id >= 0 {
+                let marker = if header.is_control() { read_marker(&batches[*position..]) } else { None };
+                producer_batches.push(ProducerBatch::from_header(header, marker));
+            }
         }
         let span_offsets = next_offset - 1 - log_end_offset;
         if total_bytes > u64::from(u32::MAX) || span_offsets > i64::from(u32::MAX) {
@@ -440,6 +581,22 @@ impl Log {
                 BatchError::TooLarge { position: 0, size_bytes: batches.len(), max_bytes: u32::MAX as usize }.into()
             );
         }
+        let staged = if producer_batches.is_empty() {
+            None
+        } else {
+            let staged = lock(&self.producers).stage(&producer_batches, origin)?;
+            if let Some(original) = staged.duplicate {
+                return Ok(AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    max_timestamp: original.timestamp,
+                    record_count: (original.last_offset - original.first_offset + 1) as u32,
+                    log_end_offset,
+                    duplicate: true,
+                });
+            }
+            Some(staged)
+        };
 
         self.maybe_roll(&config, total_bytes, next_offset, headers.len(), now_ms)?;
 
@@ -512,8 +669,20 @@ impl Log {
             return Err(e);
         }
 
+        // The batches are written: they are now part of the producer state, and the transactions
+        // their markers aborted go to the active segment's index.
+        let (aborted, first_unstable_offset) = match staged {
+            Some(staged) => {
+                let mut producers = lock(&self.producers);
+                (producers.commit(staged), Some(producers.first_unstable_offset()))
+            }
+            None => (Vec::new(), None),
+        };
         let mut state = self.write_state();
         if let Some(active) = state.segments.last_mut() {
+            for entry in aborted {
+                active.txn_index.append(entry)?;
+            }
             active.size_bytes += total_bytes;
             active.next_offset = next_offset;
             active.index_unsynced |= !offset_entries.is_empty();
@@ -524,6 +693,9 @@ impl Log {
             active.log_unsynced = true;
         }
         state.log_end_offset = next_offset;
+        if let Some(first_unstable_offset) = first_unstable_offset {
+            state.first_unstable_offset = first_unstable_offset;
+        }
         if let Some(epochs) = new_epochs {
             state.epochs = epochs;
         }
@@ -533,6 +705,7 @@ impl Log {
             max_timestamp,
             record_count,
             log_end_offset: next_offset,
+            duplicate: false,
         })
     }
 
@@ -563,6 +736,13 @@ impl Log {
             (needs_roll, state.log_end_offset)
         };
         if needs_roll {
+            // The producer state as of the new segment's base goes to a snapshot, once the
+            // aborted-transaction entries before it are on disk (recovery trusts them).
+            let unsynced = self.write_state().segments.last_mut().and_then(|s| s.txn_index.take_unsynced());
+            if let Some((file, path)) = unsynced {
+                file.sync_data().ctx(&path)?;
+            }
+            self.write_producer_snapshot(log_end_offset)?;
             let segment = Segment::open(&self.dir, log_end_offset, true)?;
             let mut state = self.write_state();
             state.segments.push(segment);
@@ -684,6 +864,7 @@ impl Log {
                     files.push((Arc::clone(&segment.timeindex_file), segment.timeindex_path.clone()));
                     segment.index_unsynced = false;
                 }
+                files.extend(segment.txn_index.take_unsynced());
             }
             let sync_directory = std::mem::take(&mut state.dir_unsynced);
             (state.log_end_offset, files, sync_directory)
@@ -834,6 +1015,10 @@ impl Log {
         if let Some(epochs) = epochs {
             write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
+        lock(&self.producers).remove_below(log_start_offset);
+        if let Some(first_base) = self.read_state().segments.first().map(|s| s.base_offset) {
+            delete_snapshots(&self.dir, |offset| offset < first_base)?;
+        }
         Ok(log_start_offset)
     }
 
@@ -844,7 +1029,15 @@ impl Log {
         let _append = lock(&self.append_lock);
         // Excluding flushes keeps a flush that snapshotted the old log end from publishing a
         // durable offset past the cut.
-        self.exclusive_flush(|| self.truncate_locked(offset))
+        self.exclusive_flush(|| self.truncate_locked(offset))?;
+        // Producer state after the cut: from the newest snapshot at or below it, replayed.
+        let mut state = self.write_state();
+        let log_end_offset = state.log_end_offset;
+        let producers = rebuild_producer_state(&self.dir, &mut state.segments, log_end_offset)?;
+        state.first_unstable_offset = producers.first_unstable_offset();
+        drop(state);
+        *lock(&self.producers) = producers;
+        Ok(())
     }
 
     fn truncate_locked(&self, offset: i64) -> Result<(), LogError> {
@@ -893,7 +1086,54 @@ impl Log {
     /// Flushes everything (segments, indexes, directory), e.g. before a clean shutdown.
     pub fn close(&self) -> Result<(), LogError> {
         self.check_failed()?;
-        self.exclusive_flush(|| self.flush_round())
+        let _append = lock(&self.append_lock);
+        self.exclusive_flush(|| self.flush_round())?;
+        self.write_producer_snapshot(self.log_end_offset())
+    }
+
+    /// Writes the producer state, which describes every offset below `offset`, to
+    /// `<offset>.snapshot`, keeping the newest few snapshots. Called under `append_lock`.
+    fn write_producer_snapshot(&self, offset: i64) -> Result<(), LogError> {
+        let bytes = lock(&self.producers).encode_snapshot();
+        write_atomic(&segment_path(&self.dir, offset, SNAPSHOT_EXTENSION), &bytes)?;
+        let mut offsets = snapshot_offsets(&self.dir)?;
+        offsets.sort_unstable();
+        let keep_from = offsets.len().saturating_sub(SNAPSHOTS_KEPT);
+        let oldest_kept = offsets.get(keep_from).copied().unwrap_or(i64::MIN);
+        delete_snapshots(&self.dir, |o| o < oldest_kept)
+    }
+
+    /// The last stable offset: the first offset of the earliest open transaction, or the log
+    /// end when none is open. Consumers reading committed data stop here.
+    pub fn last_stable_offset(&self) -> i64 {
+        let state = self.read_state();
+        state.first_unstable_offset.unwrap_or(state.log_end_offset).min(state.log_end_offset)
+    }
+
+    /// The aborted transactions a `read_committed` fetch of `[start_offset, upper_bound)` must
+    /// return: those whose marker is at or after `start_offset` and that began before
+    /// `upper_bound` (Kafka's `collectAbortedTransactions`).
+    pub fn aborted_transactions(&self, start_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let state = self.read_state();
+        let first = state.segments.partition_point(|s| s.next_offset <= start_offset);
+        state.segments[first..]
+            .iter()
+            .take_while(|s| s.base_offset < upper_bound)
+            .flat_map(|s| s.txn_index.entries.iter())
+            .filter(|e| e.last_offset >= start_offset && e.first_offset < upper_bound)
+            .copied()
+            .collect()
+    }
+
+    /// A copy of the producer state (DescribeProducers, tests).
+    pub fn producer_states(&self) -> ProducerStates {
+        lock(&self.producers).clone()
+    }
+
+    /// Forgets idle producers (`producer.id.expiration.ms`); returns how many went.
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        let _append = lock(&self.append_lock);
+        lock(&self.producers).remove_expired(now_ms, expiration_ms)
     }
 }
 

@@ -65,7 +65,14 @@ fn append_assigns_offsets_and_patches_headers() {
     let info = log.append(&mut two, 5, 0).expect("append");
     assert_eq!(
         info,
-        AppendInfo { base_offset: 0, last_offset: 4, max_timestamp: 70, record_count: 5, log_end_offset: 5 }
+        AppendInfo {
+            base_offset: 0,
+            last_offset: 4,
+            max_timestamp: 70,
+            record_count: 5,
+            log_end_offset: 5,
+            duplicate: false
+        }
     );
     let second = BatchHeader::parse(&two[test_batch(3, 50, 4).len()..]).expect("header");
     assert_eq!(second.base_offset, 3);
@@ -594,5 +601,104 @@ proptest! {
             prop_assert_eq!(log.log_start_offset(), model.log_start_offset);
         }
         prop_assert_eq!(read_all(&log), model.visible_bytes());
+    }
+}
+
+mod producers {
+    use super::*;
+    use crate::builder::{build_producer_batch, Producer};
+    use crate::producer::{AbortedTxn, Marker, ProducerError};
+
+    fn batch(pid: i64, epoch: i16, seq: i32, records: usize, transactional: bool) -> Vec<u8> {
+        let values: Vec<Vec<u8>> = (0..records).map(|i| vec![i as u8; 50]).collect();
+        let producer = Producer { id: pid, epoch, base_sequence: seq };
+        build_producer_batch(values.iter().map(|v| (None, Some(&v[..]))), 1000, producer, transactional).unwrap()
+    }
+
+    #[test]
+    fn a_retried_batch_is_not_written_twice_even_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config(), 0);
+        for seq in 0..10 {
+            log.append(&mut batch(7, 0, seq * 3, 3, false), 0, 0).unwrap();
+        }
+        let end = log.log_end_offset();
+        let retry = log.append(&mut batch(7, 0, 27, 3, false), 0, 0).unwrap();
+        assert!(retry.duplicate);
+        assert_eq!((retry.base_offset, retry.last_offset, log.log_end_offset()), (27, 29, end));
+        let gap = log.append(&mut batch(7, 0, 31, 1, false), 0, 0);
+        assert!(matches!(gap, Err(LogError::Producer(ProducerError::OutOfOrderSequence { .. }))));
+        let fenced = log.append(&mut batch(7, -1, 30, 1, false), 0, 0);
+        assert!(fenced.is_err());
+        // A crash (no close): the state comes back from the last roll's snapshot plus a replay.
+        drop(log);
+        assert!(snapshot_offsets(dir.path()).unwrap().len() > 1, "segments rolled and were snapshotted");
+        let log = open(dir.path(), small_config(), 0);
+        let retry = log.append(&mut batch(7, 0, 27, 3, false), 0, 0).unwrap();
+        assert!(retry.duplicate && retry.base_offset == 27);
+        assert!(!log.append(&mut batch(7, 0, 30, 1, false), 0, 0).unwrap().duplicate);
+        // A clean close snapshots at the end; nothing is replayed.
+        log.close().unwrap();
+        let end = log.log_end_offset();
+        drop(log);
+        assert!(snapshot_offsets(dir.path()).unwrap().contains(&end));
+        let log = open(dir.path(), small_config(), i64::MAX);
+        assert_eq!(log.producer_states().entry(7).unwrap().last_seq(), 30);
+    }
+
+    #[test]
+    fn a_snapshot_past_the_recovered_end_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), LogConfig::default(), 0);
+        log.append(&mut batch(1, 0, 0, 2, false), 0, 0).unwrap();
+        log.append(&mut batch(1, 0, 2, 2, false), 0, 0).unwrap();
+        log.close().unwrap();
+        drop(log);
+        // The second batch is lost (torn), but the snapshot at offset 4 survived.
+        let segment = last_segment_log(dir.path());
+        let len = fs::metadata(&segment).unwrap().len();
+        OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 10).unwrap();
+        let log = open(dir.path(), LogConfig::default(), 0);
+        assert_eq!(log.log_end_offset(), 2);
+        assert!(!snapshot_offsets(dir.path()).unwrap().contains(&4));
+        assert_eq!(log.producer_states().entry(1).unwrap().last_seq(), 1);
+        // The producer's retry of the lost batch is written, not taken for a duplicate.
+        let retry = log.append(&mut batch(1, 0, 2, 2, false), 0, 0).unwrap();
+        assert!(!retry.duplicate);
+        assert_eq!(retry.base_offset, 2);
+    }
+
+    #[test]
+    fn aborted_transactions_are_indexed_and_bound_the_last_stable_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config(), 0);
+        log.append(&mut test_batch(2, 0, 10), 0, 0).unwrap(); // 0-1
+        log.append(&mut batch(5, 0, 0, 2, true), 0, 0).unwrap(); // 2-3: txn of 5 opens
+        log.append(&mut batch(6, 0, 0, 1, true), 0, 0).unwrap(); // 4: txn of 6 opens
+        assert_eq!(log.last_stable_offset(), 2);
+        let abort = Marker { commit: false, coordinator_epoch: 0 };
+        log.append_marker(5, 0, abort, 0, 0).unwrap(); // 5
+        assert_eq!(log.last_stable_offset(), 4);
+        let expected = AbortedTxn { producer_id: 5, first_offset: 2, last_offset: 5, last_stable_offset: 4 };
+        assert_eq!(log.aborted_transactions(0, 6), vec![expected]);
+        assert_eq!(log.aborted_transactions(6, 100), vec![]);
+        assert_eq!(log.aborted_transactions(0, 2), vec![], "began at or after the upper bound");
+        log.append_marker(6, 0, Marker { commit: true, coordinator_epoch: 0 }, 0, 0).unwrap(); // 6
+        assert_eq!(log.last_stable_offset(), log.log_end_offset());
+        // Markers from an older epoch are refused.
+        log.append(&mut batch(6, 1, 0, 1, true), 0, 0).unwrap(); // 7
+        assert!(log.append_marker(6, 0, abort, 0, 0).is_err());
+        for _ in 0..20 {
+            log.append(&mut test_batch(5, 0, 40), 0, 0).unwrap();
+        }
+        // A crash: the index and the open transaction come back.
+        drop(log);
+        let log = open(dir.path(), small_config(), 0);
+        assert_eq!(log.aborted_transactions(0, 6), vec![expected]);
+        assert_eq!(log.last_stable_offset(), 7);
+        // A truncation below the abort marker forgets it and reopens the transaction.
+        log.truncate_to(5).unwrap();
+        assert_eq!(log.aborted_transactions(0, 100), vec![]);
+        assert_eq!(log.last_stable_offset(), 2);
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::batch::{check_batch, BatchHeader, HEADER_BYTES};
 use crate::error::{IoContext, LogError};
+use crate::txn_index::TxnIndex;
 
 pub(crate) const OFFSET_ENTRY_BYTES: u64 = 8;
 pub(crate) const TIME_ENTRY_BYTES: u64 = 12;
@@ -180,6 +181,8 @@ pub(crate) struct Segment {
     pub created_ms: Option<i64>,
     pub log_unsynced: bool,
     pub index_unsynced: bool,
+    /// Transactions aborted by markers in this segment.
+    pub txn_index: TxnIndex,
 }
 
 fn open_rw(path: &Path, fresh: bool) -> Result<File, LogError> {
@@ -197,6 +200,14 @@ impl Segment {
         let log_file = open_rw(&log_path, fresh)?;
         let index_file = open_rw(&index_path, fresh)?;
         let timeindex_file = open_rw(&timeindex_path, fresh)?;
+        let txnindex_path = segment_path(dir, base_offset, "txnindex");
+        let txn_index = if fresh {
+            let stale = TxnIndex::empty(txnindex_path);
+            stale.delete_file()?;
+            stale
+        } else {
+            TxnIndex::load(txnindex_path)?
+        };
         Ok(Segment {
             base_offset,
             log_path,
@@ -213,6 +224,7 @@ impl Segment {
             created_ms: None,
             log_unsynced: fresh,
             index_unsynced: fresh,
+            txn_index,
         })
     }
 
@@ -227,7 +239,7 @@ impl Segment {
                 _ => {}
             }
         }
-        Ok(())
+        self.txn_index.delete_file()
     }
 
     /// Loads the segment trusting its contents: reads the index files and walks the headers after
@@ -386,7 +398,7 @@ impl Segment {
         self.rewrite_indexes()?;
         self.log_unsynced = true;
         if self.rescan_tail()? {
-            Ok(())
+            self.txn_index.truncate_from(self.next_offset)
         } else {
             Err(LogError::Corrupt {
                 path: self.log_path.clone(),
