@@ -22,8 +22,8 @@ class BrokerFactory:
         self.tmp_path = tmp_path
         self.brokers: list[Broker] = []
 
-    def __call__(self, sets: dict | None = None, name: str = "broker") -> Broker:
-        b = Broker(self.tmp_path / f"{name}-data", self.tmp_path / f"{name}.log", sets=sets)
+    def __call__(self, sets: dict | None = None, name: str = "broker", advertise: str | None = None) -> Broker:
+        b = Broker(self.tmp_path / f"{name}-data", self.tmp_path / f"{name}.log", sets=sets, advertise=advertise)
         self.brokers.append(b)
         return b.start()
 

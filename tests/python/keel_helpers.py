@@ -39,7 +39,9 @@ class BrokerError(AssertionError):
 class Broker:
     """One `keel server` process. Ports are chosen once and kept across restarts."""
 
-    def __init__(self, data_dir: Path, log_path: Path, sets: dict[str, str] | None = None, node_id: int = 1):
+    def __init__(self, data_dir: Path, log_path: Path, sets: dict[str, str] | None = None, node_id: int = 1,
+                 advertise: str | None = None):
+        self.advertise = advertise
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.sets = dict(sets or {})
@@ -69,6 +71,8 @@ class Broker:
             "--http", f"127.0.0.1:{self.http_port}",
             "--node-id", str(self.node_id),
         ]
+        if self.advertise:
+            cmd += ["--advertise", self.advertise]
         for k, v in self.sets.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd

@@ -6,5 +6,6 @@ pub mod store;
 
 pub use metadata::{
     BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState, TopicImage,
+    PRODUCER_ID_BLOCK_SIZE,
 };
 pub use store::{MetadataError, MetadataStore};

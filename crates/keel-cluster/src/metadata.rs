@@ -28,7 +28,13 @@ pub enum MetadataRecord {
     RemoveTopic { topic_id: Uuid },
     /// Sets (`Some`) or removes (`None`) one config of a topic or broker.
     Config { resource: ConfigResource, name: String, value: Option<String> },
+    /// A block of producer ids handed to a broker (Kafka's `ProducerIdsRecord`): ids from
+    /// `next_producer_id - PRODUCER_ID_BLOCK_SIZE` up to `next_producer_id` are taken.
+    ProducerIds { node_id: NodeId, next_producer_id: i64 },
 }
+
+/// Producer ids a broker takes from the controller at a time (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
 /// The entity a config belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -87,6 +93,8 @@ pub struct MetadataImage {
     pub broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
     /// Index of the last metadata log entry applied (0 when none).
     pub applied_index: u64,
+    /// The first producer id no block has taken yet.
+    pub next_producer_id: i64,
 }
 
 impl MetadataImage {
@@ -132,6 +140,9 @@ impl MetadataImage {
                     Some(value) => configs.insert(name.clone(), value.clone()),
                     None => configs.remove(name),
                 };
+            }
+            MetadataRecord::ProducerIds { next_producer_id, .. } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
     }
@@ -199,6 +210,14 @@ mod tests {
             value: Some("1".into()),
         });
         assert_eq!(image, before);
+    }
+
+    #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut image = MetadataImage::default();
+        image.apply(&MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 2000 });
+        image.apply(&MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 1000 });
+        assert_eq!(image.next_producer_id, 2000);
     }
 
     #[test]

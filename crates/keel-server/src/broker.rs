@@ -33,6 +33,7 @@ pub struct Broker {
     pub groups: crate::groups::Groups,
     /// Serializes controller decisions: each is validated against the image it is proposed on.
     pub controller: Mutex<()>,
+    pub producer_ids: crate::producer_ids::ProducerIds,
     /// Bumped after every append; long-polling fetches wait for it to change.
     appends: watch::Sender<u64>,
     ready: AtomicBool,
@@ -59,6 +60,7 @@ impl Broker {
             partitions: Partitions::default(),
             groups: crate::groups::Groups::default(),
             controller: Mutex::new(()),
+            producer_ids: Default::default(),
             appends: watch::channel(0).0,
             ready: AtomicBool::new(false),
         }

@@ -130,6 +130,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("unclean.leader.election.enable", Boolean, Some("false"), true, "Allow an out-of-sync replica to become leader."),
     broker!("offsets.topic.num.partitions", Int, Some("50"), false, "Partitions of __consumer_offsets."),
     broker!("offsets.topic.replication.factor", Short, Some("1"), false, "Replication factor of __consumer_offsets."),
+    broker!("producer.id.expiration.ms", Int, Some("86400000"), true, "How long a producer's state is kept after its last write."),
+    broker!("producer.id.expiration.check.interval.ms", Int, Some("600000"), false, "How often expired producer state is removed."),
     broker!("transaction.state.log.num.partitions", Int, Some("50"), false, "Partitions of __transaction_state."),
     broker!("transaction.state.log.replication.factor", Short, Some("1"), false, "Replication factor of __transaction_state."),
     broker!("keel.fetch.sendfile.enable", Boolean, Some("true"), false, "Keel: send fetched records with sendfile(2) (no copy through user space); false reads them into a buffer first."),

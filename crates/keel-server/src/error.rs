@@ -46,6 +46,16 @@ impl From<&LogError> for ApiError {
         match error {
             LogError::OffsetOutOfRange { .. } => ApiError::with(ResponseError::OffsetOutOfRange, error.to_string()),
             LogError::InvalidBatch(batch) => ApiError::from(batch),
+            LogError::Producer(producer) => {
+                use keel_log::producer::ProducerError;
+                let code = match producer {
+                    ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                    ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+                    ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+                    ProducerError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+                };
+                ApiError::with(code, producer.to_string())
+            }
             _ => ApiError::with(ResponseError::KafkaStorageError, error.to_string()),
         }
     }

@@ -9,6 +9,7 @@ pub mod groups;
 pub mod handlers;
 pub mod network;
 pub mod partition;
+pub mod producer_ids;
 pub mod server;
 
 pub use config::StaticConfig;

@@ -263,6 +263,8 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
     );
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     let mut flush = tokio::time::interval(Duration::from_millis(100));
+    let expire_every = broker.statics.get("producer.id.expiration.check.interval.ms").and_then(|v| v.parse().ok());
+    let mut expire_producers = tokio::time::interval(Duration::from_millis(expire_every.unwrap_or(600_000).max(1)));
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
@@ -281,6 +283,19 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                         if let Err(error) = partition.log.maybe_flush(now) {
                             tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "flush failed");
                         }
+                    }
+                })
+                .await;
+            }
+            _ = expire_producers.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let image = broker.image();
+                    let view = broker.config(&image);
+                    let expiration_ms = view.broker_i64("producer.id.expiration.ms").unwrap_or(86_400_000);
+                    let now = now_ms();
+                    for partition in broker.partitions.all() {
+                        partition.log.remove_expired_producers(now, expiration_ms);
                     }
                 })
                 .await;

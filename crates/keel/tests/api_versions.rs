@@ -270,6 +270,12 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             request.groups_names = vec![GroupId(StrBytes::from_static_str("no-such-group"))];
             RequestKind::DeleteGroups(request)
         }
+        ApiKey::InitProducerId => {
+            let mut request = InitProducerIdRequest::default();
+            request.transactional_id = None;
+            request.transaction_timeout_ms = 60_000;
+            RequestKind::InitProducerId(request)
+        }
         other => panic!("no sample request for {other:?}"),
     }
 }

@@ -36,6 +36,8 @@ pub struct ImageSnapshot {
     pub brokers: Vec<BrokerRegistration>,
     pub topics: Vec<TopicSnapshot>,
     pub broker_configs: Vec<(Option<NodeId>, BTreeMap<String, String>)>,
+    #[serde(default)]
+    pub next_producer_id: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +64,7 @@ impl From<&MetadataImage> for ImageSnapshot {
                 })
                 .collect(),
             broker_configs: image.broker_configs.iter().map(|(n, c)| (*n, c.clone())).collect(),
+            next_producer_id: image.next_producer_id,
         }
     }
 }
@@ -69,7 +72,11 @@ impl From<&MetadataImage> for ImageSnapshot {
 impl ImageSnapshot {
     /// Rebuilds the image, rejecting a snapshot that names a topic or topic id twice.
     pub fn into_image(self) -> Result<MetadataImage, String> {
-        let mut image = MetadataImage { applied_index: self.applied_index, ..Default::default() };
+        let mut image = MetadataImage {
+            applied_index: self.applied_index,
+            next_producer_id: self.next_producer_id,
+            ..Default::default()
+        };
         for broker in self.brokers {
             image.brokers.insert(broker.node_id, broker);
         }
@@ -306,6 +313,7 @@ mod tests {
             brokers: Vec::new(),
             topics: vec![topic.clone(), topic],
             broker_configs: Vec::new(),
+            next_producer_id: 0,
         };
         assert!(snapshot.into_image().is_err());
     }

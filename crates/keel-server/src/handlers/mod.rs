@@ -9,6 +9,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
         RequestKind::ConsumerGroupDescribe(r) => {
             ready(ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version).await))
         }
+        RequestKind::InitProducerId(r) => ready(ResponseKind::InitProducerId(txn::init_producer_id(broker, r).await)),
         // The codec only decodes APIs from the advertised table, all of which are above.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "no handler; closing connection");

@@ -191,7 +191,8 @@ async fn append(
         }
         partition.log.append(&mut buf, partition.leader_epoch(), now)
     })?;
-    Ok((partition, info, if log_append_time { now } else { -1 }))
+    // A retried batch is answered with its original offsets (Kafka gives no append time then).
+    Ok((partition, info, if log_append_time && !info.duplicate { now } else { -1 }))
 }
 
 /// Checks Kafka applies beyond the batch structure.
