@@ -62,6 +62,7 @@ mod membership;
 mod offsets;
 pub mod records;
 mod timer;
+pub mod transaction;
 
 #[cfg(test)]
 mod tests;

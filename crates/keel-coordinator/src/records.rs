@@ -32,6 +32,7 @@ use bytes::Bytes;
 use crate::error::RecordError;
 
 mod consumer;
+mod transaction;
 pub use consumer::{
     ConsumerGroupCurrentMemberAssignmentValue, ConsumerGroupKey, ConsumerGroupMemberKey,
     ConsumerGroupMemberMetadataValue, ConsumerGroupMetadataValue, ConsumerGroupTargetAssignmentMemberValue,
@@ -39,6 +40,7 @@ pub use consumer::{
     CONSUMER_GROUP_MEMBER_METADATA_TYPE, CONSUMER_GROUP_METADATA_TYPE, CONSUMER_GROUP_PARTITION_METADATA_TYPE,
     CONSUMER_GROUP_TARGET_ASSIGNMENT_MEMBER_TYPE, CONSUMER_GROUP_TARGET_ASSIGNMENT_METADATA_TYPE,
 };
+pub use transaction::{decode_transaction_key, encode_transaction_key, TransactionLogValue};
 
 /// One record of `__consumer_offsets` as stored in the log: key bytes and value bytes, `None`
 /// for a tombstone (which compaction eventually uses to drop the key).

@@ -33,9 +33,10 @@ impl Partition {
         self.log.log_end_offset()
     }
 
-    /// The last stable offset: no transactions yet, so the high watermark.
+    /// The last stable offset: the first offset of the earliest open transaction, at most the
+    /// high watermark. `read_committed` consumers read up to here.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        self.log.last_stable_offset().min(self.high_watermark())
     }
 }
 

@@ -203,12 +203,29 @@ fn read_partition(
     if plan.version >= 5 {
         data.log_start_offset = partition.log.log_start_offset();
     }
-    if plan.read_committed {
-        data.aborted_transactions = Some(Vec::new());
-    }
     let upper_bound = if plan.read_committed { last_stable_offset } else { high_watermark };
     let max_bytes = remaining.min(wanted.partition_max_bytes.max(0) as usize);
-    Ok(partition.log.read(wanted.fetch_offset, max_bytes, upper_bound, min_one_batch)?)
+    let slice = partition.log.read(wanted.fetch_offset, max_bytes, upper_bound, min_one_batch)?;
+    if plan.read_committed {
+        // The transactions aborted within what is returned: the client drops their records.
+        let aborted = if slice.is_empty() {
+            Vec::new()
+        } else {
+            partition.log.aborted_transactions(wanted.fetch_offset, slice.last_offset + 1)
+        };
+        data.aborted_transactions = Some(
+            aborted
+                .into_iter()
+                .map(|a| {
+                    let mut txn = kafka_protocol::messages::fetch_response::AbortedTransaction::default();
+                    txn.producer_id = kafka_protocol::messages::ProducerId(a.producer_id);
+                    txn.first_offset = a.first_offset;
+                    txn
+                })
+                .collect(),
+        );
+    }
+    Ok(slice)
 }
 
 /// KIP-320: a client that knows a newer epoch than ours is ahead of us; one with an older
