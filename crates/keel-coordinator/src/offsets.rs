@@ -85,32 +85,8 @@ impl Coordinator {
                 })
                 .collect(),
         };
-        // Kafka accepts the empty group id here (only null is INVALID_GROUP_ID); a key that no
-        // record could hold is refused.
-        if request.group_id.len() > MAX_STRING_BYTES {
-            return all_partitions(ErrorCode::INVALID_GROUP_ID);
-        }
-        if let Some(validation) = self.validate_consumer_offset_commit(request) {
-            if let Err(error) = validation {
-                return all_partitions(error);
-            }
-        } else {
-            match self.groups.get(&request.group_id) {
-                None if request.generation_id < 0 => {
-                    // A consumer without group management (or the admin client) commits: Kafka
-                    // creates a "simple" group, Empty and without protocol type.
-                    let group = ClassicGroup::new(request.group_id.clone(), Some(now_ms));
-                    self.groups.insert(request.group_id.clone(), group);
-                }
-                // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
-                None if request.version >= 9 => return all_partitions(ErrorCode::GROUP_ID_NOT_FOUND),
-                None => return all_partitions(ErrorCode::ILLEGAL_GENERATION),
-                Some(group) => {
-                    if let Err(error) = validate_offset_commit(group, request) {
-                        return all_partitions(error);
-                    }
-                }
-            }
+        if let Err(error) = self.check_commit(request, now_ms) {
+            return all_partitions(error);
         }
 
         // A commit proves the member alive in Stable and PreparingRebalance (Kafka does the same).
@@ -166,6 +142,94 @@ impl Coordinator {
             topics.push(OffsetCommitResponseTopic { name: topic.name.clone(), partitions });
         }
         OffsetCommitResponse { topics }
+    }
+
+    /// Kafka's offset commit validation: the group and the committing member.
+    fn check_commit(&mut self, request: &OffsetCommit, now_ms: i64) -> Result<(), ErrorCode> {
+        // Kafka accepts the empty group id here (only null is INVALID_GROUP_ID); a key that no
+        // record could hold is refused.
+        if request.group_id.len() > MAX_STRING_BYTES {
+            return Err(ErrorCode::INVALID_GROUP_ID);
+        }
+        if let Some(validation) = self.validate_consumer_offset_commit(request) {
+            validation?;
+        } else {
+            match self.groups.get(&request.group_id) {
+                None if request.generation_id < 0 => {
+                    // A consumer without group management (or the admin client) commits: Kafka
+                    // creates a "simple" group, Empty and without protocol type.
+                    let group = ClassicGroup::new(request.group_id.clone(), Some(now_ms));
+                    self.groups.insert(request.group_id.clone(), group);
+                }
+                // OffsetCommit v9+ says so; older clients only understand ILLEGAL_GENERATION.
+                None if request.version >= 9 => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
+                None => return Err(ErrorCode::ILLEGAL_GENERATION),
+                Some(group) => {
+                    validate_offset_commit(group, request)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: validates like OffsetCommit and returns the offset records to write as
+    /// part of the producer's transaction, without applying them; they become committed offsets
+    /// when the commit marker arrives ([`Coordinator::replay`] each), and are dropped on abort.
+    pub fn transactional_offset_records(
+        &mut self,
+        request: &OffsetCommit,
+        now_ms: i64,
+    ) -> (OffsetCommitResponse, Vec<(String, i32, crate::Record)>) {
+        let mut records = Vec::new();
+        let checked = self.check_commit(request, now_ms);
+        let topics = request
+            .topics
+            .iter()
+            .map(|topic| OffsetCommitResponseTopic {
+                name: topic.name.clone(),
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|partition| {
+                        let metadata = partition.committed_metadata.clone().unwrap_or_default();
+                        let error = match checked {
+                            Err(error) => error,
+                            Ok(())
+                                if metadata.encode_utf16().count() > self.config.offset_metadata_max_bytes
+                                    || metadata.len() > MAX_STRING_BYTES =>
+                            {
+                                ErrorCode::OFFSET_METADATA_TOO_LARGE
+                            }
+                            Ok(()) if topic.name.len() > MAX_STRING_BYTES => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            Ok(()) => {
+                                let offset = OffsetAndMetadata {
+                                    committed_offset: partition.committed_offset,
+                                    leader_epoch: partition.committed_leader_epoch,
+                                    metadata,
+                                    commit_timestamp_ms: now_ms,
+                                    expire_timestamp_ms: None,
+                                };
+                                let record = offset_record(
+                                    &request.group_id,
+                                    &topic.name,
+                                    partition.partition_index,
+                                    Some(offset.to_record()),
+                                );
+                                match record.encode() {
+                                    Ok(record) => {
+                                        records.push((topic.name.clone(), partition.partition_index, record));
+                                        ErrorCode::NONE
+                                    }
+                                    Err(_) => ErrorCode::INVALID_REQUEST,
+                                }
+                            }
+                        };
+                        OffsetCommitResponsePartition { partition_index: partition.partition_index, error_code: error }
+                    })
+                    .collect(),
+            })
+            .collect();
+        (OffsetCommitResponse { topics }, records)
     }
 
     /// OffsetFetch for one group. An unknown group is not an error: every requested partition

@@ -31,6 +31,8 @@ pub struct Broker {
     pub partitions: Partitions,
     /// The group coordinators running here, one per `__consumer_offsets` partition.
     pub groups: crate::groups::Groups,
+    /// The transaction coordinators running here, one per `__transaction_state` partition.
+    pub transactions: crate::transactions::Transactions,
     /// Serializes controller decisions: each is validated against the image it is proposed on.
     pub controller: Mutex<()>,
     pub producer_ids: crate::producer_ids::ProducerIds,
@@ -59,6 +61,7 @@ impl Broker {
             logs,
             partitions: Partitions::default(),
             groups: crate::groups::Groups::default(),
+            transactions: Default::default(),
             controller: Mutex::new(()),
             producer_ids: Default::default(),
             appends: watch::channel(0).0,

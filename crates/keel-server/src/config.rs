@@ -132,6 +132,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("offsets.topic.replication.factor", Short, Some("1"), false, "Replication factor of __consumer_offsets."),
     broker!("producer.id.expiration.ms", Int, Some("86400000"), true, "How long a producer's state is kept after its last write."),
     broker!("producer.id.expiration.check.interval.ms", Int, Some("600000"), false, "How often expired producer state is removed."),
+    broker!("transaction.max.timeout.ms", Int, Some("900000"), false, "Largest transaction timeout a producer may ask for."),
+    broker!("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), false, "How often open transactions past their timeout are aborted."),
     broker!("transaction.state.log.num.partitions", Int, Some("50"), false, "Partitions of __transaction_state."),
     broker!("transaction.state.log.replication.factor", Short, Some("1"), false, "Replication factor of __transaction_state."),
     broker!("keel.fetch.sendfile.enable", Boolean, Some("true"), false, "Keel: send fetched records with sendfile(2) (no copy through user space); false reads them into a buffer first."),

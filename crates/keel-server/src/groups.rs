@@ -54,8 +54,23 @@ pub enum Command {
     DeleteOffsets(gc::OffsetDelete, oneshot::Sender<gc::OffsetDeleteResponse>),
     /// The cluster's topics changed: KIP-848 groups recompute their target assignment.
     SetTopics(Vec<gc::TopicMetadata>),
-    /// OffsetFetch, with the fetching member of OffsetFetch v9 (member id, member epoch).
-    Fetch(OffsetFetch, Option<(Option<String>, i32)>, oneshot::Sender<OffsetFetchResult>),
+    /// OffsetFetch, with the fetching member of OffsetFetch v9 (member id, member epoch), and
+    /// `require_stable` (v7+: partitions with pending transactional offsets answer
+    /// UNSTABLE_OFFSET_COMMIT).
+    Fetch(OffsetFetch, Option<(Option<String>, i32)>, bool, oneshot::Sender<OffsetFetchResult>),
+    /// TxnOffsetCommit: offsets written as part of a producer's transaction.
+    TxnOffsets {
+        request: OffsetCommit,
+        producer_id: i64,
+        producer_epoch: i16,
+        reply: oneshot::Sender<gc::OffsetCommitResponse>,
+    },
+    /// A commit or abort marker for `producer_id` was written to this partition.
+    TxnMarker {
+        producer_id: i64,
+        commit: bool,
+        done: oneshot::Sender<()>,
+    },
     List(Vec<GroupState>, oneshot::Sender<Vec<GroupListing>>),
     Describe(String, oneshot::Sender<GroupDescription>),
     Delete(Vec<String>, oneshot::Sender<Vec<(String, ErrorCode)>>),
@@ -227,6 +242,16 @@ impl Broker {
         }
     }
 
+    /// A transaction marker for `producer_id` was written to `__consumer_offsets` partition
+    /// `index`: its pending offsets become committed (or are dropped).
+    pub async fn complete_transactional_offsets(self: &Arc<Self>, index: i32, producer_id: i64, commit: bool) {
+        let Some(sender) = self.coordinator_at(index) else { return };
+        let (done, wait) = oneshot::channel();
+        if sender.send(Command::TxnMarker { producer_id, commit, done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
     /// Starts the coordinators of every `__consumer_offsets` partition this broker hosts, so
     /// that groups loaded from disk expire their members and offsets without a new request.
     pub fn start_coordinators(self: &Arc<Self>) {
@@ -245,23 +270,27 @@ pub async fn submit(sender: &mpsc::Sender<Command>, call: Call) -> Option<onesho
     Some(rx)
 }
 
+/// Offset records of open transactions, by producer id: (group, topic, partition, record).
+type PendingOffsets = HashMap<i64, Vec<(String, String, i32, Record)>>;
+
 struct Actor {
     broker: Arc<Broker>,
     partition: Arc<Partition>,
     coordinator: Coordinator,
+    pending: PendingOffsets,
     next_id: RequestId,
     waiting: HashMap<RequestId, oneshot::Sender<Response>>,
 }
 
 async fn run(broker: Arc<Broker>, partition: Arc<Partition>, mut rx: mpsc::Receiver<Command>) {
-    let coordinator = match load(&broker, &partition) {
-        Ok(coordinator) => coordinator,
+    let (coordinator, pending) = match load(&broker, &partition) {
+        Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!(partition = partition.index, %error, "cannot load group coordinator");
             return;
         }
     };
-    let mut actor = Actor { broker, partition, coordinator, next_id: 0, waiting: HashMap::new() };
+    let mut actor = Actor { broker, partition, coordinator, pending, next_id: 0, waiting: HashMap::new() };
     // Consumer groups (KIP-848) assign from topic metadata: give it before serving.
     let effects = actor.coordinator.set_topics(actor.broker.topic_metadata(), now_ms());
     actor.apply(effects).await;
@@ -324,19 +353,77 @@ impl Actor {
                 let effects = self.coordinator.set_topics(topics, now);
                 self.apply(effects).await;
             }
-            Command::Fetch(request, member, reply) => {
+            Command::TxnOffsets { request, producer_id, producer_epoch, reply } => {
+                let (mut response, records) = self.coordinator.transactional_offset_records(&request, now);
+                if !records.is_empty() {
+                    let batch: Vec<Record> = records.iter().map(|(_, _, r)| r.clone()).collect();
+                    match persist_transactional(&self.broker, &self.partition, &batch, producer_id, producer_epoch)
+                        .await
+                    {
+                        Ok(()) => {
+                            let pending = self.pending.entry(producer_id).or_default();
+                            for (topic, partition, record) in records {
+                                pending.push((request.group_id.clone(), topic, partition, record));
+                            }
+                        }
+                        Err(error) => {
+                            for partition in response.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+                                if partition.error_code == ErrorCode::NONE {
+                                    partition.error_code = error;
+                                }
+                            }
+                        }
+                    }
+                }
+                let _ = reply.send(response);
+            }
+            Command::TxnMarker { producer_id, commit, done } => {
+                if let Some(records) = self.pending.remove(&producer_id) {
+                    if commit {
+                        for (_, _, _, record) in records {
+                            let _ = self.coordinator.replay(&record);
+                        }
+                    }
+                }
+                let _ = done.send(());
+            }
+            Command::Fetch(request, member, require_stable, reply) => {
                 let checked = match &member {
                     Some((member_id, epoch)) => {
                         self.coordinator.validate_offset_fetch(&request.group_id, member_id.as_deref(), *epoch)
                     }
                     None => Ok(()),
                 };
-                let result = match checked {
+                let mut result = match checked {
                     Ok(()) => self.coordinator.fetch_offsets(&request),
                     Err(error) => {
                         OffsetFetchResult { group_id: request.group_id, error_code: error, topics: Vec::new() }
                     }
                 };
+                if require_stable {
+                    // KIP-447: a partition with offsets in an open transaction is not stable yet.
+                    let group = &result.group_id;
+                    let unstable = |topic: &str, partition: i32| {
+                        self.pending.values().flatten().any(|(g, t, p, _)| g == group && t == topic && *p == partition)
+                    };
+                    let marks: Vec<(usize, usize)> = result
+                        .topics
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(ti, t)| {
+                            t.partitions
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, p)| unstable(&t.name, p.partition_index))
+                                .map(move |(pi, _)| (ti, pi))
+                        })
+                        .collect();
+                    for (ti, pi) in marks {
+                        let partition = &mut result.topics[ti].partitions[pi];
+                        partition.error_code = ErrorCode::UNSTABLE_OFFSET_COMMIT;
+                        partition.committed_offset = -1;
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::List(states, reply) => {
@@ -388,7 +475,10 @@ impl Actor {
                 drop(reply);
             }
             match load(&self.broker, &self.partition) {
-                Ok(coordinator) => self.coordinator = coordinator,
+                Ok((coordinator, pending)) => {
+                    self.coordinator = coordinator;
+                    self.pending = pending;
+                }
                 Err(load_error) => tracing::error!(%load_error, "cannot reload group coordinator"),
             }
             return Some(error);
@@ -397,8 +487,43 @@ impl Actor {
     }
 }
 
+/// Appends offset records as part of a producer's transaction (transactional batch with the
+/// producer's id and epoch) and waits until they are fsynced.
+async fn persist_transactional(
+    broker: &Broker,
+    partition: &Partition,
+    records: &[Record],
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<(), ErrorCode> {
+    let producer = keel_log::builder::Producer { id: producer_id, epoch: producer_epoch, base_sequence: -1 };
+    let Some(mut batch) = keel_log::builder::build_producer_batch(
+        records.iter().map(|r| (Some(&r.key[..]), r.value.as_deref())),
+        now_ms(),
+        producer,
+        true,
+    ) else {
+        return Ok(());
+    };
+    let log = partition.log.clone();
+    let leader_epoch = partition.leader_epoch();
+    let appended = tokio::task::spawn_blocking(move || {
+        let info = log.append_from(&mut batch, leader_epoch, now_ms(), keel_log::producer::Origin::Coordinator)?;
+        log.flush_to(info.last_offset + 1)
+    })
+    .await;
+    broker.notify_append();
+    match appended {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(keel_log::LogError::Producer(keel_log::producer::ProducerError::InvalidProducerEpoch { .. }))) => {
+            Err(ErrorCode(kafka_protocol::error::ResponseError::ProducerFenced.code()))
+        }
+        _ => Err(ErrorCode::KAFKA_STORAGE_ERROR),
+    }
+}
+
 /// Appends records to the partition and waits until they are fsynced.
-async fn persist(broker: &Broker, partition: &Partition, records: &[Record]) -> Result<(), String> {
+pub(crate) async fn persist(broker: &Broker, partition: &Partition, records: &[Record]) -> Result<(), String> {
     let Some(mut batch) =
         keel_log::builder::build_batch(records.iter().map(|r| (Some(&r.key[..]), r.value.as_deref())), now_ms())
     else {
@@ -415,9 +540,12 @@ async fn persist(broker: &Broker, partition: &Partition, records: &[Record]) -> 
     Ok(())
 }
 
-/// Builds a coordinator from every record of the partition, in offset order.
-fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
+/// Builds a coordinator from every record of the partition, in offset order: transactional
+/// offsets wait for their marker (applied on commit, dropped on abort), and those still open
+/// at the end are returned as pending.
+fn load(broker: &Broker, partition: &Partition) -> Result<(Coordinator, PendingOffsets), String> {
     let mut coordinator = Coordinator::with_member_id_generator(broker.group_config(), Box::new(RandomMemberIds));
+    let mut pending = PendingOffsets::new();
     let log = &partition.log;
     let end = log.log_end_offset();
     let mut offset = log.log_start_offset();
@@ -432,8 +560,15 @@ fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
         slice.read_into(&mut buf).map_err(|e| e.to_string())?;
         for item in batch_headers(&buf) {
             let (position, header) = item.map_err(|e| e.to_string())?;
-            // Transactional offset commits and control markers are not written yet.
-            if header.is_control() || header.is_transactional() {
+            if header.is_control() {
+                let marker = keel_log::batch::read_marker(&buf[position..position + header.size()]);
+                if let (Some(marker), Some(records)) = (marker, pending.remove(&header.producer_id)) {
+                    if marker.commit {
+                        for (_, _, _, record) in records {
+                            let _ = coordinator.replay(&record);
+                        }
+                    }
+                }
                 continue;
             }
             let bytes = Bytes::copy_from_slice(&buf[position..position + header.size()]);
@@ -449,6 +584,19 @@ fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
             for record in set.records {
                 let Some(key) = record.key else { continue };
                 let record = Record { key: key.to_vec(), value: record.value.map(|v| v.to_vec()) };
+                if header.is_transactional() {
+                    if let Ok(gc::records::CoordinatorRecord::OffsetCommit { key, .. }) =
+                        gc::records::CoordinatorRecord::decode(&record.key, record.value.as_deref())
+                    {
+                        pending.entry(header.producer_id).or_default().push((
+                            key.group,
+                            key.topic,
+                            key.partition,
+                            record,
+                        ));
+                    }
+                    continue;
+                }
                 if let Err(error) = coordinator.replay(&record) {
                     tracing::debug!(%error, "skipping a record the coordinator does not know");
                 }
@@ -458,7 +606,7 @@ fn load(broker: &Broker, partition: &Partition) -> Result<Coordinator, String> {
         offset = slice.last_offset + 1;
     }
     tracing::debug!(partition = partition.index, records, "group coordinator loaded");
-    Ok(coordinator)
+    Ok((coordinator, pending))
 }
 
 #[cfg(test)]

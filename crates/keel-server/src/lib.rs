@@ -11,6 +11,7 @@ pub mod network;
 pub mod partition;
 pub mod producer_ids;
 pub mod server;
+pub mod transactions;
 
 pub use config::StaticConfig;
 pub use server::{run, ServerOptions};

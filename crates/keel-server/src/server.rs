@@ -80,6 +80,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     register(&broker).await?;
     tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
     broker.start_coordinators();
+    broker.start_transaction_coordinators();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -129,6 +130,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
+    // Transaction coordinators first: finishing a transaction may tell a group coordinator.
+    broker.transactions.stop().await;
     broker.groups.stop().await;
     tokio::task::block_in_place(|| broker.logs.shutdown()).context("cannot flush the logs")?;
     broker.metadata.shutdown().await.context("cannot stop the metadata log")?;

@@ -270,6 +270,46 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             request.groups_names = vec![GroupId(StrBytes::from_static_str("no-such-group"))];
             RequestKind::DeleteGroups(request)
         }
+        ApiKey::AddPartitionsToTxn => {
+            let mut topic = add_partitions_to_txn_request::AddPartitionsToTxnTopic::default();
+            topic.name = name();
+            topic.partitions = vec![0];
+            let mut request = AddPartitionsToTxnRequest::default();
+            if version <= 3 {
+                request.v3_and_below_transactional_id = TransactionalId(StrBytes::from_static_str("no-such-txn"));
+                request.v3_and_below_topics = vec![topic];
+            } else {
+                let mut txn = add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default();
+                txn.transactional_id = TransactionalId(StrBytes::from_static_str("no-such-txn"));
+                txn.verify_only = true;
+                txn.topics = vec![topic];
+                request.transactions = vec![txn];
+            }
+            RequestKind::AddPartitionsToTxn(request)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let mut request = AddOffsetsToTxnRequest::default();
+            request.transactional_id = TransactionalId(StrBytes::from_static_str("no-such-txn"));
+            request.group_id = GroupId(StrBytes::from_static_str("txn-group"));
+            RequestKind::AddOffsetsToTxn(request)
+        }
+        ApiKey::EndTxn => {
+            let mut request = EndTxnRequest::default();
+            request.transactional_id = TransactionalId(StrBytes::from_static_str("no-such-txn"));
+            RequestKind::EndTxn(request)
+        }
+        ApiKey::TxnOffsetCommit => {
+            let mut partition = txn_offset_commit_request::TxnOffsetCommitRequestPartition::default();
+            partition.committed_offset = 1;
+            let mut topic = txn_offset_commit_request::TxnOffsetCommitRequestTopic::default();
+            topic.name = name();
+            topic.partitions = vec![partition];
+            let mut request = TxnOffsetCommitRequest::default();
+            request.transactional_id = TransactionalId(StrBytes::from_static_str("no-such-txn"));
+            request.group_id = GroupId(StrBytes::from_static_str("txn-group"));
+            request.topics = vec![topic];
+            RequestKind::TxnOffsetCommit(request)
+        }
         ApiKey::InitProducerId => {
             let mut request = InitProducerIdRequest::default();
             request.transactional_id = None;

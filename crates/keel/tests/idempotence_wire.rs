@@ -89,11 +89,6 @@ fn idempotent_produce_follows_kafkas_rules() {
     assert_eq!(send(&mut raw, batch(pid, 0, 5, 1)).0, ResponseError::InvalidProducerEpoch.code());
     // A producer id without a sequence number is not a valid batch.
     assert_eq!(send(&mut raw, batch(pid, 1, -1, 1)).0, ResponseError::InvalidRecord.code());
-    // Transactional producers need the transaction coordinator.
-    let mut request = InitProducerIdRequest::default();
-    request.transactional_id = Some(TransactionalId(StrBytes::from_static_str("tx")));
-    request.transaction_timeout_ms = 60_000;
-    assert_ne!(raw.call(4, &request).error_code, 0);
 
     // After kill -9 the producer state is rebuilt from the log: the retry is still a duplicate,
     // and the next id is not one given before.

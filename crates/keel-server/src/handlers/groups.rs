@@ -59,7 +59,13 @@ pub async fn find_coordinator(
                 Ok(_) => Ok(()),
                 Err(_) => Err((ResponseError::CoordinatorNotAvailable, "the offsets topic cannot be created")),
             },
-            TRANSACTION_KEY => Err((ResponseError::CoordinatorNotAvailable, "transactions are not supported yet")),
+            TRANSACTION_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the transactional id is empty")),
+            TRANSACTION_KEY => match broker.ensure_transaction_topic().await {
+                Ok(_) => Ok(()),
+                Err(_) => {
+                    Err((ResponseError::CoordinatorNotAvailable, "the transaction state topic cannot be created"))
+                }
+            },
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         };
         match outcome {
@@ -411,9 +417,10 @@ async fn fetch_group(
     group_id: &str,
     topics: Option<Vec<gc::OffsetFetchTopic>>,
     member: Option<(Option<String>, i32)>,
+    require_stable: bool,
 ) -> gc::OffsetFetchResult {
     let request = gc::OffsetFetch { group_id: group_id.to_string(), topics };
-    ask(broker, group_id, |tx| Command::Fetch(request, member, tx)).await.unwrap_or_else(|error| {
+    ask(broker, group_id, |tx| Command::Fetch(request, member, require_stable, tx)).await.unwrap_or_else(|error| {
         gc::OffsetFetchResult { group_id: group_id.to_string(), error_code: error, topics: Vec::new() }
     })
 }
@@ -427,7 +434,8 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
                 .map(|t| gc::OffsetFetchTopic { name: t.name.0.to_string(), partition_indexes: t.partition_indexes })
                 .collect()
         });
-        let result = fetch_group(broker, request.group_id.0.as_str(), topics, None).await;
+        let require_stable = version >= 7 && request.require_stable;
+        let result = fetch_group(broker, request.group_id.0.as_str(), topics, None, require_stable).await;
         if version >= 2 {
             response.error_code = result.error_code.code();
         }
@@ -466,7 +474,7 @@ pub async fn offset_fetch(broker: &Arc<Broker>, request: OffsetFetchRequest, ver
                 .map(|t| gc::OffsetFetchTopic { name: t.name.0.to_string(), partition_indexes: t.partition_indexes })
                 .collect()
         });
-        let result = fetch_group(broker, group.group_id.0.as_str(), topics, member).await;
+        let result = fetch_group(broker, group.group_id.0.as_str(), topics, member, request.require_stable).await;
         let mut out = OffsetFetchResponseGroup::default();
         out.group_id = group.group_id;
         out.error_code = result.error_code.code();

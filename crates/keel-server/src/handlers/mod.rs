@@ -70,7 +70,19 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
         RequestKind::ConsumerGroupDescribe(r) => {
             ready(ResponseKind::ConsumerGroupDescribe(groups::consumer_group_describe(broker, r, version).await))
         }
-        RequestKind::InitProducerId(r) => ready(ResponseKind::InitProducerId(txn::init_producer_id(broker, r).await)),
+        RequestKind::InitProducerId(r) => {
+            ready(ResponseKind::InitProducerId(txn::init_producer_id(broker, r, version).await))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ready(ResponseKind::AddPartitionsToTxn(txn::add_partitions_to_txn(broker, r, version).await))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ready(ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, r, version).await))
+        }
+        RequestKind::EndTxn(r) => ready(ResponseKind::EndTxn(txn::end_txn(broker, r, version).await)),
+        RequestKind::TxnOffsetCommit(r) => {
+            ready(ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(broker, r, version).await))
+        }
         // The codec only decodes APIs from the advertised table, all of which are above.
         other => {
             tracing::warn!(request = ?std::mem::discriminant(&other), "no handler; closing connection");

@@ -39,6 +39,7 @@ struct Appended {
 
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
     let acks = request.acks;
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     let mut failed = false;
     let mut appended = Vec::new();
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -60,7 +61,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             let result = match (&name, acks) {
                 (_, a) if !matches!(a, -1..=1) => Err(ApiError::new(ResponseError::InvalidRequiredAcks)),
                 (None, _) => Err(ApiError::new(ResponseError::UnknownTopicId)),
-                (Some(name), _) => append(broker, name, data.index, data.records.as_deref(), acks, version).await,
+                (Some(name), _) => {
+                    let records = data.records.as_deref();
+                    append(broker, name, data.index, records, acks, version, transactional_id.as_deref()).await
+                }
             };
             match result {
                 Ok((partition, info, log_append_time)) => {
@@ -140,6 +144,7 @@ async fn append(
     records: Option<&[u8]>,
     acks: i16,
     version: i16,
+    transactional_id: Option<&str>,
 ) -> Result<(Arc<Partition>, keel_log::AppendInfo, i64), ApiError> {
     let partition = match broker.partition(topic, index) {
         Some(partition) => partition,
@@ -172,6 +177,9 @@ async fn append(
         ));
     }
     check_batch(&summary.first, version)?;
+    if summary.first.is_transactional() {
+        verify_transaction(broker, transactional_id, &summary.first, topic, index).await?;
+    }
     let min_insync = view.topic_i64(topic, "min.insync.replicas").unwrap_or(1);
     let isr = image.topic(topic).and_then(|t| t.partitions.get(&index)).map_or(0, |p| p.isr.len() as i64);
     if acks == -1 && isr < min_insync {
@@ -210,13 +218,39 @@ fn check_batch(header: &BatchHeader, version: i16) -> Result<(), ApiError> {
         }
         _ => {}
     }
-    if header.is_transactional() {
-        return Err(ApiError::with(
-            ResponseError::InvalidTxnState,
-            "transactional produce needs a transaction coordinator, which this broker does not run yet",
-        ));
-    }
     Ok(())
+}
+
+/// KIP-890 part 1: a transactional batch is written only if its partition is part of the
+/// producer's open transaction, so a late write of a zombie or an aborted transaction cannot
+/// start a transaction the coordinator knows nothing of.
+async fn verify_transaction(
+    broker: &Arc<Broker>,
+    transactional_id: Option<&str>,
+    header: &BatchHeader,
+    topic: &str,
+    index: i32,
+) -> Result<(), ApiError> {
+    let Some(transactional_id) = transactional_id.filter(|id| !id.is_empty()) else {
+        return Err(ApiError::with(ResponseError::InvalidTxnState, "a transactional batch needs the transactional id"));
+    };
+    let verified = broker
+        .ask_transactions(transactional_id, |reply| crate::transactions::Command::Verify {
+            transactional_id: transactional_id.to_string(),
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            partition: (topic.to_string(), index),
+            reply,
+        })
+        .await;
+    match verified {
+        Some(true) => Ok(()),
+        Some(false) => Err(ApiError::with(
+            ResponseError::InvalidTxnState,
+            format!("{topic}-{index} is not part of an open transaction of this producer"),
+        )),
+        None => Err(ApiError::new(ResponseError::NotEnoughReplicas)),
+    }
 }
 
 /// `message.timestamp.type=LogAppendTime`: the broker's clock stamps the batch. This changes

@@ -1,0 +1,118 @@
+"""Transactions with confluent-kafka: commit and abort visibility, timeouts, zombie fencing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from keel_helpers import consume_partitions, create_topic
+
+# Timed-out transactions are looked for every half second instead of every ten.
+TXN_SETS = {"transaction.abort.timed.out.transaction.cleanup.interval.ms": "500"}
+
+
+def txn_producer(bootstrap: str, transactional_id: str, **extra) -> Producer:
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id,
+        "linger.ms": 5,
+        "socket.timeout.ms": 10000,
+    }
+    conf.update(extra)
+    p = Producer(conf)
+    p.init_transactions(30)
+    return p
+
+
+def values(bootstrap: str, topic: str, partitions=1, **extra) -> list[str]:
+    return [m.value().decode() for m in consume_partitions(bootstrap, topic, range(partitions), **extra)]
+
+
+def committed(bootstrap: str, topic: str, partitions=1) -> list[str]:
+    return values(bootstrap, topic, partitions, **{"isolation.level": "read_committed"})
+
+
+def uncommitted(bootstrap: str, topic: str, partitions=1) -> list[str]:
+    return values(bootstrap, topic, partitions, **{"isolation.level": "read_uncommitted"})
+
+
+def test_committed_transactions_are_visible_and_aborted_ones_are_not(shared_broker, topic_name):
+    b = shared_broker.bootstrap
+    create_topic(b, topic_name, 2)
+    p = txn_producer(b, f"txn-{uuid.uuid4().hex[:8]}")
+    for batch, commit in [("a", True), ("b", False), ("c", True), ("d", False)]:
+        p.begin_transaction()
+        for i in range(10):
+            p.produce(topic_name, value=f"{batch}{i}".encode(), partition=i % 2)
+        if commit:
+            p.commit_transaction(30)
+        else:
+            p.flush(30)
+            p.abort_transaction(30)
+    seen = sorted(committed(b, topic_name, 2))
+    assert seen == sorted([f"{x}{i}" for x in "ac" for i in range(10)])
+    everything = sorted(uncommitted(b, topic_name, 2))
+    assert everything == sorted([f"{x}{i}" for x in "abcd" for i in range(10)])
+
+
+def test_read_committed_waits_for_open_transactions_and_not_past_their_timeout(broker_factory, topic_name):
+    broker = broker_factory(sets=TXN_SETS)
+    b = broker.bootstrap
+    create_topic(b, topic_name, 1)
+    # A producer opens a transaction and then goes silent (as if hung), with a short timeout.
+    hung = txn_producer(b, f"hung-{uuid.uuid4().hex[:8]}", **{"transaction.timeout.ms": 3000, "socket.timeout.ms": 3000})
+    hung.begin_transaction()
+    hung.produce(topic_name, value=b"never-committed")
+    hung.flush(10)
+    # Another transaction commits after it.
+    p = txn_producer(b, f"live-{uuid.uuid4().hex[:8]}")
+    p.begin_transaction()
+    p.produce(topic_name, value=b"committed")
+    p.commit_transaction(30)
+    # While the first is open, read_committed stops before it; once it times out and is
+    # aborted, the later committed record becomes readable.
+    c = Consumer({
+        "bootstrap.servers": b,
+        "group.id": f"g-{uuid.uuid4().hex[:8]}",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        c.assign([TopicPartition(topic_name, 0, 0)])
+        got = []
+        started = time.monotonic()
+        deadline = started + 30
+        while not got and time.monotonic() < deadline:
+            for m in c.consume(10, timeout=0.5):
+                if m.error() is None:
+                    got.append(m.value().decode())
+        waited = time.monotonic() - started
+        assert got == ["committed"], f"read {got} after {waited:.1f}s"
+    finally:
+        c.close()
+    assert uncommitted(b, topic_name) == ["never-committed", "committed"]
+
+
+def test_a_zombie_producer_is_fenced_and_its_writes_never_appear(shared_broker, topic_name):
+    b = shared_broker.bootstrap
+    create_topic(b, topic_name, 1)
+    tid = f"zombie-{uuid.uuid4().hex[:8]}"
+    zombie = txn_producer(b, tid)
+    zombie.begin_transaction()
+    zombie.produce(topic_name, value=b"zombie-1")
+    zombie.flush(10)
+    # A new instance with the same transactional.id fences the old one and aborts its work.
+    fresh = txn_producer(b, tid)
+    fresh.begin_transaction()
+    fresh.produce(topic_name, value=b"fresh-1")
+    fresh.commit_transaction(30)
+    # The zombie cannot write or commit any more.
+    with pytest.raises(KafkaException) as failure:
+        zombie.produce(topic_name, value=b"zombie-2")
+        zombie.commit_transaction(10)
+    assert failure.value.args[0].fatal() or failure.value.args[0].txn_requires_abort(), failure.value
+    assert committed(b, topic_name) == ["fresh-1"]
