@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -116,3 +120,88 @@ def test_a_zombie_producer_is_fenced_and_its_writes_never_appear(shared_broker, 
         zombie.commit_transaction(10)
     assert failure.value.args[0].fatal() or failure.value.args[0].txn_requires_abort(), failure.value
     assert committed(b, topic_name) == ["fresh-1"]
+
+
+# ------------------------------------------------------------------ exactly-once pipeline
+
+class Supervisor:
+    """Keeps one eos_worker.py process running; kill() is a kill -9 of the current one."""
+
+    def __init__(self, args: list[str], log_path):
+        self.args = args
+        self.log = open(log_path, "ab")
+        self.proc = None
+        self.starts = 0
+
+    def ensure_running(self):
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "eos_worker.py"), *self.args],
+                                         stdout=self.log, stderr=subprocess.STDOUT)
+            self.starts += 1
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self):
+        self.kill()
+        self.log.close()
+
+
+def test_exactly_once_pipeline_survives_app_and_broker_kills(broker_factory, topic_name, tmp_path):
+    broker = broker_factory(sets=TXN_SETS)
+    b = broker.bootstrap
+    source, sink = f"{topic_name}-in", f"{topic_name}-out"
+    partitions = 3
+    create_topic(b, source, partitions)
+    create_topic(b, sink, partitions)
+    total = 3000
+    p = Producer({"bootstrap.servers": b, "enable.idempotence": True, "linger.ms": 5})
+    for i in range(total):
+        p.produce(source, key=str(i).encode(), value=f"v{i}".encode(), partition=i % partitions)
+    assert p.flush(30) == 0
+
+    def output_count() -> int:
+        return len(committed(b, sink, partitions))
+
+    worker = Supervisor([b, source, sink, f"eos-{uuid.uuid4().hex[:8]}", f"eos-tx-{uuid.uuid4().hex[:8]}"],
+                        tmp_path / "eos-worker.log")
+    try:
+        # Kill the app at four points of progress, and the broker once in the middle.
+        plan = [(300, "app"), (900, "app"), (1500, "broker"), (2000, "app"), (2600, "app")]
+        deadline = time.monotonic() + 240
+        for threshold, victim in plan:
+            while True:
+                worker.ensure_running()
+                n = output_count()
+                if n >= threshold:
+                    break
+                assert time.monotonic() < deadline, f"pipeline stuck at {n} of {total} outputs; worker log: {tmp_path}"
+                time.sleep(0.2)
+            if victim == "app":
+                worker.kill()
+            else:
+                broker.kill9()
+                time.sleep(0.5)
+                broker.restart()
+        while True:
+            worker.ensure_running()
+            n = output_count()
+            if n >= total:
+                break
+            assert time.monotonic() < deadline, f"pipeline stuck at {n} of {total} outputs"
+            time.sleep(0.3)
+        # Let a last in-flight transaction finish or abort before judging.
+        time.sleep(2)
+        worker.kill()
+        out = committed(b, sink, partitions)
+        counts: dict[str, int] = {}
+        for v in out:
+            counts[v] = counts.get(v, 0) + 1
+        duplicates = {v: c for v, c in counts.items() if c > 1}
+        assert not duplicates, f"{len(duplicates)} outputs appear more than once, e.g. {list(duplicates.items())[:5]}"
+        assert set(counts) == {f"v{i}-out" for i in range(total)}
+        assert worker.starts >= 5
+    finally:
+        worker.stop()
