@@ -310,6 +310,25 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             request.topics = vec![topic];
             RequestKind::TxnOffsetCommit(request)
         }
+        ApiKey::DescribeProducers => {
+            let mut topic = describe_producers_request::TopicRequest::default();
+            topic.name = name();
+            topic.partition_indexes = vec![0, 7];
+            let mut request = DescribeProducersRequest::default();
+            request.topics = vec![topic];
+            RequestKind::DescribeProducers(request)
+        }
+        ApiKey::DescribeTransactions => {
+            let mut request = DescribeTransactionsRequest::default();
+            request.transactional_ids = vec![TransactionalId(StrBytes::from_static_str("no-such-txn"))];
+            RequestKind::DescribeTransactions(request)
+        }
+        ApiKey::ListTransactions => {
+            let mut request = ListTransactionsRequest::default();
+            request.state_filters = vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")];
+            request.duration_filter = -1;
+            RequestKind::ListTransactions(request)
+        }
         ApiKey::InitProducerId => {
             let mut request = InitProducerIdRequest::default();
             request.transactional_id = None;

@@ -147,6 +147,32 @@ fn transactional_requests_get_kafkas_errors() {
     commit.member_id = StrBytes::default();
     assert_eq!(code(raw.call(3, &commit)), 0);
 
+    // The admin view of it: the transaction is open on the topic and __consumer_offsets, and the
+    // partition knows the producer.
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![txn_id("tx-a"), txn_id("tx-none")];
+    let described = raw.call(0, &describe);
+    assert_eq!(described.transaction_states[0].transaction_state.as_str(), "Ongoing");
+    assert_eq!(described.transaction_states[0].producer_id.0, pid);
+    let topics: Vec<&str> = described.transaction_states[0].topics.iter().map(|t| t.topic.0.as_str()).collect();
+    assert_eq!(topics, ["__consumer_offsets", TOPIC]);
+    assert_eq!(described.transaction_states[1].error_code, ResponseError::TransactionalIdNotFound.code());
+    let mut list = ListTransactionsRequest::default();
+    list.state_filters = vec![StrBytes::from_static_str("Ongoing")];
+    list.duration_filter = -1;
+    let listed = raw.call(1, &list);
+    assert_eq!(listed.transaction_states.len(), 1);
+    assert_eq!(listed.transaction_states[0].transactional_id.as_str(), "tx-a");
+    let mut producers = DescribeProducersRequest::default();
+    let mut wanted = describe_producers_request::TopicRequest::default();
+    wanted.name = topic();
+    wanted.partition_indexes = vec![0];
+    producers.topics = vec![wanted];
+    let described = raw.call(0, &producers);
+    let active = &described.topics[0].partitions[0].active_producers;
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].producer_id.0, active[0].last_sequence), (pid, 0));
+
     // A second InitProducerId fences the first producer (its open transaction is aborted).
     let response = raw.call(4, &init);
     assert_eq!(response.error_code, 0);

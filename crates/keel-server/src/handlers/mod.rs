@@ -80,6 +80,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
             ready(ResponseKind::AddOffsetsToTxn(txn::add_offsets_to_txn(broker, r, version).await))
         }
         RequestKind::EndTxn(r) => ready(ResponseKind::EndTxn(txn::end_txn(broker, r, version).await)),
+        RequestKind::DescribeProducers(r) => ready(ResponseKind::DescribeProducers(txn::describe_producers(broker, r))),
+        RequestKind::DescribeTransactions(r) => {
+            ready(ResponseKind::DescribeTransactions(txn::describe_transactions(broker, r).await))
+        }
+        RequestKind::ListTransactions(r) => {
+            ready(ResponseKind::ListTransactions(txn::list_transactions(broker, r, version).await))
+        }
         RequestKind::TxnOffsetCommit(r) => {
             ready(ResponseKind::TxnOffsetCommit(txn::txn_offset_commit(broker, r, version).await))
         }

@@ -1,5 +1,6 @@
 //! Producer ids and transactions: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn
-//! and TxnOffsetCommit. The transaction coordinator (`crate::transactions`) decides; this
+//! and TxnOffsetCommit, and the admin side: DescribeProducers, DescribeTransactions and
+//! ListTransactions. The transaction coordinator (`crate::transactions`) decides; this
 //! module shapes requests and responses per version.
 
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
-    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TopicName,
-    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use keel_coordinator as gc;
 use keel_coordinator::transaction::TxnError;
@@ -425,5 +427,153 @@ pub async fn txn_offset_commit(
             topic
         })
         .collect();
+    response
+}
+
+/// DescribeProducers: the producer state of each partition (Kafka's `kafka-transactions.sh
+/// describe-producers`).
+pub fn describe_producers(broker: &Arc<Broker>, request: DescribeProducersRequest) -> DescribeProducersResponse {
+    use kafka_protocol::messages::describe_producers_response::{PartitionResponse, ProducerState, TopicResponse};
+    let mut response = DescribeProducersResponse::default();
+    for topic in request.topics {
+        let mut out = TopicResponse::default();
+        out.name = TopicName(str_bytes(topic.name.0.as_str()));
+        for index in topic.partition_indexes {
+            let mut partition = PartitionResponse::default();
+            partition.partition_index = index;
+            match broker.partition(topic.name.0.as_str(), index) {
+                None => partition.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(p) => {
+                    let states = p.log.producer_states();
+                    let mut producers: Vec<_> = states.entries().collect();
+                    producers.sort_by_key(|e| e.producer_id);
+                    partition.active_producers = producers
+                        .into_iter()
+                        .map(|e| {
+                            let mut state = ProducerState::default();
+                            state.producer_id = ProducerId(e.producer_id);
+                            state.producer_epoch = i32::from(e.epoch);
+                            state.last_sequence = e.last_seq();
+                            state.last_timestamp = e.last_timestamp;
+                            state.coordinator_epoch = e.coordinator_epoch;
+                            state.current_txn_start_offset = e.current_txn_first_offset.unwrap_or(-1);
+                            state
+                        })
+                        .collect();
+                }
+            }
+            out.partitions.push(partition);
+        }
+        response.topics.push(out);
+    }
+    response
+}
+
+fn topics_of(meta: &keel_coordinator::transaction::TxnMetadata) -> Vec<(String, Vec<i32>)> {
+    let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
+    for (topic, partition) in &meta.partitions {
+        match topics.last_mut() {
+            Some((name, partitions)) if name == topic => partitions.push(*partition),
+            _ => topics.push((topic.clone(), vec![*partition])),
+        }
+    }
+    topics
+}
+
+/// DescribeTransactions: each transactional id's state, TRANSACTIONAL_ID_NOT_FOUND for ids
+/// no producer initialized.
+pub async fn describe_transactions(
+    broker: &Arc<Broker>,
+    request: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+    let mut response = DescribeTransactionsResponse::default();
+    for id in request.transactional_ids {
+        let name = id.to_string();
+        let mut state = TransactionState::default();
+        state.transactional_id = TransactionalId(str_bytes(name.clone()));
+        state.producer_id = ProducerId(-1);
+        state.producer_epoch = -1;
+        let found = if name.is_empty() {
+            None
+        } else {
+            broker.ask_transactions(&name, |reply| Command::Describe(vec![name.clone()], reply)).await
+        };
+        match found.and_then(|mut found| found.pop()).and_then(|(_, meta)| meta) {
+            None => state.error_code = ResponseError::TransactionalIdNotFound.code(),
+            Some(meta) => {
+                state.transaction_state = str_bytes(meta.state.name());
+                state.transaction_timeout_ms = meta.timeout_ms;
+                state.transaction_start_time_ms = meta.start_ms;
+                state.producer_id = ProducerId(meta.producer_id);
+                state.producer_epoch = meta.producer_epoch;
+                state.topics = topics_of(&meta)
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let mut data = TopicData::default();
+                        data.topic = TopicName(str_bytes(topic));
+                        data.partitions = partitions;
+                        data
+                    })
+                    .collect();
+            }
+        }
+        response.transaction_states.push(state);
+    }
+    response
+}
+
+/// ListTransactions: every transactional id this broker coordinates, filtered by state,
+/// producer id and (v1+) how long the open transaction has run.
+pub async fn list_transactions(
+    broker: &Arc<Broker>,
+    request: ListTransactionsRequest,
+    version: i16,
+) -> ListTransactionsResponse {
+    use keel_coordinator::transaction::TxnState;
+    let mut response = ListTransactionsResponse::default();
+    const STATES: [TxnState; 8] = [
+        TxnState::Empty,
+        TxnState::Ongoing,
+        TxnState::PrepareCommit,
+        TxnState::PrepareAbort,
+        TxnState::CompleteCommit,
+        TxnState::CompleteAbort,
+        TxnState::Dead,
+        TxnState::PrepareEpochFence,
+    ];
+    let wanted_states: Vec<&str> = request.state_filters.iter().map(|s| s.as_str()).collect();
+    response.unknown_state_filters = request
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.iter().any(|state| state.name() == s.as_str()))
+        .cloned()
+        .collect();
+    let producers: Vec<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
+    let min_duration = if version >= 1 { request.duration_filter } else { -1 };
+    if broker.image().topic(crate::transactions::TXN_TOPIC).is_some() {
+        broker.start_transaction_coordinators();
+    }
+    let now = crate::broker::now_ms();
+    for sender in broker.transactions.all() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if sender.send(Command::List(tx)).await.is_err() {
+            continue;
+        }
+        let Ok(all) = rx.await else { continue };
+        for meta in all {
+            let state_ok = wanted_states.is_empty() || wanted_states.contains(&meta.state.name());
+            let producer_ok = producers.is_empty() || producers.contains(&meta.producer_id);
+            let duration_ok = min_duration < 0 || (meta.start_ms >= 0 && now - meta.start_ms >= min_duration);
+            if state_ok && producer_ok && duration_ok {
+                let mut state = kafka_protocol::messages::list_transactions_response::TransactionState::default();
+                state.transactional_id = TransactionalId(str_bytes(meta.transactional_id.clone()));
+                state.producer_id = ProducerId(meta.producer_id);
+                state.transaction_state = str_bytes(meta.state.name());
+                response.transaction_states.push(state);
+            }
+        }
+    }
+    response.transaction_states.sort_by(|a, b| a.transactional_id.as_str().cmp(b.transactional_id.as_str()));
     response
 }
