@@ -180,3 +180,68 @@ fn transactional_requests_get_kafkas_errors() {
     assert_eq!(end_txn(&mut raw, "tx-a", pid, epoch, true), ResponseError::ProducerFenced.code());
     assert_eq!(produce(&mut raw, Some("tx-a"), pid, epoch, 1), ResponseError::InvalidTxnState.code());
 }
+
+fn last_stable_offset(raw: &mut Raw) -> (i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut offsets = |isolation: i8| {
+        let mut partition = ListOffsetsPartition::default();
+        partition.timestamp = -1;
+        let mut t = ListOffsetsTopic::default();
+        t.name = topic();
+        t.partitions = vec![partition];
+        let mut request = ListOffsetsRequest::default();
+        request.replica_id = BrokerId(-1);
+        request.isolation_level = isolation;
+        request.topics = vec![t];
+        let response: ListOffsetsResponse = raw.call(5, &request);
+        response.topics[0].partitions[0].offset
+    };
+    (offsets(1), offsets(0))
+}
+
+fn describe_state(raw: &mut Raw, id: &'static str) -> String {
+    let mut describe = DescribeTransactionsRequest::default();
+    describe.transactional_ids = vec![txn_id(id)];
+    raw.call(0, &describe).transaction_states[0].transaction_state.to_string()
+}
+
+#[test]
+fn an_open_transaction_survives_a_crash_and_times_out_after_it() {
+    let mut keel = Keel::start(&["transaction.abort.timed.out.transaction.cleanup.interval.ms=200"]);
+    let mut raw = keel.connect();
+    let mut t = CreatableTopic::default();
+    t.name = topic();
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![t];
+    assert_eq!(raw.call(7, &create).topics[0].error_code, 0);
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(txn_id("tx-crash"));
+    init.transaction_timeout_ms = 3_000;
+    let response = raw.call(4, &init);
+    let (pid, epoch) = (response.producer_id.0, response.producer_epoch);
+    // One committed transaction, then one left open.
+    assert_eq!(add_partitions(&mut raw, 3, "tx-crash", pid, epoch, topic()), 0);
+    assert_eq!(produce(&mut raw, Some("tx-crash"), pid, epoch, 0), 0);
+    assert_eq!(end_txn(&mut raw, "tx-crash", pid, epoch, true), 0);
+    assert_eq!(add_partitions(&mut raw, 3, "tx-crash", pid, epoch, topic()), 0);
+    assert_eq!(produce(&mut raw, Some("tx-crash"), pid, epoch, 1), 0);
+    // Offsets: 0 data, 1 commit marker, 2 open data. The LSO stops at the open transaction.
+    assert_eq!(last_stable_offset(&mut raw), (2, 3));
+
+    keel.kill9();
+    keel.restart();
+    let mut raw = keel.connect();
+    assert_eq!(last_stable_offset(&mut raw), (2, 3), "the open transaction is still open after the crash");
+    assert_eq!(describe_state(&mut raw, "tx-crash"), "Ongoing");
+    // Its timeout passes: the coordinator aborts it (abort marker at 3) and the LSO moves on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while describe_state(&mut raw, "tx-crash") != "CompleteAbort" {
+        assert!(std::time::Instant::now() < deadline, "the timed-out transaction was not aborted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(last_stable_offset(&mut raw), (4, 4));
+    // The producer of the aborted transaction was fenced by the abort.
+    assert_eq!(produce(&mut raw, Some("tx-crash"), pid, epoch, 2), ResponseError::InvalidTxnState.code());
+}
