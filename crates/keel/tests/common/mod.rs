@@ -17,6 +17,8 @@ pub struct Keel {
     pub kafka: SocketAddr,
     pub http: SocketAddr,
     sets: Vec<String>,
+    /// `--advertise`: what metadata tells clients to connect to (e.g. a test proxy).
+    pub advertise: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -28,6 +30,11 @@ fn free_port() -> SocketAddr {
 impl Keel {
     /// Starts a node on fresh ports and a fresh data dir, with extra `--set key=value` configs.
     pub fn start(sets: &[&str]) -> Keel {
+        Keel::start_advertising(sets, None)
+    }
+
+    /// Like `start`, advertising `advertise` to clients instead of the listen address.
+    pub fn start_advertising(sets: &[&str], advertise: Option<String>) -> Keel {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut keel = Keel {
             child: None,
@@ -35,6 +42,7 @@ impl Keel {
             kafka: free_port(),
             http: free_port(),
             sets: sets.iter().map(|s| s.to_string()).collect(),
+            advertise,
             _tmp: Some(tmp),
         };
         keel.spawn();
@@ -60,6 +68,9 @@ impl Keel {
             .stderr(Stdio::inherit());
         for set in &self.sets {
             command.arg("--set").arg(set);
+        }
+        if let Some(advertise) = &self.advertise {
+            command.arg("--advertise").arg(advertise);
         }
         self.child = Some(command.spawn().expect("spawn keel"));
         let deadline = Instant::now() + Duration::from_secs(20);
