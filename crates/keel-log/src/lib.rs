@@ -10,6 +10,7 @@ mod checkpoint;
 pub mod error;
 pub mod log;
 pub mod manager;
+pub mod retention;
 mod segment;
 pub mod testing;
 
@@ -17,6 +18,7 @@ pub use batch::{validate_batches, BatchError, BatchHeader, BatchSummary};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, LogConfig, ReadSlice, RecoveryReport};
 pub use manager::{LogManager, ManagerRecoveryReport, PartitionRecovery};
+pub use retention::{DeletionReason, RetentionPolicy};
 
 #[cfg(test)]
 mod static_checks {

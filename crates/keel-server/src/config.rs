@@ -439,6 +439,26 @@ mod tests {
     }
 
     #[test]
+    fn retention_ms_prefers_ms_then_minutes_then_hours() {
+        let image = MetadataImage::default();
+        let mut statics = StaticConfig::default();
+        statics.set("log.retention.hours", "2").expect("valid");
+        let resolve = |statics: &StaticConfig| {
+            let view = ConfigView { node_id: 1, statics, image: &image };
+            (view.topic("t", "retention.ms"), view.topic_layers("t", "retention.ms")[0].name.clone())
+        };
+        assert_eq!(resolve(&statics), (Some("7200000".into()), "log.retention.hours".into()));
+        statics.set("log.retention.minutes", "30").expect("valid");
+        assert_eq!(resolve(&statics), (Some("1800000".into()), "log.retention.minutes".into()));
+        statics.set("log.retention.ms", "-1").expect("valid");
+        assert_eq!(resolve(&statics), (Some("-1".into()), "log.retention.ms".into()));
+        let defaults = StaticConfig::default();
+        let view = ConfigView { node_id: 1, statics: &defaults, image: &image };
+        assert_eq!(view.topic("t", "retention.ms").as_deref(), Some("604800000"));
+        assert_eq!(view.topic("t", "retention.bytes").as_deref(), Some("-1"));
+    }
+
+    #[test]
     fn static_config_checks_names_and_values() {
         let mut statics = StaticConfig::default();
         assert!(matches!(statics.set("no.such.config", "1"), Err(ConfigError::Unknown { .. })));
