@@ -182,3 +182,15 @@ def test_max_message_bytes_refuses_larger_batches(shared_broker, topic_name):
     assert err is None
     msgs = consume_partitions(shared_broker.bootstrap, topic_name, [0], timeout=T)
     assert [len(m.value()) for m in msgs] == [500]
+
+
+@pytest.mark.parametrize("policy", ["compact", "compact,delete"])
+def test_compacted_topics_need_keys(shared_broker, topic_name, policy):
+    create_topic(shared_broker.bootstrap, topic_name, 1, config={"cleanup.policy": policy})
+    p = producer(shared_broker.bootstrap)
+    [(err, _)] = produce(p, topic_name, [{"key": None, "value": b"no key"}])
+    assert err is not None and err.code() == KafkaError.INVALID_RECORD, err
+    reports = produce(p, topic_name, [{"key": b"k", "value": b"keyed"}, {"key": b"k", "value": None}])
+    assert [err for err, _ in reports] == [None, None]
+    msgs = consume_partitions(shared_broker.bootstrap, topic_name, [0], timeout=T)
+    assert [(m.key(), m.value()) for m in msgs] == [(b"k", b"keyed"), (b"k", None)]

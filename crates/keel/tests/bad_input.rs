@@ -372,3 +372,35 @@ fn a_compression_bomb_is_refused_where_the_broker_must_read_records() {
     assert_eq!(response.responses[0].partitions[0].high_watermark, 0);
     assert_alive(&keel);
 }
+
+#[test]
+fn compacted_topics_refuse_records_without_keys_with_record_errors() {
+    let keel = Keel::start(&[]);
+    let mut raw = keel.connect();
+    create_topic_with(&mut raw, "compacted", &[("cleanup.policy", "compact,delete")]);
+    let keyless = keel_log::builder::build_batch(
+        [(Some(&b"k"[..]), Some(&b"v"[..])), (None, Some(&b"v"[..])), (None, None)],
+        1_700_000_000_000,
+    )
+    .expect("batch");
+    for version in [7, 8, 11] {
+        let response = raw.call(version, &produce("compacted", 1, keyless.clone()));
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, ResponseError::InvalidRecord.code(), "v{version}");
+        let indexes: Vec<i32> = partition.record_errors.iter().map(|e| e.batch_index).collect();
+        if version >= 8 {
+            assert_eq!(indexes, vec![1, 2]);
+            assert!(partition.record_errors[0]
+                .batch_index_error_message
+                .as_ref()
+                .is_some_and(|m| m.contains("without key")));
+            assert!(partition.error_message.as_ref().is_some_and(|m| m.contains("2 record errors")));
+        } else {
+            assert!(indexes.is_empty() && partition.error_message.is_none(), "v{version} has no such fields");
+        }
+    }
+    let keyed = keel_log::builder::build_batch([(Some(&b"k"[..]), None)], 1_700_000_000_000).expect("batch");
+    assert_eq!(produce_error(&raw.call(9, &produce("compacted", 1, keyed))), 0);
+    let response = raw.call(12, &fetch("compacted", 0));
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+}

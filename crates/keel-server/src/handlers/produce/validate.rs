@@ -1,6 +1,6 @@
 //! The topic configs that act on a produced batch's records, as Kafka's `LogValidator` applies
-//! them: `message.timestamp.before.max.ms` / `after.max.ms` and `compression.type`
-//! recompression. Records are decoded (with bounded decompression) only
+//! them: `message.timestamp.before.max.ms` / `after.max.ms`, keys on compacted topics, and
+//! `compression.type` recompression. Records are decoded (with bounded decompression) only
 //! when one of these can change the outcome; otherwise the batch goes on as the bytes it came as.
 
 use std::borrow::Cow;
@@ -30,6 +30,8 @@ pub struct RecordRules {
     pub before_max_ms: Option<i64>,
     /// `message.timestamp.after.max.ms`; `None` when unbounded.
     pub after_max_ms: Option<i64>,
+    /// `cleanup.policy` contains `compact`: every record needs a key.
+    pub keys_required: bool,
     /// `compression.type`; `None` for `producer` (keep the producer's codec).
     pub compression: Option<Compression>,
     /// `max.message.bytes`, checked again after recompression.
@@ -51,6 +53,9 @@ impl RecordRules {
             log_append_time: view.topic(topic, "message.timestamp.type").as_deref() == Some("LogAppendTime"),
             before_max_ms: bound("message.timestamp.before.max.ms"),
             after_max_ms: bound("message.timestamp.after.max.ms"),
+            keys_required: view
+                .topic(topic, "cleanup.policy")
+                .is_some_and(|policy| policy.split(',').any(|p| p.trim() == "compact")),
             compression,
             max_message_bytes: view.topic_i64(topic, "max.message.bytes").unwrap_or(1_048_588).max(0) as usize,
         }
@@ -89,7 +94,7 @@ pub fn apply<'a>(
     // Without a lower bound only the batch's maxTimestamp can break the upper one.
     let check_timestamps = !rules.log_append_time
         && (rules.before_max_ms.is_some() || rules.timestamp_out_of_bounds(header.max_timestamp, now_ms));
-    if !check_timestamps && recompress_to.is_none() {
+    if !check_timestamps && !rules.keys_required && recompress_to.is_none() {
         return Ok(Cow::Borrowed(batch));
     }
     let section = records::batch_records(batch, INFLATED_BATCH_MAX_BYTES).map_err(records_error)?;
@@ -112,8 +117,8 @@ pub fn apply<'a>(
     Ok(Cow::Owned(recompressed))
 }
 
-/// Kafka's per-record check of the timestamp bounds (INVALID_TIMESTAMP). Every failing record
-/// is reported, as Kafka does.
+/// Kafka's per-record checks: a key on compacted topics (INVALID_RECORD), the timestamp
+/// bounds (INVALID_TIMESTAMP). Every failing record is reported, as Kafka does.
 fn check_records(
     rules: &RecordRules,
     records: &[RecordSummary],
@@ -125,6 +130,10 @@ fn check_records(
     let mut invalid_timestamp = false;
     for (index, record) in records.iter().enumerate() {
         let batch_index = index as i32;
+        if rules.keys_required && !record.has_key {
+            errors.push((batch_index, "Compacted topic cannot accept message without key.".to_string()));
+            continue;
+        }
         let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
         if check_timestamps && rules.timestamp_out_of_bounds(timestamp, now_ms) {
             invalid_timestamp = true;
@@ -197,6 +206,7 @@ mod tests {
             log_append_time: false,
             before_max_ms: None,
             after_max_ms: Some(3_600_000),
+            keys_required: false,
             compression: None,
             max_message_bytes: 1_048_588,
         }
@@ -237,6 +247,18 @@ mod tests {
         // NO_TIMESTAMP is never out of bounds.
         let none = build_batch([(None, Some(&b"v"[..]))], -1).expect("batch");
         assert!(apply(&bounded, &none, &header(&none), NOW).is_ok());
+    }
+
+    #[test]
+    fn compacted_topics_need_keys() {
+        let compacted = RecordRules { keys_required: true, ..rules() };
+        let keyed = build_batch([(Some(&b"k"[..]), Some(&b"v"[..]))], NOW).expect("batch");
+        assert!(apply(&compacted, &keyed, &header(&keyed), NOW).is_ok());
+        let mixed = build_batch([(Some(&b"k"[..]), Some(&b"v"[..])), (None, Some(&b"v"[..]))], NOW).expect("batch");
+        let error = apply(&compacted, &mixed, &header(&mixed), NOW).expect_err("a record without a key");
+        assert_eq!(error.code, ResponseError::InvalidRecord);
+        assert_eq!(error.record_errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1]);
+        assert!(error.message.as_deref().is_some_and(|m| m.contains("batchIndex=1")), "{error:?}");
     }
 
     #[test]
