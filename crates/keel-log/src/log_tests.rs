@@ -658,7 +658,7 @@ enum Op {
     Reopen { clean: bool },
     Truncate { pick: u16 },
     DeleteBefore { pick: u16 },
-    Retention { pick: u16 },
+    Retention { pick: u16, by_time: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -670,7 +670,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => any::<u16>().prop_map(|pick| Op::Truncate { pick }),
         1 => any::<u16>().prop_map(|pick| Op::DeleteBefore { pick }),
-        1 => any::<u16>().prop_map(|pick| Op::Retention { pick }),
+        1 => (any::<u16>(), any::<bool>()).prop_map(|(pick, by_time)| Op::Retention { pick, by_time }),
     ]
 }
 
@@ -776,18 +776,27 @@ proptest! {
                     model.log_start_offset = model.log_start_offset.max(offset);
                     prop_assert_eq!(start, model.log_start_offset);
                 }
-                Op::Retention { pick } => {
+                Op::Retention { pick, by_time } => {
+                    // Appended timestamps are below 1000; retention runs at 1500.
+                    const NOW: i64 = 1500;
                     let size = log.size_bytes();
                     let retention_bytes = u64::from(pick) % (size + 1);
-                    log.set_config(LogConfig {
-                        retention: RetentionPolicy { delete: true, retention_ms: None, retention_bytes: Some(retention_bytes) },
-                        file_delete_delay_ms: 0,
-                        ..small_config()
-                    });
-                    let (_, reason) = log.delete_old_segments(0).expect("retention");
+                    let retention_ms = i64::from(pick) % 1200;
+                    let retention = if by_time {
+                        RetentionPolicy { delete: true, retention_ms: Some(retention_ms), retention_bytes: None }
+                    } else {
+                        RetentionPolicy { delete: true, retention_ms: None, retention_bytes: Some(retention_bytes) }
+                    };
+                    log.set_config(LogConfig { retention, file_delete_delay_ms: 0, ..small_config() });
+                    let (_, reason) = log.delete_old_segments(NOW).expect("retention");
                     log.set_config(small_config());
                     if reason == Some(DeletionReason::RetentionBytes) {
                         prop_assert!(log.size_bytes() >= retention_bytes);
+                    }
+                    if by_time {
+                        // What stays starts with a segment that is not expired, or an empty one.
+                        let first = log.read_state().segments[0].retention_info().expect("info");
+                        prop_assert!(first.size_bytes == 0 || NOW - first.largest_timestamp_ms <= retention_ms);
                     }
                     // Whole segments go: the new start is a segment base (or stays).
                     let start = log.log_start_offset();
