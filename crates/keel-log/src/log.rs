@@ -842,12 +842,13 @@ impl Log {
         self.batch_containing(offset)
     }
 
-    /// DeleteRecords: raises the log start offset to `offset` (never lowers it) and deletes the
-    /// segments wholly below it, except the active one. Returns the new log start offset.
+    /// DeleteRecords: raises the log start offset to `offset` (never lowers it). Returns the new
+    /// log start offset. As in Kafka, the segments wholly below it are left to the next
+    /// `delete_old_segments`, which deletes them through `.deleted` files.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         self.check_failed()?;
         let _append = lock(&self.append_lock);
-        let (removed, epochs, log_start_offset) = {
+        let (epochs, log_start_offset) = {
             let mut state = self.write_state();
             if offset > state.log_end_offset || offset < 0 {
                 return Err(LogError::OffsetOutOfRange {
@@ -860,17 +861,8 @@ impl Log {
                 return Ok(state.log_start_offset);
             }
             state.log_start_offset = offset;
-            let mut removed = Vec::new();
-            while state.segments.len() > 1 && state.segments[0].next_offset <= offset {
-                removed.push(state.segments.remove(0));
-            }
-            state.dir_unsynced |= !removed.is_empty();
-            let epochs = truncate_epochs_from_start(&mut state.epochs, offset);
-            (removed, epochs, state.log_start_offset)
+            (truncate_epochs_from_start(&mut state.epochs, offset), state.log_start_offset)
         };
-        for segment in &removed {
-            segment.delete_files()?;
-        }
         if let Some(epochs) = epochs {
             write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }

@@ -305,15 +305,18 @@ fn delete_records_before_raises_the_start_and_drops_whole_segments() {
     let log = open(dir.path(), small_config(), 0);
     let batches = append_n(&log, 6, 2, 200); // segments 0, 4, 8
     assert_eq!(log.delete_records_before(5).expect("delete"), 5);
+    // The segment below the new start goes with the next retention pass, whatever the policy.
+    assert_eq!(log.segment_base_offsets(), vec![0, 4, 8]);
+    assert_eq!(log.delete_old_segments(0).expect("retention"), (1, Some(DeletionReason::LogStartOffset)));
     assert_eq!(log.segment_base_offsets(), vec![4, 8]);
-    assert!(!dir.path().join("00000000000000000000.log").exists());
     assert_eq!(log.delete_records_before(3).expect("never lowers"), 5);
     assert!(matches!(log.read(4, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
     // Reading from the new start returns the whole batch holding it.
     assert_eq!(bytes_of(&log.read(5, 1, i64::MAX, true).expect("read")), batches[2]);
     assert!(matches!(log.delete_records_before(13), Err(LogError::OffsetOutOfRange { .. })));
     assert_eq!(log.delete_records_before(12).expect("to the end"), 12);
-    assert_eq!(log.segment_count(), 1);
+    log.delete_old_segments(0).expect("retention");
+    assert_eq!(log.segment_count(), 1, "the active segment stays");
     assert!(log.read(12, 100, i64::MAX, true).expect("read").is_empty());
     drop(log);
     let log = Log::open(dir.path(), "topic-id", small_config(), 0, 12, 0).expect("reopen");
@@ -579,8 +582,9 @@ fn retention_never_lowers_a_log_start_set_by_delete_records() {
     let log = open(dir.path(), retention_config(Some(1_000), None, 0), 0);
     append_n(&log, 6, 2, 200);
     log.delete_records_before(6).expect("delete records");
-    assert_eq!(log.segment_base_offsets(), vec![4, 8]);
-    assert_eq!(log.delete_old_segments(2_004).expect("retention").0, 1);
+    assert_eq!(log.segment_base_offsets(), vec![0, 4, 8]);
+    // Segment 0 is below the log start, segment 4 has expired.
+    assert_eq!(log.delete_old_segments(2_004).expect("retention"), (2, Some(DeletionReason::RetentionMs)));
     assert_eq!(log.log_start_offset(), 8);
     log.delete_records_before(11).expect("delete records");
     assert_eq!(log.delete_old_segments(2_010).expect("retention").0, 1);
