@@ -414,6 +414,27 @@ mod tests {
         assert!(matches!(batch_records(&plain, 100), Err(RecordsError::TooLarge { .. })));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn walking_arbitrary_records_never_panics(
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            count in -2i32..64,
+        ) {
+            if let Ok(records) = walk_records(&raw, count) {
+                proptest::prop_assert_eq!(records.len() as i32, count);
+            }
+        }
+
+        #[test]
+        fn arbitrary_batches_never_panic(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut batch = raw;
+            if batch.len() > 21 {
+                batch[21] &= 0x07; // a known or unknown codec
+            }
+            let _ = batch_records(&batch, 1 << 16);
+        }
+    }
+
     #[test]
     fn garbage_is_an_error() {
         for compression in [Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
