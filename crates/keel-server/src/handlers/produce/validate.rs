@@ -21,6 +21,9 @@ pub const INFLATED_BATCH_MAX_BYTES: usize = 64 << 20;
 
 /// Kafka's `RecordBatch.NO_TIMESTAMP`: a record without a timestamp is never out of bounds.
 const NO_TIMESTAMP: i64 = -1;
+/// Attribute bit 3, and where the attributes are in a batch header.
+const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
+const ATTRIBUTES_AT: usize = 21;
 
 /// The record-handling configs of one topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +83,36 @@ pub fn apply<'a>(
     header: &BatchHeader,
     now_ms: i64,
 ) -> Result<Cow<'a, [u8]>, ApiError> {
-    if rules.log_append_time && header.timestamp_type() == TimestampType::LogAppendTime {
-        return Err(record_errors(
-            ResponseError::InvalidTimestamp,
-            vec![(
-                0,
-                "Invalid timestamp type in message. Producer should not set timestamp type to LogAppendTime.".into(),
-            )],
-        ));
+    if header.timestamp_type() == TimestampType::LogAppendTime {
+        // Only the broker sets LogAppendTime. Kafka reads every record of such a batch as
+        // stamped `maxTimestamp`: on a LogAppendTime topic, or without a timestamp, that is
+        // INVALID_TIMESTAMP; on a CreateTime topic it checks that timestamp and stores the batch
+        // as CreateTime (`DefaultRecordBatch.setMaxTimestamp`).
+        let producer_stamped = || {
+            record_errors(
+                ResponseError::InvalidTimestamp,
+                vec![(
+                    0,
+                    "Invalid timestamp type in message. Producer should not set timestamp type to LogAppendTime."
+                        .into(),
+                )],
+            )
+        };
+        if rules.log_append_time || header.max_timestamp == NO_TIMESTAMP {
+            return Err(producer_stamped());
+        }
+        if rules.timestamp_out_of_bounds(header.max_timestamp, now_ms) {
+            return Err(record_errors(
+                ResponseError::InvalidTimestamp,
+                vec![(0, format!("Timestamp {} of message with offset 0 is out of range.", header.max_timestamp))],
+            ));
+        }
+        let mut create_time = batch.to_vec();
+        let attributes = header.attributes & !LOG_APPEND_TIME_FLAG;
+        create_time[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        keel_log::batch::recompute_crc(&mut create_time);
+        let header = BatchHeader { attributes, ..*header };
+        return apply(rules, &create_time, &header, now_ms).map(|out| Cow::Owned(out.into_owned()));
     }
     let source = records::batch_compression(header.attributes);
     let recompress_to = rules.compression.filter(|target| Some(*target) != source);
@@ -275,13 +300,33 @@ mod tests {
         assert_eq!(&*back, &batch[..]);
     }
 
-    #[test]
-    fn a_producer_set_log_append_time_is_refused_on_log_append_time_topics() {
-        let mut batch = build_batch([(None, Some(&b"v"[..]))], NOW).expect("batch");
+    fn stamped_log_append_time(timestamp: i64) -> Vec<u8> {
+        let mut batch = build_batch([(None, Some(&b"v"[..]))], timestamp).expect("batch");
         batch[22] |= 1 << 3;
         keel_log::batch::recompute_crc(&mut batch);
+        batch
+    }
+
+    #[test]
+    fn a_producer_set_log_append_time_is_refused_on_log_append_time_topics() {
+        let batch = stamped_log_append_time(NOW);
         let log_append = RecordRules { log_append_time: true, ..rules() };
         let error = apply(&log_append, &batch, &header(&batch), NOW).expect_err("refused");
         assert_eq!(error.code, ResponseError::InvalidTimestamp);
+    }
+
+    #[test]
+    fn a_producer_set_log_append_time_becomes_create_time_on_create_time_topics() {
+        let batch = stamped_log_append_time(NOW - 5);
+        let out = apply(&rules(), &batch, &header(&batch), NOW).expect("accepted");
+        let stored = header(&out);
+        assert_eq!(stored.timestamp_type(), TimestampType::CreateTime);
+        assert_eq!(stored.max_timestamp, NOW - 5);
+        assert_eq!(&out[23..], &batch[23..], "only the attributes and the CRC change");
+        // Its maxTimestamp is what Kafka checks, and -1 is no timestamp at all.
+        for refused in [stamped_log_append_time(NOW + 3_600_001), stamped_log_append_time(-1)] {
+            let error = apply(&rules(), &refused, &header(&refused), NOW).expect_err("refused");
+            assert_eq!(error.code, ResponseError::InvalidTimestamp);
+        }
     }
 }
