@@ -71,7 +71,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz"
     cargo install --locked cargo-fuzz
 fi
-for target in decode_request validate_batches; do
+for target in decode_request validate_batches batch_records; do
     log="fuzz/$target.log"
     if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
             -max_total_time="${KEEL_FUZZ_SECONDS:-30}" -rss_limit_mb=2048) >"$log" 2>&1; then

@@ -11,6 +11,7 @@ pub mod error;
 pub mod log;
 pub mod manager;
 pub mod producer;
+pub mod retention;
 mod segment;
 pub mod testing;
 mod txn_index;
@@ -19,6 +20,7 @@ pub use batch::{validate_batches, BatchError, BatchHeader, BatchSummary};
 pub use error::LogError;
 pub use log::{AppendInfo, Log, LogConfig, ReadSlice, RecoveryReport};
 pub use manager::{LogManager, ManagerRecoveryReport, PartitionRecovery};
+pub use retention::{DeletionReason, RetentionPolicy};
 
 #[cfg(test)]
 mod static_checks {

@@ -18,6 +18,10 @@ use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, read_ma
 use crate::checkpoint::{format_checkpoint, read_checkpoint, sync_dir, write_atomic};
 use crate::error::{IoContext, LogError};
 use crate::producer::{AbortedTxn, Marker, Origin, ProducerBatch, ProducerStates};
+use crate::retention::{
+    deletable_segments, remove_files, rename_to_deleted, DeletionReason, PendingDeletion, RetentionPolicy, SegmentInfo,
+    DELETED_SUFFIX,
+};
 use crate::segment::{
     encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment, NO_TIMESTAMP,
     OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
@@ -41,6 +45,10 @@ pub struct LogConfig {
     pub flush_messages: Option<u64>,
     /// `flush.ms`: `maybe_flush` fsyncs when the last flush is this old.
     pub flush_ms: Option<i64>,
+    /// `cleanup.policy`, `retention.ms`, `retention.bytes`: what `delete_old_segments` deletes.
+    pub retention: RetentionPolicy,
+    /// `file.delete.delay.ms`: how long a deleted segment's files stay as `.deleted`.
+    pub file_delete_delay_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -52,6 +60,8 @@ impl Default for LogConfig {
             segment_index_bytes: 10 << 20,
             flush_messages: None,
             flush_ms: None,
+            retention: RetentionPolicy::default(),
+            file_delete_delay_ms: 60_000,
         }
     }
 }
@@ -131,6 +141,8 @@ struct State {
     dir_unsynced: bool,
     /// First offset of the earliest open transaction (the last stable offset bound).
     first_unstable_offset: Option<i64>,
+    /// Files of deleted segments, renamed to `.deleted`, waiting for `file.delete.delay.ms`.
+    pending_deletions: Vec<PendingDeletion>,
 }
 
 /// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
@@ -161,6 +173,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 fn epochs_text(epochs: &[(i32, i64)]) -> String {
     let lines: Vec<String> = epochs.iter().map(|(e, o)| format!("{e} {o}")).collect();
     format_checkpoint(&lines)
+}
+
+/// Kafka's `truncateFromStart` of the leader-epoch cache for a new log start offset: epochs that
+/// ended before it go, the one in force there now starts there. Returns the entries if changed.
+fn truncate_epochs_from_start(epochs: &mut Vec<(i32, i64)>, offset: i64) -> Option<Vec<(i32, i64)>> {
+    let before = epochs.clone();
+    let keep_from = epochs.iter().rposition(|&(_, start)| start <= offset).unwrap_or(0);
+    epochs.drain(..keep_from);
+    if let Some(first) = epochs.first_mut() {
+        first.1 = first.1.max(offset);
+    }
+    (*epochs != before).then(|| epochs.clone())
 }
 
 /// Reads `partition.metadata`, writing it when missing. An empty `topic_id` accepts whatever is
@@ -213,17 +237,26 @@ fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
     Ok(epochs)
 }
 
-/// Segment bases of the `.log` files in `dir`; removes leftover `.tmp` files and orphan indexes.
+/// Segment bases of the `.log` files in `dir`; removes leftover `.tmp` files, orphan indexes and
+/// the `.deleted` files of segments whose deletion was pending when the node stopped.
 fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
+    let mut deleted_base_max: Option<i64> = None;
     for entry in fs::read_dir(dir).ctx(dir)? {
         let entry = entry.ctx(dir)?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let parse_base = |stem: &str| {
             (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<i64>().ok()).flatten()
         };
-        if name.ends_with(".tmp") {
+        if let Some(deleted) = name.strip_suffix(DELETED_SUFFIX) {
+            let base = [".log", ".index", ".timeindex", ".txnindex"]
+                .iter()
+                .find_map(|ext| deleted.strip_suffix(ext))
+                .and_then(parse_base);
+            deleted_base_max = deleted_base_max.max(base);
+            fs::remove_file(entry.path()).ctx(&entry.path())?;
+        } else if name.ends_with(".tmp") {
             fs::remove_file(entry.path()).ctx(&entry.path())?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
             bases.push(base);
@@ -235,6 +268,16 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
         {
             index_files.push((base, entry.path()));
         }
+    }
+    // Retention deletes a prefix of the segments, renaming them oldest first; if a crash kept a
+    // later rename but lost an earlier one, the segment left behind was going too (its index
+    // files go below, as orphans).
+    if let Some(deleted) = deleted_base_max {
+        for base in bases.iter().filter(|&&base| base < deleted) {
+            let path = segment_path(dir, *base, "log");
+            fs::remove_file(&path).ctx(&path)?;
+        }
+        bases.retain(|&base| base >= deleted);
     }
     for (base, path) in index_files {
         if !bases.contains(&base) {
@@ -421,6 +464,7 @@ impl Log {
                 epochs,
                 dir_unsynced,
                 first_unstable_offset,
+                pending_deletions: Vec::new(),
             }),
             config: RwLock::new(config),
             flush_running: Mutex::new(false),
@@ -975,12 +1019,13 @@ impl Log {
         self.batch_containing(offset)
     }
 
-    /// DeleteRecords: raises the log start offset to `offset` (never lowers it) and deletes the
-    /// segments wholly below it, except the active one. Returns the new log start offset.
+    /// DeleteRecords: raises the log start offset to `offset` (never lowers it). Returns the new
+    /// log start offset. As in Kafka, the segments wholly below it are left to the next
+    /// `delete_old_segments`, which deletes them through `.deleted` files.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
         self.check_failed()?;
         let _append = lock(&self.append_lock);
-        let (removed, epochs, log_start_offset) = {
+        let (epochs, log_start_offset) = {
             let mut state = self.write_state();
             if offset > state.log_end_offset || offset < 0 {
                 return Err(LogError::OffsetOutOfRange {
@@ -993,25 +1038,8 @@ impl Log {
                 return Ok(state.log_start_offset);
             }
             state.log_start_offset = offset;
-            let mut removed = Vec::new();
-            while state.segments.len() > 1 && state.segments[0].next_offset <= offset {
-                removed.push(state.segments.remove(0));
-            }
-            state.dir_unsynced |= !removed.is_empty();
-            // Kafka's truncateFromStart: epochs that ended before the new start go, the one in
-            // force at the new start now starts there.
-            let before = state.epochs.clone();
-            let keep_from = state.epochs.iter().rposition(|&(_, start)| start <= offset).unwrap_or(0);
-            state.epochs.drain(..keep_from);
-            if let Some(first) = state.epochs.first_mut() {
-                first.1 = first.1.max(offset);
-            }
-            let epochs = (state.epochs != before).then(|| state.epochs.clone());
-            (removed, epochs, state.log_start_offset)
+            (truncate_epochs_from_start(&mut state.epochs, offset), state.log_start_offset)
         };
-        for segment in &removed {
-            segment.delete_files()?;
-        }
         if let Some(epochs) = epochs {
             write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
@@ -1020,6 +1048,96 @@ impl Log {
             delete_snapshots(&self.dir, |offset| offset < first_base)?;
         }
         Ok(log_start_offset)
+    }
+
+    /// Retention: deletes the old segments that `retention::deletable_segments` selects under
+    /// the log's config, rolling the active segment first when it goes too, and raises the log
+    /// start offset to the new first segment. The files are renamed to `.deleted` and removed by
+    /// `remove_deleted_files` after `file.delete.delay.ms`. Returns how many segments went and
+    /// why the last of them did.
+    pub fn delete_old_segments(&self, now_ms: i64) -> Result<(usize, Option<DeletionReason>), LogError> {
+        self.check_failed()?;
+        let _append = lock(&self.append_lock);
+        let config = self.config();
+        let (count, reason, log_end_offset, segment_count) = {
+            let state = self.read_state();
+            let infos = state.segments.iter().map(Segment::retention_info).collect::<Result<Vec<SegmentInfo>, _>>()?;
+            // One node: the high watermark is the log end offset.
+            let (count, reason) =
+                deletable_segments(&infos, state.log_start_offset, state.log_end_offset, &config.retention, now_ms);
+            (count, reason, state.log_end_offset, state.segments.len())
+        };
+        if count == 0 {
+            return Ok((0, None));
+        }
+        // The log always keeps an active segment: when everything goes, roll a new one first
+        // (Kafka's rule; `deletable_segments` never selects an empty active segment).
+        let rolled = if count == segment_count {
+            self.write_producer_snapshot(log_end_offset)?;
+            Some(Segment::open(&self.dir, log_end_offset, true)?)
+        } else {
+            None
+        };
+        let (removed, epochs) = {
+            let mut state = self.write_state();
+            if let Some(segment) = rolled {
+                state.segments.push(segment);
+            }
+            let removed: Vec<Segment> = state.segments.drain(..count).collect();
+            let first_base = state.segments.first().map_or(log_end_offset, |s| s.base_offset);
+            // Never lowers: DeleteRecords may already have set it inside the first kept segment.
+            state.log_start_offset = state.log_start_offset.max(first_base);
+            state.dir_unsynced = true;
+            let log_start_offset = state.log_start_offset;
+            (removed, truncate_epochs_from_start(&mut state.epochs, log_start_offset))
+        };
+        // Oldest first, so that a crash leaves a prefix renamed (see `scan_segment_files`).
+        let mut renamed = Vec::new();
+        for segment in &removed {
+            let paths: [&Path; 4] =
+                [&segment.log_path, &segment.index_path, &segment.timeindex_path, &segment.txn_index.path];
+            renamed.extend(rename_to_deleted(&paths)?);
+        }
+        self.write_state()
+            .pending_deletions
+            .push(PendingDeletion { paths: renamed, due_ms: now_ms.saturating_add(config.file_delete_delay_ms) });
+        if let Some(epochs) = epochs {
+            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+        }
+        // Producers whose every write is gone are forgotten, as are their older snapshots.
+        let (log_start_offset, first_base) = {
+            let state = self.read_state();
+            (state.log_start_offset, state.segments.first().map_or(log_end_offset, |s| s.base_offset))
+        };
+        lock(&self.producers).remove_below(log_start_offset);
+        delete_snapshots(&self.dir, |offset| offset < first_base)?;
+        self.remove_deleted_files(now_ms)?;
+        Ok((removed.len(), reason))
+    }
+
+    /// Removes the `.deleted` files whose `file.delete.delay.ms` has passed; returns how many
+    /// segments' files went. A fetch still sending from one keeps its open descriptor.
+    pub fn remove_deleted_files(&self, now_ms: i64) -> Result<usize, LogError> {
+        let due: Vec<PendingDeletion> = {
+            let mut state = self.write_state();
+            let (due, waiting) =
+                std::mem::take(&mut state.pending_deletions).into_iter().partition(|p| p.due_ms <= now_ms);
+            state.pending_deletions = waiting;
+            due
+        };
+        for (i, pending) in due.iter().enumerate() {
+            if let Err(error) = remove_files(&pending.paths) {
+                // Try again at the next sweep.
+                self.write_state().pending_deletions.extend(due[i..].iter().cloned());
+                return Err(error);
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// Segments whose files wait as `.deleted`.
+    pub fn pending_deletions(&self) -> usize {
+        self.read_state().pending_deletions.len()
     }
 
     /// Drops every offset at and after `offset` (cut at the start of the batch holding it), for
@@ -1051,6 +1169,11 @@ impl Log {
             let fresh = Segment::open(&self.dir, offset.max(0), true)?;
             let old = std::mem::replace(&mut state.segments, vec![fresh]);
             state.log_start_offset = offset.max(0);
+            // Pending `.deleted` files may be of segments above the fresh one, which `open` would
+            // take for a deletion in progress: they go now.
+            for pending in std::mem::take(&mut state.pending_deletions) {
+                remove_files(&pending.paths)?;
+            }
             old
         } else {
             let removed = state.segments.split_off(index);

@@ -312,15 +312,18 @@ fn delete_records_before_raises_the_start_and_drops_whole_segments() {
     let log = open(dir.path(), small_config(), 0);
     let batches = append_n(&log, 6, 2, 200); // segments 0, 4, 8
     assert_eq!(log.delete_records_before(5).expect("delete"), 5);
+    // The segment below the new start goes with the next retention pass, whatever the policy.
+    assert_eq!(log.segment_base_offsets(), vec![0, 4, 8]);
+    assert_eq!(log.delete_old_segments(0).expect("retention"), (1, Some(DeletionReason::LogStartOffset)));
     assert_eq!(log.segment_base_offsets(), vec![4, 8]);
-    assert!(!dir.path().join("00000000000000000000.log").exists());
     assert_eq!(log.delete_records_before(3).expect("never lowers"), 5);
     assert!(matches!(log.read(4, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
     // Reading from the new start returns the whole batch holding it.
     assert_eq!(bytes_of(&log.read(5, 1, i64::MAX, true).expect("read")), batches[2]);
     assert!(matches!(log.delete_records_before(13), Err(LogError::OffsetOutOfRange { .. })));
     assert_eq!(log.delete_records_before(12).expect("to the end"), 12);
-    assert_eq!(log.segment_count(), 1);
+    log.delete_old_segments(0).expect("retention");
+    assert_eq!(log.segment_count(), 1, "the active segment stays");
     assert!(log.read(12, 100, i64::MAX, true).expect("read").is_empty());
     drop(log);
     let log = Log::open(dir.path(), "topic-id", small_config(), 0, 12, 0).expect("reopen");
@@ -473,6 +476,192 @@ fn topic_id_is_kept_and_checked() {
     assert_eq!(log.topic_id(), "topic-id");
 }
 
+fn retention_config(retention_ms: Option<i64>, retention_bytes: Option<u64>, delay_ms: i64) -> LogConfig {
+    LogConfig {
+        retention: RetentionPolicy { delete: true, retention_ms, retention_bytes },
+        file_delete_delay_ms: delay_ms,
+        ..small_config()
+    }
+}
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn retention_by_time_deletes_expired_segments_through_deleted_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(1_000), None, 500), 0);
+    let batches = append_n(&log, 6, 2, 200); // segments 0, 4, 8; max timestamps 1001, 1003, 1005
+    assert_eq!(log.delete_old_segments(2_001).expect("retention"), (0, None));
+    assert_eq!(log.delete_old_segments(2_002).expect("retention"), (1, Some(DeletionReason::RetentionMs)));
+    assert_eq!(log.segment_base_offsets(), vec![4, 8]);
+    assert_eq!(log.log_start_offset(), 4);
+    assert!(matches!(log.read(3, 100, i64::MAX, true), Err(LogError::OffsetOutOfRange { .. })));
+    assert_eq!(bytes_of(&log.read(4, 1, i64::MAX, true).expect("read")), batches[2]);
+    // The files wait under a `.deleted` name for file.delete.delay.ms.
+    let waiting = vec![
+        "00000000000000000000.index.deleted".to_string(),
+        "00000000000000000000.log.deleted".to_string(),
+        "00000000000000000000.timeindex.deleted".to_string(),
+    ];
+    assert_eq!(files_ending(dir.path(), ".deleted"), waiting);
+    assert_eq!(log.remove_deleted_files(2_501).expect("sweep"), 0);
+    assert_eq!(log.pending_deletions(), 1);
+    assert_eq!(log.remove_deleted_files(2_502).expect("sweep"), 1);
+    assert!(files_ending(dir.path(), ".deleted").is_empty());
+    assert_eq!(log.pending_deletions(), 0);
+}
+
+#[test]
+fn a_read_in_progress_survives_the_deletion_of_its_segment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(0), None, 0), 0);
+    let batches = append_n(&log, 6, 2, 200);
+    let slice = log.read(0, 1 << 20, i64::MAX, true).expect("read");
+    assert_eq!(log.delete_old_segments(10_000).expect("retention").0, 3);
+    assert!(files_ending(dir.path(), ".deleted").is_empty(), "a zero delay removes at once");
+    // The slice holds the file open: its bytes are still there (as for sendfile).
+    assert_eq!(bytes_of(&slice), [batches[0].clone(), batches[1].clone()].concat());
+}
+
+#[test]
+fn retention_rolls_a_wholly_expired_active_segment_and_keeps_an_empty_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(1_000), None, 0), 0);
+    append_n(&log, 5, 2, 200); // segments 0, 4, 8 (the active one holds one batch)
+    assert_eq!(log.delete_old_segments(100_000).expect("retention"), (3, Some(DeletionReason::RetentionMs)));
+    assert_eq!(log.segment_base_offsets(), vec![10]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
+    // An empty active segment is never deleted.
+    assert_eq!(log.delete_old_segments(200_000).expect("retention"), (0, None));
+    let info = log.append(&mut test_batch(1, 5, 10), 0, 0).expect("append after retention");
+    assert_eq!(info.base_offset, 10);
+    drop(log);
+    let log = Log::open(dir.path(), "topic-id", small_config(), 0, 0, 0).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 11));
+}
+
+#[test]
+fn retention_by_size_keeps_at_least_retention_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(None, None, 0), 0);
+    append_n(&log, 6, 2, 200);
+    let sizes: Vec<u64> = log.read_state().segments.iter().map(|s| s.size_bytes).collect();
+    let total: u64 = sizes.iter().sum();
+    log.set_config(retention_config(None, Some(total - sizes[0]), 0));
+    assert_eq!(log.delete_old_segments(0).expect("retention"), (1, Some(DeletionReason::RetentionBytes)));
+    assert_eq!(log.size_bytes(), total - sizes[0]);
+    log.set_config(retention_config(None, Some(sizes[2] + 1), 0));
+    assert_eq!(log.delete_old_segments(0).expect("retention").0, 0, "dropping 4 would leave less than wanted");
+    log.set_config(retention_config(None, Some(sizes[2]), 0));
+    assert_eq!(log.delete_old_segments(0).expect("retention").0, 1);
+    assert_eq!(log.segment_base_offsets(), vec![8]);
+}
+
+#[test]
+fn compact_only_logs_keep_everything_but_what_delete_records_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        retention: RetentionPolicy { delete: false, retention_ms: Some(0), retention_bytes: Some(0) },
+        ..small_config()
+    };
+    let log = open(dir.path(), config, 0);
+    append_n(&log, 6, 2, 200);
+    assert_eq!(log.delete_old_segments(i64::MAX).expect("retention"), (0, None));
+    assert_eq!(log.segment_count(), 3);
+    drop(log);
+    // A log start offset from the checkpoint (DeleteRecords) beyond whole segments.
+    let log = Log::open(dir.path(), "topic-id", config, 0, 9, 0).expect("reopen");
+    assert_eq!(log.delete_old_segments(0).expect("retention"), (2, Some(DeletionReason::LogStartOffset)));
+    assert_eq!((log.segment_base_offsets(), log.log_start_offset()), (vec![8], 9));
+}
+
+#[test]
+fn retention_never_lowers_a_log_start_set_by_delete_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(1_000), None, 0), 0);
+    append_n(&log, 6, 2, 200);
+    log.delete_records_before(6).expect("delete records");
+    assert_eq!(log.segment_base_offsets(), vec![0, 4, 8]);
+    // Segment 0 is below the log start, segment 4 has expired.
+    assert_eq!(log.delete_old_segments(2_004).expect("retention"), (2, Some(DeletionReason::RetentionMs)));
+    assert_eq!(log.log_start_offset(), 8);
+    log.delete_records_before(11).expect("delete records");
+    assert_eq!(log.delete_old_segments(2_010).expect("retention").0, 1);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (12, 12));
+}
+
+#[test]
+fn retention_trims_the_leader_epoch_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(0), None, 0), 0);
+    for epoch in 0..6 {
+        log.append(&mut test_batch(2, 1_000, 200), epoch, 0).expect("append");
+    }
+    log.delete_old_segments(1_001 + 1).expect("retention");
+    assert_eq!(log.log_start_offset(), 12);
+    assert_eq!(log.epoch_entries(), vec![(5, 12)]);
+}
+
+#[test]
+fn open_removes_leftover_deleted_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(1_000), None, 60_000), 0);
+    append_n(&log, 6, 2, 200);
+    log.delete_old_segments(2_002).expect("retention");
+    assert_eq!(files_ending(dir.path(), ".deleted").len(), 3);
+    drop(log); // stopped before the delay passed
+    let log = Log::open(dir.path(), "topic-id", small_config(), 0, 0, 0).expect("reopen");
+    assert!(files_ending(dir.path(), ".deleted").is_empty());
+    assert_eq!(log.segment_base_offsets(), vec![4, 8]);
+    assert_eq!(log.log_start_offset(), 4, "the first kept segment, even without a checkpoint");
+}
+
+#[test]
+fn a_crash_between_rename_and_delete_finishes_the_deletion() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), small_config(), 0);
+    append_n(&log, 8, 2, 200); // segments 0, 4, 8, 12
+    log.close().expect("close");
+    drop(log);
+    // A crash kept the rename of segment 4's files but not the earlier one of segment 0, and
+    // left segment 4's time index unrenamed.
+    for name in ["00000000000000000004.log", "00000000000000000004.index"] {
+        fs::rename(dir.path().join(name), dir.path().join(format!("{name}.deleted"))).expect("rename");
+    }
+    let log = Log::open(dir.path(), "topic-id", small_config(), 0, 0, 0).expect("reopen");
+    assert_eq!(log.segment_base_offsets(), vec![8, 12]);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (8, 16));
+    assert!(files_ending(dir.path(), ".deleted").is_empty());
+    for base in [0, 4] {
+        for extension in ["log", "index", "timeindex"] {
+            assert!(!segment_path(dir.path(), base, extension).exists(), "{base}.{extension} is gone");
+        }
+    }
+    assert_eq!(read_all(&log).len(), log.size_bytes() as usize);
+}
+
+#[test]
+fn truncating_below_the_first_segment_drops_pending_deletions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), retention_config(Some(1_000), None, 60_000), 0);
+    append_n(&log, 6, 2, 200);
+    log.delete_old_segments(2_002).expect("retention");
+    log.truncate_to(2).expect("truncate before the start");
+    assert!(files_ending(dir.path(), ".deleted").is_empty());
+    log.append(&mut test_batch(1, 0, 10), 0, 0).expect("append");
+    drop(log);
+    let log = Log::open(dir.path(), "topic-id", small_config(), 0, 0, 0).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 3));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Append { records: u32, timestamp: i64, payload: usize },
@@ -480,6 +669,7 @@ enum Op {
     Reopen { clean: bool },
     Truncate { pick: u16 },
     DeleteBefore { pick: u16 },
+    Retention { pick: u16, by_time: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -491,6 +681,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => any::<u16>().prop_map(|pick| Op::Truncate { pick }),
         1 => any::<u16>().prop_map(|pick| Op::DeleteBefore { pick }),
+        1 => (any::<u16>(), any::<bool>()).prop_map(|(pick, by_time)| Op::Retention { pick, by_time }),
     ]
 }
 
@@ -595,6 +786,34 @@ proptest! {
                     let start = log.delete_records_before(offset).expect("delete");
                     model.log_start_offset = model.log_start_offset.max(offset);
                     prop_assert_eq!(start, model.log_start_offset);
+                }
+                Op::Retention { pick, by_time } => {
+                    // Appended timestamps are below 1000; retention runs at 1500.
+                    const NOW: i64 = 1500;
+                    let size = log.size_bytes();
+                    let retention_bytes = u64::from(pick) % (size + 1);
+                    let retention_ms = i64::from(pick) % 1200;
+                    let retention = if by_time {
+                        RetentionPolicy { delete: true, retention_ms: Some(retention_ms), retention_bytes: None }
+                    } else {
+                        RetentionPolicy { delete: true, retention_ms: None, retention_bytes: Some(retention_bytes) }
+                    };
+                    log.set_config(LogConfig { retention, file_delete_delay_ms: 0, ..small_config() });
+                    let (_, reason) = log.delete_old_segments(NOW).expect("retention");
+                    log.set_config(small_config());
+                    if reason == Some(DeletionReason::RetentionBytes) {
+                        prop_assert!(log.size_bytes() >= retention_bytes);
+                    }
+                    if by_time {
+                        // What stays starts with a segment that is not expired, or an empty one.
+                        let first = log.read_state().segments[0].retention_info().expect("info");
+                        prop_assert!(first.size_bytes == 0 || NOW - first.largest_timestamp_ms <= retention_ms);
+                    }
+                    // Whole segments go: the new start is a segment base (or stays).
+                    let start = log.log_start_offset();
+                    prop_assert!(start >= model.log_start_offset);
+                    prop_assert!(start == model.log_start_offset || log.segment_base_offsets()[0] == start);
+                    model.log_start_offset = start;
                 }
             }
             prop_assert_eq!(log.log_end_offset(), model.log_end_offset());

@@ -6,9 +6,11 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::UNIX_EPOCH;
 
 use crate::batch::{check_batch, BatchHeader, HEADER_BYTES};
 use crate::error::{IoContext, LogError};
+use crate::retention::SegmentInfo;
 use crate::txn_index::TxnIndex;
 
 pub(crate) const OFFSET_ENTRY_BYTES: u64 = 8;
@@ -240,6 +242,23 @@ impl Segment {
             }
         }
         self.txn_index.delete_file()
+    }
+
+    /// What retention looks at: Kafka's `largestTimestamp` is the greatest record timestamp, or
+    /// the file's modification time when no record has one (≥ 0).
+    pub(crate) fn retention_info(&self) -> Result<SegmentInfo, LogError> {
+        let largest_timestamp_ms = if self.tail.max_timestamp >= 0 {
+            self.tail.max_timestamp
+        } else {
+            let modified = self.log_file.metadata().and_then(|m| m.modified()).ctx(&self.log_path)?;
+            modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+        };
+        Ok(SegmentInfo {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            size_bytes: self.size_bytes,
+            largest_timestamp_ms,
+        })
     }
 
     /// Loads the segment trusting its contents: reads the index files and walks the headers after

@@ -231,36 +231,41 @@ pub fn validate_value(name: &str, kind: ConfigType, value: &str) -> Result<(), C
         }
         ConfigType::String | ConfigType::List | ConfigType::Password => {}
     }
+    let below = |min: i64| v.parse::<i64>().map_or(true, |n| n < min);
+    // Each arm's guard is the violation; a value that passes falls through to the last arm.
     match name {
-        "cleanup.policy" | "log.cleanup.policy" => {
-            if v.split(',').map(str::trim).any(|p| p != "delete" && p != "compact") {
-                return Err(invalid("expected delete, compact or both"));
-            }
+        "cleanup.policy" | "log.cleanup.policy"
+            if v.split(',').map(str::trim).any(|p| p != "delete" && p != "compact") =>
+        {
+            return Err(invalid("expected delete, compact or both"));
         }
-        "compression.type" => {
-            const CODECS: [&str; 6] = ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"];
-            if !CODECS.contains(&v) {
-                return Err(invalid("expected producer, uncompressed, gzip, snappy, lz4 or zstd"));
-            }
+        "compression.type" if !["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"].contains(&v) => {
+            return Err(invalid("expected producer, uncompressed, gzip, snappy, lz4 or zstd"));
         }
-        "message.timestamp.type" | "log.message.timestamp.type" => {
-            if v != "CreateTime" && v != "LogAppendTime" {
-                return Err(invalid("expected CreateTime or LogAppendTime"));
-            }
+        "message.timestamp.type" | "log.message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
+            return Err(invalid("expected CreateTime or LogAppendTime"));
         }
-        "segment.bytes" | "log.segment.bytes" => {
-            if v.parse::<i64>().map_or(true, |b| b < 14) {
-                return Err(invalid("must be at least 14"));
-            }
+        "segment.bytes" | "log.segment.bytes" if below(14) => return Err(invalid("must be at least 14")),
+        "retention.ms" if below(-1) => return Err(invalid("must be at least -1 (unlimited)")),
+        "file.delete.delay.ms"
+        | "log.segment.delete.delay.ms"
+        | "message.timestamp.before.max.ms"
+        | "message.timestamp.after.max.ms"
+        | "log.message.timestamp.before.max.ms"
+        | "log.message.timestamp.after.max.ms"
+            if below(0) =>
+        {
+            return Err(invalid("must be at least 0"));
         }
-        "num.partitions"
+        "log.retention.check.interval.ms"
+        | "num.partitions"
         | "min.insync.replicas"
         | "max.message.bytes"
         | "message.max.bytes"
-        | "socket.request.max.bytes" => {
-            if v.parse::<i64>().map_or(true, |b| b < 1) {
-                return Err(invalid("must be at least 1"));
-            }
+        | "socket.request.max.bytes"
+            if below(1) =>
+        {
+            return Err(invalid("must be at least 1"));
         }
         _ => {}
     }
@@ -443,11 +448,38 @@ mod tests {
     }
 
     #[test]
+    fn retention_ms_prefers_ms_then_minutes_then_hours() {
+        let image = MetadataImage::default();
+        let mut statics = StaticConfig::default();
+        statics.set("log.retention.hours", "2").expect("valid");
+        let resolve = |statics: &StaticConfig| {
+            let view = ConfigView { node_id: 1, statics, image: &image };
+            (view.topic("t", "retention.ms"), view.topic_layers("t", "retention.ms")[0].name.clone())
+        };
+        assert_eq!(resolve(&statics), (Some("7200000".into()), "log.retention.hours".into()));
+        statics.set("log.retention.minutes", "30").expect("valid");
+        assert_eq!(resolve(&statics), (Some("1800000".into()), "log.retention.minutes".into()));
+        statics.set("log.retention.ms", "-1").expect("valid");
+        assert_eq!(resolve(&statics), (Some("-1".into()), "log.retention.ms".into()));
+        let defaults = StaticConfig::default();
+        let view = ConfigView { node_id: 1, statics: &defaults, image: &image };
+        assert_eq!(view.topic("t", "retention.ms").as_deref(), Some("604800000"));
+        assert_eq!(view.topic("t", "retention.bytes").as_deref(), Some("-1"));
+    }
+
+    #[test]
     fn static_config_checks_names_and_values() {
         let mut statics = StaticConfig::default();
         assert!(matches!(statics.set("no.such.config", "1"), Err(ConfigError::Unknown { .. })));
         assert!(matches!(statics.set("num.partitions", "zero"), Err(ConfigError::Invalid { .. })));
         assert!(matches!(statics.set("auto.create.topics.enable", "yes"), Err(ConfigError::Invalid { .. })));
+        // Kafka's ranges for the retention and timestamp configs.
+        assert!(validate_value("retention.ms", ConfigType::Long, "-1").is_ok());
+        assert!(validate_value("retention.ms", ConfigType::Long, "-2").is_err());
+        assert!(validate_value("retention.bytes", ConfigType::Long, "-5").is_ok());
+        assert!(validate_value("file.delete.delay.ms", ConfigType::Long, "-1").is_err());
+        assert!(validate_value("message.timestamp.after.max.ms", ConfigType::Long, "-1").is_err());
+        assert!(matches!(statics.set("log.retention.check.interval.ms", "0"), Err(ConfigError::Invalid { .. })));
         statics.set("num.partitions", " 3 ").expect("valid");
         assert_eq!(statics.get("num.partitions"), Some("3"));
     }

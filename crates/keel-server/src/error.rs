@@ -8,15 +8,18 @@ use keel_log::{BatchError, LogError};
 pub struct ApiError {
     pub code: ResponseError,
     pub message: Option<String>,
+    /// Produce: the records that failed validation, by index in their batch (Produce v8+
+    /// `record_errors`).
+    pub record_errors: Vec<(i32, String)>,
 }
 
 impl ApiError {
     pub fn new(code: ResponseError) -> Self {
-        ApiError { code, message: None }
+        ApiError { code, message: None, record_errors: Vec::new() }
     }
 
     pub fn with(code: ResponseError, message: impl Into<String>) -> Self {
-        ApiError { code, message: Some(message.into()) }
+        ApiError { code, message: Some(message.into()), record_errors: Vec::new() }
     }
 
     pub fn code(&self) -> i16 {

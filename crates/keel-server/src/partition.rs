@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use keel_cluster::{MetadataImage, NodeId};
-use keel_log::{Log, LogConfig, LogError, LogManager};
+use keel_log::{Log, LogConfig, LogError, LogManager, RetentionPolicy};
 use uuid::Uuid;
 
 use crate::config::ConfigView;
@@ -145,5 +145,20 @@ pub fn log_config(view: &ConfigView<'_>, topic: &str) -> LogConfig {
         segment_index_bytes: positive("segment.index.bytes").map_or(defaults.segment_index_bytes, |v| v as u64),
         flush_messages: unbounded(view.topic_i64(topic, "flush.messages")).map(|v| v as u64),
         flush_ms: unbounded(view.topic_i64(topic, "flush.ms")),
+        retention: retention_policy(view, topic),
+        file_delete_delay_ms: view
+            .topic_i64(topic, "file.delete.delay.ms")
+            .map_or(defaults.file_delete_delay_ms, |v| v.max(0)),
+    }
+}
+
+/// `cleanup.policy`, `retention.ms` and `retention.bytes` of `topic`; a negative retention
+/// (Kafka's -1) is unlimited.
+fn retention_policy(view: &ConfigView<'_>, topic: &str) -> RetentionPolicy {
+    let policy = view.topic(topic, "cleanup.policy").unwrap_or_default();
+    RetentionPolicy {
+        delete: policy.split(',').any(|p| p.trim() == "delete"),
+        retention_ms: view.topic_i64(topic, "retention.ms").filter(|v| *v >= 0),
+        retention_bytes: view.topic_i64(topic, "retention.bytes").filter(|v| *v >= 0).map(|v| v as u64),
     }
 }

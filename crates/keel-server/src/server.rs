@@ -259,18 +259,49 @@ async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
     }
 }
 
-/// Periodic work: recovery-point checkpoints and time-based flushes.
+/// How often the `.deleted` files of deleted segments are checked against `file.delete.delay.ms`.
+const DELETED_FILES_SWEEP: Duration = Duration::from_secs(1);
+
+/// Periodic work: recovery-point checkpoints, time-based flushes, retention and the removal of
+/// deleted segments' files.
 async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let checkpoint_every = Duration::from_millis(
         broker.statics.get("log.flush.offset.checkpoint.interval.ms").and_then(|v| v.parse().ok()).unwrap_or(60_000),
+    );
+    let retention_every = Duration::from_millis(
+        broker
+            .statics
+            .get("log.retention.check.interval.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(300_000)
+            .max(1),
     );
     let mut checkpoint = tokio::time::interval(checkpoint_every);
     let mut flush = tokio::time::interval(Duration::from_millis(100));
     let expire_every = broker.statics.get("producer.id.expiration.check.interval.ms").and_then(|v| v.parse().ok());
     let mut expire_producers = tokio::time::interval(Duration::from_millis(expire_every.unwrap_or(600_000).max(1)));
+    let mut retention = tokio::time::interval_at(tokio::time::Instant::now() + retention_every, retention_every);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = tokio::time::interval(DELETED_FILES_SWEEP);
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
+            _ = retention.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || enforce_retention(&broker)).await;
+            }
+            _ = sweep.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = now_ms();
+                    for partition in broker.partitions.all() {
+                        if let Err(error) = partition.log.remove_deleted_files(now) {
+                            tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "cannot remove deleted segment files");
+                        }
+                    }
+                })
+                .await;
+            }
             _ = checkpoint.tick() => {
                 let broker = broker.clone();
                 let result = tokio::task::spawn_blocking(move || broker.logs.checkpoint()).await;
@@ -303,6 +334,37 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                 })
                 .await;
             }
+        }
+    }
+}
+
+/// One retention pass over every hosted partition (Kafka's `cleanupLogs`); the log start
+/// offsets it raised are checkpointed at once.
+fn enforce_retention(broker: &Broker) {
+    let now = now_ms();
+    let mut deleted_any = false;
+    for partition in broker.partitions.all() {
+        match partition.log.delete_old_segments(now) {
+            Ok((0, _)) => {}
+            Ok((segments, reason)) => {
+                deleted_any = true;
+                tracing::info!(
+                    topic = %partition.topic,
+                    partition = partition.index,
+                    segments,
+                    ?reason,
+                    log_start_offset = partition.log.log_start_offset(),
+                    "deleted old segments"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, %error, "retention failed");
+            }
+        }
+    }
+    if deleted_any {
+        if let Err(error) = broker.logs.checkpoint() {
+            tracing::warn!(%error, "log start offset checkpoint failed");
         }
     }
 }

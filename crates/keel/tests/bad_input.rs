@@ -281,3 +281,126 @@ fn invalid_topic_names_are_refused() {
     let response = raw.call(7, &request);
     assert_eq!(response.topics[0].error_code, ResponseError::InvalidReplicationFactor.code());
 }
+
+/// A gzip batch of one record whose value inflates to `inflated_bytes` zeros, compressed as it
+/// is written so that the test never holds the inflated bytes.
+fn gzip_bomb(inflated_bytes: usize) -> Vec<u8> {
+    use std::io::Write;
+    fn varint(out: &mut Vec<u8>, value: i64) {
+        let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+        while zigzag >= 0x80 {
+            out.push(zigzag as u8 | 0x80);
+            zigzag >>= 7;
+        }
+        out.push(zigzag as u8);
+    }
+    let mut value_length = Vec::new();
+    varint(&mut value_length, inflated_bytes as i64);
+    // attributes, timestampDelta, offsetDelta, null key, value length, value, no headers
+    let body_bytes = 3 + 1 + value_length.len() + inflated_bytes + 1;
+    let mut head = Vec::new();
+    varint(&mut head, body_bytes as i64);
+    head.extend([0, 0, 0]);
+    varint(&mut head, -1);
+    head.extend(&value_length);
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(&head).expect("gzip");
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = inflated_bytes;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        gzip.write_all(&zeros[..n]).expect("gzip");
+        left -= n;
+    }
+    gzip.write_all(&[0]).expect("gzip");
+    let records = gzip.finish().expect("gzip");
+
+    let mut batch = test_batch(1, 1_700_000_000_000, 0);
+    batch.truncate(61);
+    batch.extend(&records);
+    let batch_length = (batch.len() - 12) as i32;
+    batch[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    batch[22] = (batch[22] & !0x07) | 1; // gzip
+    keel_log::batch::recompute_crc(&mut batch);
+    batch
+}
+
+fn create_topic_with(raw: &mut Raw, name: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
+    let mut topic = CreatableTopic::default();
+    topic.name = topic_name(name);
+    topic.num_partitions = 1;
+    topic.replication_factor = 1;
+    topic.configs = configs
+        .iter()
+        .map(|(key, value)| {
+            let mut config = CreatableTopicConfig::default();
+            config.name = StrBytes::from_string(key.to_string());
+            config.value = Some(StrBytes::from_string(value.to_string()));
+            config
+        })
+        .collect();
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic];
+    request.timeout_ms = 5_000;
+    let response = raw.call(7, &request);
+    assert_eq!(response.topics[0].error_code, 0, "{:?}", response.topics[0].error_message);
+}
+
+#[test]
+fn a_compression_bomb_is_refused_where_the_broker_must_read_records() {
+    let keel = Keel::start(&[]);
+    let mut raw = keel.connect();
+    create_topic_with(&mut raw, "recompressed", &[("compression.type", "zstd")]);
+    create_topic_with(&mut raw, "as-produced", &[]);
+    // 512 MiB of zeros in about half a megabyte.
+    let bomb = gzip_bomb(512 << 20);
+    assert!(bomb.len() < 1_000_000, "{} bytes", bomb.len());
+
+    // Recompression must inflate the records: it stops at its bound.
+    let response = raw.call(9, &produce("recompressed", 1, bomb.clone()));
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, ResponseError::MessageTooLarge.code(), "{:?}", partition.error_message);
+    let peak = keel.peak_rss_bytes().expect("peak memory of the broker");
+    assert!(peak < 400 << 20, "the broker peaked at {} MiB", peak >> 20);
+
+    // Where nothing needs the records, the batch is stored as it came (Kafka accepts it too:
+    // its in-place path streams over the records without keeping them).
+    let response = raw.call(9, &produce("as-produced", 1, bomb));
+    assert_eq!(produce_error(&response), 0);
+    let response = raw.call(12, &fetch("recompressed", 0));
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 0);
+    assert_alive(&keel);
+}
+
+#[test]
+fn compacted_topics_refuse_records_without_keys_with_record_errors() {
+    let keel = Keel::start(&[]);
+    let mut raw = keel.connect();
+    create_topic_with(&mut raw, "compacted", &[("cleanup.policy", "compact,delete")]);
+    let keyless = keel_log::builder::build_batch(
+        [(Some(&b"k"[..]), Some(&b"v"[..])), (None, Some(&b"v"[..])), (None, None)],
+        1_700_000_000_000,
+    )
+    .expect("batch");
+    for version in [7, 8, 11] {
+        let response = raw.call(version, &produce("compacted", 1, keyless.clone()));
+        let partition = &response.responses[0].partition_responses[0];
+        assert_eq!(partition.error_code, ResponseError::InvalidRecord.code(), "v{version}");
+        let indexes: Vec<i32> = partition.record_errors.iter().map(|e| e.batch_index).collect();
+        if version >= 8 {
+            assert_eq!(indexes, vec![1, 2]);
+            assert!(partition.record_errors[0]
+                .batch_index_error_message
+                .as_ref()
+                .is_some_and(|m| m.contains("without key")));
+            assert!(partition.error_message.as_ref().is_some_and(|m| m.contains("2 record errors")));
+        } else {
+            assert!(indexes.is_empty() && partition.error_message.is_none(), "v{version} has no such fields");
+        }
+    }
+    let keyed = keel_log::builder::build_batch([(Some(&b"k"[..]), None)], 1_700_000_000_000).expect("batch");
+    assert_eq!(produce_error(&raw.call(9, &produce("compacted", 1, keyed))), 0);
+    let response = raw.call(12, &fetch("compacted", 0));
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+}

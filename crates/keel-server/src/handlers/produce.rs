@@ -21,6 +21,8 @@ use crate::error::ApiError;
 use crate::network::{Reply, Response};
 use crate::partition::Partition;
 
+mod validate;
+
 /// Bit 3 of the batch attributes: timestamps are the broker's append time.
 const LOG_APPEND_TIME_FLAG: i16 = 1 << 3;
 /// Offset of `attributes` and `maxTimestamp` in a batch header.
@@ -79,6 +81,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     failed = true;
                     response.error_code = error.code();
                     if version >= 8 {
+                        response.record_errors = validate::response_record_errors(&error.record_errors);
                         response.error_message = error.message.map(str_bytes);
                     }
                     response.base_offset = -1;
@@ -188,12 +191,14 @@ async fn append(
             format!("{isr} in-sync replicas, min.insync.replicas is {min_insync}"),
         ));
     }
-    let log_append_time = view.topic(topic, "message.timestamp.type").as_deref() == Some("LogAppendTime");
+    let rules = validate::RecordRules::of(&view, topic);
+    let log_append_time = rules.log_append_time;
     let now = now_ms();
+    let records = validate::apply(&rules, records, &summary.first, now)?;
     let info = SCRATCH.with(|scratch| {
         let mut buf = scratch.borrow_mut();
         buf.clear();
-        buf.extend_from_slice(records);
+        buf.extend_from_slice(&records);
         if log_append_time {
             set_log_append_time(&mut buf, now);
         }

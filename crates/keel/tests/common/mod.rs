@@ -112,6 +112,15 @@ impl Keel {
         self.spawn();
     }
 
+    /// The process's peak resident memory (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
