@@ -133,7 +133,7 @@ pub struct ProduceArgs {
     pub common: Common,
     /// The topic (created on first use when the broker allows it)
     pub topic: String,
-    /// Split each line at the first DELIM into key and value; a line without it has a null key
+    /// Split each line at the first DELIM (\t for a tab) into key and value; a line without it has a null key
     #[arg(long, short = 'K', value_name = "DELIM")]
     pub key_delimiter: Option<String>,
     /// A header on every record, key=value (repeatable)

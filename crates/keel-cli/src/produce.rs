@@ -53,7 +53,8 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
             .ok_or_else(|| CliError::Usage(format!("-H {pair:?} must be KEY=VALUE, e.g. -H source=cli")))?;
         headers.insert(str_bytes(key), Some(Bytes::copy_from_slice(value.as_bytes())));
     }
-    if args.key_delimiter.as_deref() == Some("") {
+    let delimiter = args.key_delimiter.as_deref().map(unescape);
+    if delimiter.as_deref() == Some("") {
         return Err(CliError::Usage("--key-delimiter must not be empty".to_string()));
     }
     let compression = match args.compression {
@@ -89,7 +90,7 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
         progress: Progress::new(),
     };
 
-    let delimiter = args.key_delimiter.as_deref().map(str::as_bytes);
+    let delimiter = delimiter.as_deref().map(str::as_bytes);
     let mut stdin = BufReader::with_capacity(1 << 16, tokio::io::stdin());
     let mut line = Vec::new();
     loop {
@@ -152,6 +153,11 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
     });
     emit(args.common.format, &text, &json)?;
     Ok(exit::OK)
+}
+
+/// `\t`, `\n`, `\r` and `\\` in a delimiter given on the command line.
+fn unescape(text: &str) -> String {
+    text.replace("\\t", "\t").replace("\\n", "\n").replace("\\r", "\r").replace("\\\\", "\\")
 }
 
 fn records(count: u64) -> String {
