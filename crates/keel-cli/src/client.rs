@@ -247,10 +247,6 @@ impl Client {
         self.connections.get_mut(&self.bootstrap).expect("the bootstrap connection is kept")
     }
 
-    pub fn bootstrap_addr(&self) -> &str {
-        &self.bootstrap
-    }
-
     /// The connection to `addr`, opened on first use.
     pub async fn at(&mut self, addr: &str) -> Result<&mut Connection, CliError> {
         if !self.connections.contains_key(addr) {
@@ -268,10 +264,6 @@ impl Client {
             .cloned()
             .ok_or_else(|| CliError::Protocol(format!("node {id} is not among the brokers the cluster lists")))?;
         self.at(&addr).await
-    }
-
-    pub fn node_addr(&self, id: i32) -> Option<&str> {
-        self.nodes.get(&id).map(String::as_str)
     }
 
     /// Metadata for `topics` (all when `None`), remembering where every node is.
@@ -348,5 +340,54 @@ impl Client {
         let addr = format!("{host}:{port}");
         self.nodes.insert(node_id, addr.clone());
         Ok((node_id, addr))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A peer that answers the first request with the given bytes.
+    async fn peer(answer: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let length = socket.read_i32().await.expect("length");
+            let mut request = vec![0u8; length as usize];
+            socket.read_exact(&mut request).await.expect("request");
+            socket.write_all(&answer).await.expect("answer");
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_response_frame_above_the_limit_is_refused_before_reading_it() {
+        let addr = peer((RESPONSE_BYTES_MAX as i32 + 1).to_be_bytes().to_vec()).await;
+        let error = Connection::open(&addr).await.err().expect("refused");
+        assert!(matches!(error, CliError::Disconnected { .. }), "{error}");
+        assert!(error.to_string().contains("the limit is 268435456"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_hangs_up_is_a_lost_connection() {
+        let addr = peer(vec![0, 0]).await;
+        let error = Connection::open(&addr).await.err().expect("refused");
+        assert_eq!(error.exit_code(), crate::exit::CONNECT, "{error}");
+    }
+
+    #[tokio::test]
+    async fn nobody_listening_is_a_connect_error_with_a_hint() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let error = Client::connect(&[addr.clone()]).await.err().expect("refused");
+        assert_eq!(
+            error.to_string(),
+            format!("cannot reach {addr}: connection refused; is the broker running? set --brokers or KEEL_BROKERS")
+        );
+        assert_eq!(error.exit_code(), crate::exit::CONNECT);
     }
 }
