@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 use kafka_protocol::ResponseError;
 use serde_json::json;
 
@@ -361,6 +361,9 @@ impl Consumer {
             let mut batch = records.split_to(12 + batch_length as usize);
             let base_offset = (&batch[0..8]).get_i64();
             let last_offset_delta = if batch.len() >= 27 { (&batch[23..27]).get_i32() } else { 0 };
+            // With LogAppendTime every record's timestamp is the batch's maxTimestamp, which the
+            // decoder does not apply.
+            let max_timestamp = if batch.len() >= 43 { (&batch[35..43]).get_i64() } else { -1 };
             let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
                 CliError::Protocol(format!(
                     "cannot decode a record batch of partition {partition} at offset {base_offset}: {e}"
@@ -381,7 +384,10 @@ impl Consumer {
                     topic: &self.topic,
                     partition,
                     offset: record.offset,
-                    timestamp: record.timestamp,
+                    timestamp: match record.timestamp_type {
+                        TimestampType::LogAppend => max_timestamp,
+                        TimestampType::Creation => record.timestamp,
+                    },
                     key: record.key.as_deref(),
                     value: record.value.as_deref(),
                     headers,
@@ -396,7 +402,7 @@ impl Consumer {
                             "topic": view.topic,
                             "partition": partition,
                             "offset": record.offset,
-                            "timestamp": record.timestamp,
+                            "timestamp": view.timestamp,
                             "key": text(view.key),
                             "value": text(view.value),
                             "headers": headers,

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Buf;
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::{
-    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
-    OffsetFetchRequest,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
+    GroupId, ListGroupsRequest, OffsetFetchRequest,
 };
 use kafka_protocol::protocol::Decodable;
 use serde_json::json;
@@ -86,6 +86,13 @@ async fn describe_group(client: &mut Client, coordinator: i32, group: &str) -> R
         .next()
         .ok_or_else(|| CliError::Protocol("DescribeGroups answered no group".to_string()))?;
     check(|| format!("cannot describe group {group:?}"), described.error_code, described.error_message.as_ref())?;
+    if described.group_state.as_str() == "Dead" {
+        // DescribeGroups describes only classic groups and calls any other Dead (Kafka's
+        // behaviour); a KIP-848 consumer group answers ConsumerGroupDescribe instead.
+        if let Some(consumer_group) = describe_consumer_group(client, coordinator, group).await? {
+            return Ok(consumer_group);
+        }
+    }
     let consumer = described.protocol_type.as_str() == "consumer";
     let members = described
         .members
@@ -119,6 +126,54 @@ async fn describe_group(client: &mut Client, coordinator: i32, group: &str) -> R
         protocol: described.protocol_data.to_string(),
         members,
     })
+}
+
+/// ConsumerGroupDescribe (KIP-848); `None` when the broker does not serve it or the group is
+/// not a consumer group.
+async fn describe_consumer_group(
+    client: &mut Client,
+    coordinator: i32,
+    group: &str,
+) -> Result<Option<Described>, CliError> {
+    let connection = client.node(coordinator).await?;
+    if connection.version(ApiKey::ConsumerGroupDescribe, 0..=1).is_err() {
+        return Ok(None);
+    }
+    let (_, response) = connection
+        .request(0..=1, |_| {
+            let mut request = ConsumerGroupDescribeRequest::default();
+            request.group_ids = vec![GroupId(str_bytes(group))];
+            request
+        })
+        .await?;
+    let Some(described) = response.groups.into_iter().next() else {
+        return Ok(None);
+    };
+    if described.error_code == 69 {
+        return Ok(None);
+    }
+    check(|| format!("cannot describe group {group:?}"), described.error_code, described.error_message.as_ref())?;
+    let members = described
+        .members
+        .iter()
+        .map(|m| Member {
+            member_id: m.member_id.to_string(),
+            client_id: m.client_id.to_string(),
+            host: m.client_host.to_string(),
+            assigned: m
+                .assignment
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| (t.topic_name.0.to_string(), *p)))
+                .collect(),
+        })
+        .collect();
+    Ok(Some(Described {
+        state: described.group_state.to_string(),
+        protocol_type: "consumer".to_string(),
+        protocol: described.assignor_name.to_string(),
+        members,
+    }))
 }
 
 /// Every committed offset of `group`: (topic, partition) -> offset.

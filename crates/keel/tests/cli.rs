@@ -238,6 +238,32 @@ fn group_describe_seek_and_delete() {
     assert!(refused.stderr.contains("NON_EMPTY_GROUP"), "{}", refused.stderr);
     drop(consumer);
 
+    // A KIP-848 consumer group is described through ConsumerGroupDescribe.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", node.bootstrap())
+        .set("group.id", "modern")
+        .set("group.protocol", "consumer")
+        .set("client.id", "billing-848")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["billing"]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no assignment");
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let described = ok(&node, &["group", "describe", "modern", "--format", "json"]);
+    let described: serde_json::Value = serde_json::from_str(&described).expect("json");
+    assert_eq!(described["protocol_type"], "consumer");
+    assert_eq!(described["members"].as_array().map(Vec::len), Some(1), "{described}");
+    assert_eq!(described["members"][0]["client_id"], "billing-848");
+    assert_eq!(described["members"][0]["assignment"].as_array().map(Vec::len), Some(2), "{described}");
+    let refused = keel(&node, &["group", "seek", "modern", "--to", "start", "--topic", "billing"]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("has 1 active member"), "{}", refused.stderr);
+    drop(consumer);
+
     snapshot!("group_delete", ok(&node, &["group", "delete", "app"]));
     let missing = keel(&node, &["group", "describe", "app"]);
     assert_eq!(missing.code, 1);
@@ -418,6 +444,22 @@ fn records_produced_by_keel_read_by_librdkafka_and_back() {
         assert_eq!(seen[key], partition, "{key}");
         assert_eq!(fields.next().unwrap(), format!("order of {key} origin=rdkafka"));
     }
+}
+
+#[test]
+fn log_append_time_topics_show_the_brokers_timestamp() {
+    let node = Keel::start(&[]);
+    ok(&node, &["topic", "create", "appended", "-p", "1", "-c", "message.timestamp.type=LogAppendTime"]);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", node.bootstrap()).create().expect("producer");
+    let before = now_ms();
+    producer
+        .send(BaseRecord::<str, str>::to("appended").payload("old").timestamp(1_000_000_000_000))
+        .map_err(|(error, _)| error)
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let timestamp: i64 = ok(&node, &["consume", "appended", "-e", "-f", "%T"]).parse().expect("a timestamp");
+    assert!(timestamp >= before && timestamp <= now_ms(), "{timestamp} is not the append time");
 }
 
 #[test]
