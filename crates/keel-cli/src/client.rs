@@ -383,7 +383,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let error = Client::connect(&[addr.clone()]).await.err().expect("refused");
+        let error = Client::connect(std::slice::from_ref(&addr)).await.err().expect("refused");
         assert_eq!(
             error.to_string(),
             format!("cannot reach {addr}: connection refused; is the broker running? set --brokers or KEEL_BROKERS")
