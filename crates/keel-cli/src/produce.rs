@@ -28,6 +28,8 @@ const LINE_BYTES_MAX: u64 = 16 << 20;
 const RECORD_OVERHEAD_BYTES: usize = 40;
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 const RETRIES_MAX: u32 = 5;
+/// How long records wait for more input before they are sent.
+const LINGER: Duration = Duration::from_millis(100);
 
 /// A record waiting for its batch.
 struct Pending {
@@ -94,20 +96,31 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
     let mut stdin = BufReader::with_capacity(1 << 16, tokio::io::stdin());
     let mut line = Vec::new();
     loop {
-        line.clear();
-        let read = (&mut stdin)
-            .take(LINE_BYTES_MAX + 1)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| CliError::other(format!("cannot read stdin: {e}")))?;
-        if read == 0 {
-            break;
-        }
+        let mut limited = (&mut stdin).take(LINE_BYTES_MAX + 1 - line.len() as u64);
+        let reading = limited.read_until(b'\n', &mut line);
+        // Records wait for a full batch only while input keeps coming: when stdin pauses
+        // (someone typing, a slow pipe) what is pending goes out after LINGER. A read cut
+        // short keeps what it read in `line` and the next one goes on from there.
+        let read = if producer.pending_records > 0 {
+            match tokio::time::timeout(LINGER, reading).await {
+                Ok(read) => read,
+                Err(_) => {
+                    producer.flush(&mut client, &mut info).await?;
+                    continue;
+                }
+            }
+        } else {
+            reading.await
+        };
+        let read = read.map_err(|e| CliError::other(format!("cannot read stdin: {e}")))?;
         if line.last() == Some(&b'\n') {
             line.pop();
         } else if line.len() as u64 > LINE_BYTES_MAX {
             return Err(CliError::other(format!("a line of stdin is longer than {LINE_BYTES_MAX} bytes")));
+        } else if read == 0 && line.is_empty() {
+            break; // end of input
         }
+        // Otherwise: a last line without a newline.
         let (key, value) = match delimiter.and_then(|d| find(&line, d).map(|at| (at, d.len()))) {
             Some((at, length)) => {
                 (Some(Bytes::copy_from_slice(&line[..at])), Bytes::copy_from_slice(&line[at + length..]))
@@ -120,6 +133,7 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
             (None, None) => info.partitions[producer.sticky % info.partitions.len()].partition,
         };
         producer.add(partition, key, value);
+        line.clear();
         if producer.pending_records >= args.batch_records as usize
             || producer.pending_bytes >= args.batch_bytes as usize
         {

@@ -186,6 +186,38 @@ fn produce_from_stdin_then_consume_with_format_strings_and_json() {
 }
 
 #[test]
+fn produce_sends_each_line_when_input_pauses() {
+    let node = Keel::start(&[]);
+    ok(&node, &["topic", "create", "typed", "-p", "1"]);
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["produce", "typed", "--brokers", &node.bootstrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keel produce");
+    let mut stdin = producer.stdin.take().expect("stdin");
+    for (i, line) in ["first", "second"].iter().enumerate() {
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write");
+        stdin.flush().expect("flush");
+        // Readable while stdin is still open.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while ok(&node, &["consume", "typed", "-e"]).lines().count() < i + 1 {
+            assert!(std::time::Instant::now() < deadline, "{line:?} was not sent while stdin stayed open");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    drop(stdin);
+    let output = producer.wait_with_output().expect("produce output");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "produced 2 records to topic \"typed\"\n  partition 0: 2 records, offsets 0..1\n"
+    );
+    assert_eq!(ok(&node, &["consume", "typed", "-e"]), "first\nsecond\n");
+}
+
+#[test]
 fn group_describe_seek_and_delete() {
     let node = Keel::start(&[]);
     ok(&node, &["topic", "create", "billing", "-p", "2"]);
