@@ -9,7 +9,13 @@ use clap::{CommandFactory, Parser, Subcommand};
 use keel_server::{ServerOptions, StaticConfig};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "Keel: a Kafka-compatible event streaming platform")]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a Kafka-compatible event streaming platform",
+    after_help = "Exit codes of the client commands: 0 done, 1 the broker refused or failed the operation, \
+                  2 usage, 3 no broker reachable (or the connection broke), 4 cluster not healthy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
