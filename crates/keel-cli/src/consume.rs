@@ -49,6 +49,9 @@ pub async fn run(args: ConsumeArgs) -> Result<u8, CliError> {
         }
         None => info.partitions.iter().map(|p| p.partition).collect(),
     };
+    if partitions.is_empty() {
+        return Err(CliError::Protocol(format!("the cluster lists topic {:?} with no partitions", args.topic)));
+    }
     let wanted: Vec<(String, i32)> = partitions.iter().map(|p| (args.topic.clone(), *p)).collect();
     let leaders = offsets::leaders(&info);
 
@@ -319,6 +322,9 @@ impl Consumer {
             }
             for partition in response.responses.iter().flat_map(|t| t.partitions.iter()) {
                 let p = partition.partition_index;
+                if !self.positions.contains_key(&p) {
+                    continue; // not asked for
+                }
                 if partition.error_code != 0 {
                     let error = ResponseError::try_from_code(partition.error_code);
                     if error.is_some_and(|e| e.is_retriable()) {

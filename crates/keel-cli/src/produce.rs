@@ -69,6 +69,9 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
     let mut client = connect(&args.common).await?;
     // Producers may create the topic on first use, as Kafka's do (auto.create.topics.enable).
     let mut info = offsets::topic(&mut client, &args.topic, true, "cannot produce to topic").await?;
+    if info.partitions.is_empty() {
+        return Err(CliError::Protocol(format!("the cluster lists topic {:?} with no partitions", args.topic)));
+    }
     if let Some(partition) = args.partition {
         if !info.partitions.iter().any(|p| p.partition == partition) {
             return Err(CliError::Usage(format!(
