@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest};
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::TimestampType;
 use kafka_protocol::ResponseError;
 use serde_json::json;
 
@@ -31,6 +31,8 @@ use crate::{connect, ConsumeArgs, Format};
 const FETCH_MAX_WAIT_MS: i32 = 500;
 const FETCH_BYTES_MAX: i32 = 50 << 20;
 const PARTITION_FETCH_BYTES_MAX: i32 = 1 << 20;
+/// The most a fetched batch may inflate to: a few compressed bytes can claim gigabytes.
+const BATCH_INFLATED_BYTES_MAX: usize = 128 << 20;
 /// Consecutive retriable fetch errors before giving up.
 const FETCH_RETRIES_MAX: u32 = 20;
 
@@ -364,13 +366,13 @@ impl Consumer {
             if batch_length < 0 || records.len() < 12 + batch_length as usize {
                 break; // a partial batch at the end of the fetch
             }
-            let mut batch = records.split_to(12 + batch_length as usize);
+            let batch = records.split_to(12 + batch_length as usize);
             let base_offset = (&batch[0..8]).get_i64();
             let last_offset_delta = if batch.len() >= 27 { (&batch[23..27]).get_i32() } else { 0 };
             // With LogAppendTime every record's timestamp is the batch's maxTimestamp, which the
             // decoder does not apply.
             let max_timestamp = if batch.len() >= 43 { (&batch[35..43]).get_i64() } else { -1 };
-            let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| {
+            let set = keel_protocol::records::decode_batch(batch, BATCH_INFLATED_BYTES_MAX).map_err(|e| {
                 CliError::Protocol(format!(
                     "cannot decode a record batch of partition {partition} at offset {base_offset}: {e}"
                 ))
