@@ -241,6 +241,14 @@ fn group_describe_seek_and_delete() {
     );
     snapshot!("group_seek_end_json", ok(&node, &["group", "seek", "app", "--to", "end", "--format", "json"]));
     snapshot!("group_describe_after_seek_end", ok(&node, &["group", "describe", "app"]));
+    // By time: everything is after the epoch, nothing after the year 2200.
+    let offsets_after = |time: &str| -> Vec<i64> {
+        let moved = ok(&node, &["group", "seek", "app", "--to", time, "--format", "json"]);
+        let moved: serde_json::Value = serde_json::from_str(&moved).expect("json");
+        moved["partitions"].as_array().expect("partitions").iter().map(|p| p["offset"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(offsets_after("@0"), vec![0, 0]);
+    assert_eq!(offsets_after("@2200-01-01T00:00:00Z"), vec![6, 4]);
     assert_eq!(ok(&node, &["consume", "billing", "-g", "app", "-e"]), "");
 
     // An active member (librdkafka, classic protocol) blocks seek and delete.
