@@ -268,7 +268,8 @@ impl Producer {
             tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
             *info = offsets::topic(client, &self.topic, true, "cannot produce to topic").await?;
         }
-        self.progress.add(records as u64, bytes as u64);
+        // The progress counts the bytes of keys, values and headers, not the batch overhead.
+        self.progress.add(records as u64, bytes.saturating_sub(records * RECORD_OVERHEAD_BYTES) as u64);
         Ok(())
     }
 
