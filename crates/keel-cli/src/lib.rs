@@ -151,8 +151,9 @@ pub struct ProduceArgs {
     /// Most records in one batch
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_records: u32,
-    /// Most bytes in one batch (before compression)
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=(64 << 20)))]
+    /// Most bytes in one request (before compression); the broker refuses batches above its
+    /// max.message.bytes (1 MiB by default)
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=(64 << 20)))]
     pub batch_bytes: u32,
 }
 

@@ -26,6 +26,8 @@ use crate::{connect, CompressionArg, ProduceArgs};
 const LINE_BYTES_MAX: u64 = 16 << 20;
 /// What a record costs in a batch beyond its key, value and headers (varint lengths, deltas).
 const RECORD_OVERHEAD_BYTES: usize = 40;
+/// And per header (two varint lengths).
+const HEADER_OVERHEAD_BYTES: usize = 10;
 const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 const RETRIES_MAX: u32 = 5;
 /// How long records wait for more input before they are sent.
@@ -130,16 +132,20 @@ pub async fn run(args: ProduceArgs) -> Result<u8, CliError> {
             }
             None => (None, Bytes::copy_from_slice(&line)),
         };
+        // A batch stays within --batch-bytes (the broker refuses batches above
+        // max.message.bytes): flush before the record that would overflow it.
+        let size = producer.record_bytes(key.as_ref(), &value);
+        if producer.pending_records > 0 && producer.pending_bytes + size > args.batch_bytes as usize {
+            producer.flush(&mut client, &mut info).await?;
+        }
         let partition = match (args.partition, &key) {
             (Some(partition), _) => partition,
             (None, Some(key)) => partition_for_key(key, info.partitions.len() as i32),
             (None, None) => info.partitions[producer.sticky % info.partitions.len()].partition,
         };
-        producer.add(partition, key, value);
+        producer.add(partition, key, value, size);
         line.clear();
-        if producer.pending_records >= args.batch_records as usize
-            || producer.pending_bytes >= args.batch_bytes as usize
-        {
+        if producer.pending_records >= args.batch_records as usize {
             producer.flush(&mut client, &mut info).await?;
         }
     }
@@ -204,9 +210,15 @@ struct Producer {
 }
 
 impl Producer {
-    fn add(&mut self, partition: i32, key: Option<Bytes>, value: Bytes) {
-        let header_bytes: usize = self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len)).sum();
-        self.pending_bytes += key.as_ref().map_or(0, Bytes::len) + value.len() + header_bytes + RECORD_OVERHEAD_BYTES;
+    /// What a record adds to a batch, at most (its varint overheads estimated high).
+    fn record_bytes(&self, key: Option<&Bytes>, value: &Bytes) -> usize {
+        let header_bytes: usize =
+            self.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, Bytes::len) + HEADER_OVERHEAD_BYTES).sum();
+        key.map_or(0, Bytes::len) + value.len() + header_bytes + RECORD_OVERHEAD_BYTES
+    }
+
+    fn add(&mut self, partition: i32, key: Option<Bytes>, value: Bytes, size: usize) {
+        self.pending_bytes += size;
         self.pending_records += 1;
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         self.pending.entry(partition).or_default().push(Pending { key, value, timestamp });

@@ -173,6 +173,12 @@ fn produce_from_stdin_then_consume_with_format_strings_and_json() {
         assert_eq!(read.lines().count(), 1000, "{codec}");
         assert_eq!(read.matches(&format!("k499={codec} value 499\n")).count(), 2, "{codec}");
     }
+    // Large records: batches stay under the broker's max.message.bytes (1 MiB).
+    let big: String = (0..25).map(|i| format!("{i}:{}\n", "x".repeat(100_000))).collect();
+    let produced = ok_with_stdin(&node, &["produce", "big", "-K", ":", "-H", "kind=big", "-p", "0"], big.as_bytes());
+    assert!(produced.contains("25 records, offsets 0..24"), "{produced}");
+    assert_eq!(ok(&node, &["consume", "big", "-e", "-f", "%k %S\n"]).lines().count(), 25);
+
     ok_with_stdin(&node, &["produce", "fire", "--acks", "0"], b"a\nb\n");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
