@@ -148,7 +148,7 @@ pub struct ProduceArgs {
     /// Acknowledgements to wait for: all (-1), 1 or 0
     #[arg(long, default_value = "all", value_parser = parse_acks, allow_hyphen_values = true)]
     pub acks: i16,
-    /// Most records in one batch
+    /// Most records in one request (one batch per partition)
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_records: u32,
     /// Most bytes in one request (before compression); the broker refuses batches above its
