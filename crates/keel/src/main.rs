@@ -1,14 +1,21 @@
-//! The `keel` binary: `keel server` runs a node; the admin commands come later.
+//! The `keel` binary: `keel server` runs a node; `topic`, `produce`, `consume`, `group`,
+//! `cluster` and `completion` are the client commands of the `keel-cli` crate.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use keel_server::{ServerOptions, StaticConfig};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "Keel: a Kafka-compatible event streaming platform")]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: a Kafka-compatible event streaming platform",
+    after_help = "Exit codes of the client commands: 0 done, 1 the broker refused or failed the operation, \
+                  2 usage, 3 no broker reachable (or the connection broke), 4 cluster not healthy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +25,21 @@ struct Cli {
 enum Command {
     /// Run a Keel node (broker and controller) with its data in a local directory.
     Server(ServerArgs),
+    /// Create, delete, list, describe and configure topics.
+    Topic(keel_cli::TopicArgs),
+    /// Produce records read from stdin, one per line.
+    Produce(keel_cli::ProduceArgs),
+    /// Print the records of a topic.
+    Consume(keel_cli::ConsumeArgs),
+    /// List, describe, seek and delete consumer groups.
+    Group(keel_cli::GroupArgs),
+    /// Cluster nodes and health.
+    Cluster(keel_cli::ClusterArgs),
+    /// Print a shell completion script, e.g. `keel completion bash > /etc/bash_completion.d/keel`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -47,6 +69,22 @@ struct ServerArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let client = match cli.command {
+        Command::Server(args) => return server_main(args),
+        Command::Topic(args) => keel_cli::Invocation::Topic(args),
+        Command::Produce(args) => keel_cli::Invocation::Produce(args),
+        Command::Consume(args) => keel_cli::Invocation::Consume(args),
+        Command::Group(args) => keel_cli::Invocation::Group(args),
+        Command::Cluster(args) => keel_cli::Invocation::Cluster(args),
+        Command::Completion { shell } => {
+            keel_cli::completion(shell, &mut Cli::command());
+            return Ok(());
+        }
+    };
+    std::process::exit(keel_cli::run(client).into())
+}
+
+fn server_main(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
@@ -54,9 +92,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Command::Server(args) => server(args),
-    }
+    server(args)
 }
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
