@@ -88,6 +88,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
         producers: 1,
         rate: args.rate,
         buffer_mb: 64,
+        idempotence: false,
     };
     let acks = DeliveryStats::new();
     let cpu = CpuMeter::start(args.broker_pid);

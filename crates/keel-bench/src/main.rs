@@ -95,6 +95,7 @@ fn all(args: &AllArgs) -> anyhow::Result<()> {
         producers: 1,
         rate: 0,
         buffer_mb: 64,
+        idempotence: false,
     };
     let mut runs: Vec<(Report, Target)> = Vec::new();
     let mut finish = |report: Report, target: Target| {

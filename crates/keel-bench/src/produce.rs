@@ -61,6 +61,9 @@ pub struct ProducerArgs {
     /// latency is about this queue divided by the throughput.
     #[arg(long, default_value_t = 64)]
     pub buffer_mb: u64,
+    /// enable.idempotence=true (implies acks=all): the broker checks every batch's sequence.
+    #[arg(long)]
+    pub idempotence: bool,
 }
 
 impl ProducerArgs {
@@ -221,7 +224,11 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
         extra.push(("first error", serde_json::json!(error)));
     }
     Ok(Report {
-        name: format!("produce acks={}", p.acks_label()),
+        name: if p.idempotence {
+            "produce idempotent acks=all".to_string()
+        } else {
+            format!("produce acks={}", p.acks_label())
+        },
         records: delivered,
         payload_bytes: delivered * common.record_size as u64,
         elapsed_secs,
@@ -244,9 +251,8 @@ fn share(total: u64, parts: usize, index: usize) -> u64 {
 pub fn producer_config(brokers: &str, p: &ProducerArgs) -> rdkafka::ClientConfig {
     let mut config = base_config(brokers);
     config
-        // Keel has no idempotent producer yet (no InitProducerId).
-        .set("enable.idempotence", "false")
-        .set("acks", p.acks_label())
+        .set("enable.idempotence", if p.idempotence { "true" } else { "false" })
+        .set("acks", if p.idempotence { "all" } else { p.acks_label() })
         .set("linger.ms", p.linger_ms.to_string())
         .set("batch.size", p.batch_size.to_string())
         // batch.size is capped by message.max.bytes; leave room for the request framing.
