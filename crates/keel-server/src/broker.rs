@@ -60,7 +60,7 @@ impl Broker {
             metadata,
             logs,
             partitions: Partitions::default(),
-            groups: crate::groups::Groups::default(),
+            groups: Default::default(),
             transactions: Default::default(),
             controller: Mutex::new(()),
             producer_ids: Default::default(),

@@ -9,7 +9,7 @@
 //! does, with `offsets.topic.num.partitions` partitions and `cleanup.policy=compact`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use keel_coordinator as gc;
@@ -28,8 +28,6 @@ use crate::partition::Partition;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Commands a coordinator may have queued.
-const COMMANDS_MAX: usize = 1024;
 /// Bytes read per step while replaying a partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 /// The most one stored batch may inflate to while loading.
@@ -95,39 +93,8 @@ impl MemberIdGenerator for RandomMemberIds {
     }
 }
 
-struct Running {
-    sender: mpsc::Sender<Command>,
-    task: tokio::task::JoinHandle<()>,
-    /// The partition it serves: a deleted and recreated topic gets new actors.
-    partition: Arc<Partition>,
-}
-
-#[derive(Default)]
-pub struct Groups {
-    actors: Mutex<HashMap<i32, Running>>,
-    stopped: std::sync::atomic::AtomicBool,
-}
-
-impl Groups {
-    /// The running coordinators, by partition.
-    pub fn all(&self) -> Vec<mpsc::Sender<Command>> {
-        self.lock().values().map(|running| running.sender.clone()).collect()
-    }
-
-    /// Stops every coordinator after the call it is running, before the logs close.
-    pub async fn stop(&self) {
-        self.stopped.store(true, std::sync::atomic::Ordering::Release);
-        let running: Vec<Running> = self.lock().drain().map(|(_, running)| running).collect();
-        for Running { sender, task, .. } in running {
-            drop(sender);
-            let _ = task.await;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Running>> {
-        self.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// The group coordinators, one actor per `__consumer_offsets` partition.
+pub type Groups = crate::actors::PartitionActors<Command>;
 
 impl Broker {
     fn group_config(&self) -> GroupConfig {
@@ -157,28 +124,44 @@ impl Broker {
 
     /// Creates `__consumer_offsets` if it does not exist yet; returns its partition count.
     pub async fn ensure_offsets_topic(&self) -> Result<i32, ApiError> {
-        if let Some(topic) = self.image().topic(OFFSETS_TOPIC) {
+        self.ensure_internal_topic(
+            OFFSETS_TOPIC,
+            "offsets.topic.num.partitions",
+            "offsets.topic.replication.factor",
+            &[("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")],
+        )
+        .await
+    }
+
+    /// Creates the internal topic `name` if it does not exist yet, with the partitions and
+    /// replication factor of the broker configs named (at most the live brokers) and `configs`;
+    /// returns its partition count.
+    pub async fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions_config: &str,
+        replication_config: &str,
+        configs: &[(&str, &str)],
+    ) -> Result<i32, ApiError> {
+        if let Some(topic) = self.image().topic(name) {
             return Ok(topic.partitions.len() as i32);
         }
-        let view_image = self.image();
-        let view = self.config(&view_image);
-        let partitions = view.broker_i64("offsets.topic.num.partitions").unwrap_or(50) as i32;
-        let brokers = view_image.brokers.len().max(1) as i64;
-        let replication_factor = view.broker_i64("offsets.topic.replication.factor").unwrap_or(1).min(brokers) as i16;
+        let image = self.image();
+        let view = self.config(&image);
+        let partitions = view.broker_i64(partitions_config).unwrap_or(50) as i32;
+        let brokers = image.brokers.len().max(1) as i64;
+        let replication_factor = view.broker_i64(replication_config).unwrap_or(1).min(brokers) as i16;
         let spec = TopicSpec {
-            name: OFFSETS_TOPIC.to_string(),
+            name: name.to_string(),
             num_partitions: partitions,
             replication_factor,
             assignments: BTreeMap::new(),
-            configs: [("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-                .collect(),
+            configs: configs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
         };
         match self.create_topics(vec![spec], false).await.pop() {
             Some(Ok(created)) => Ok(created.num_partitions),
             Some(Err(error)) if error.code == kafka_protocol::error::ResponseError::TopicAlreadyExists => {
-                Ok(self.image().topic(OFFSETS_TOPIC).map_or(partitions, |t| t.partitions.len() as i32))
+                Ok(self.image().topic(name).map_or(partitions, |t| t.partitions.len() as i32))
             }
             Some(Err(error)) => Err(error),
             None => Err(ApiError::new(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)),
@@ -203,21 +186,9 @@ impl Broker {
     }
 
     fn coordinator_at(self: &Arc<Self>, index: i32) -> Option<mpsc::Sender<Command>> {
-        if self.groups.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
         let partition = self.partition(OFFSETS_TOPIC, index)?;
-        let mut actors = self.groups.lock();
-        if let Some(running) =
-            actors.get(&index).filter(|r| !r.sender.is_closed() && Arc::ptr_eq(&r.partition, &partition))
-        {
-            return Some(running.sender.clone());
-        }
-        let (sender, rx) = mpsc::channel(COMMANDS_MAX);
-        let task = tokio::spawn(run(self.clone(), partition.clone(), rx));
-        // A replaced actor (its partition was deleted) ends when its sender is dropped here.
-        actors.insert(index, Running { sender: sender.clone(), task, partition });
-        Some(sender)
+        let broker = self.clone();
+        self.groups.get_or_start(index, partition, move |partition, rx| run(broker, partition, rx))
     }
 
     /// Every ordinary topic with its id and partition count, as KIP-848 assignors need them.

@@ -1,6 +1,7 @@
 //! The Keel broker: connections, request handlers, controller decisions, configs and the
 //! HTTP port. The only crate that opens sockets.
 
+pub mod actors;
 pub mod broker;
 pub mod config;
 pub mod controller;

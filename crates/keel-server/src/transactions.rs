@@ -11,8 +11,8 @@
 //! transaction of its own. Loading replays the partition and finishes prepared transactions;
 //! open ones abort when they time out.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,14 +23,12 @@ use keel_log::producer::Marker;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::{now_ms, Broker};
-use crate::controller::TopicSpec;
 use crate::error::ApiError;
 use crate::groups::{partition_for, OFFSETS_TOPIC};
 use crate::partition::Partition;
 
 /// The internal topic holding transaction metadata.
 pub const TXN_TOPIC: &str = "__transaction_state";
-const COMMANDS_MAX: usize = 1024;
 const LOAD_READ_BYTES: usize = 1 << 20;
 const LOAD_INFLATED_MAX_BYTES: usize = 128 << 20;
 /// Attempts at writing one marker before the coordinator gives up on that partition.
@@ -83,72 +81,19 @@ impl Command {
     }
 }
 
-struct Running {
-    sender: mpsc::Sender<Command>,
-    task: tokio::task::JoinHandle<()>,
-    partition: Arc<Partition>,
-}
-
-#[derive(Default)]
-pub struct Transactions {
-    actors: Mutex<HashMap<i32, Running>>,
-    stopped: std::sync::atomic::AtomicBool,
-}
-
-impl Transactions {
-    pub fn all(&self) -> Vec<mpsc::Sender<Command>> {
-        self.lock().values().map(|r| r.sender.clone()).collect()
-    }
-
-    /// Stops every coordinator after the request it is running, before the logs close.
-    pub async fn stop(&self) {
-        self.stopped.store(true, std::sync::atomic::Ordering::Release);
-        let running: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
-        for Running { sender, task, .. } in running {
-            drop(sender);
-            let _ = task.await;
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Running>> {
-        self.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// The transaction coordinators, one actor per `__transaction_state` partition.
+pub type Transactions = crate::actors::PartitionActors<Command>;
 
 impl Broker {
     /// Creates `__transaction_state` if it does not exist yet; returns its partition count.
     pub async fn ensure_transaction_topic(&self) -> Result<i32, ApiError> {
-        if let Some(topic) = self.image().topic(TXN_TOPIC) {
-            return Ok(topic.partitions.len() as i32);
-        }
-        let image = self.image();
-        let view = self.config(&image);
-        let partitions = view.broker_i64("transaction.state.log.num.partitions").unwrap_or(50) as i32;
-        let brokers = image.brokers.len().max(1) as i64;
-        let replication_factor =
-            view.broker_i64("transaction.state.log.replication.factor").unwrap_or(1).min(brokers) as i16;
-        let spec = TopicSpec {
-            name: TXN_TOPIC.to_string(),
-            num_partitions: partitions,
-            replication_factor,
-            assignments: BTreeMap::new(),
-            configs: [
-                ("cleanup.policy", "compact"),
-                ("compression.type", "uncompressed"),
-                ("segment.bytes", "104857600"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
-            .collect(),
-        };
-        match self.create_topics(vec![spec], false).await.pop() {
-            Some(Ok(created)) => Ok(created.num_partitions),
-            Some(Err(error)) if error.code == kafka_protocol::error::ResponseError::TopicAlreadyExists => {
-                Ok(self.image().topic(TXN_TOPIC).map_or(partitions, |t| t.partitions.len() as i32))
-            }
-            Some(Err(error)) => Err(error),
-            None => Err(ApiError::new(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)),
-        }
+        self.ensure_internal_topic(
+            TXN_TOPIC,
+            "transaction.state.log.num.partitions",
+            "transaction.state.log.replication.factor",
+            &[("cleanup.policy", "compact"), ("compression.type", "uncompressed"), ("segment.bytes", "104857600")],
+        )
+        .await
     }
 
     /// The actor of the coordinator for `transactional_id`, started (and loaded) on first use.
@@ -158,20 +103,9 @@ impl Broker {
     }
 
     fn transaction_coordinator_at(self: &Arc<Self>, index: i32) -> Option<mpsc::Sender<Command>> {
-        if self.transactions.stopped.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
-        }
         let partition = self.partition(TXN_TOPIC, index)?;
-        let mut actors = self.transactions.lock();
-        if let Some(running) =
-            actors.get(&index).filter(|r| !r.sender.is_closed() && Arc::ptr_eq(&r.partition, &partition))
-        {
-            return Some(running.sender.clone());
-        }
-        let (sender, rx) = mpsc::channel(COMMANDS_MAX);
-        let task = tokio::spawn(run(self.clone(), partition.clone(), rx));
-        actors.insert(index, Running { sender: sender.clone(), task, partition });
-        Some(sender)
+        let broker = self.clone();
+        self.transactions.get_or_start(index, partition, move |partition, rx| run(broker, partition, rx))
     }
 
     /// Starts the coordinators of every `__transaction_state` partition hosted here, so that
