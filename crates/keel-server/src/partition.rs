@@ -93,7 +93,7 @@ impl Partitions {
                 if let Some(existing) = map.get(&key) {
                     existing.leader_epoch.store(state.leader_epoch, Ordering::Release);
                     if existing.log.config() != config {
-                        existing.log.set_config(config.clone());
+                        existing.log.set_config(config);
                     }
                     continue;
                 }
@@ -102,12 +102,12 @@ impl Partitions {
                     // A log left from an earlier topic of the same name is not this topic's.
                     Some(log) if log.topic_id() != topic_id => logs
                         .delete(&topic.name, index)
-                        .and_then(|()| logs.get_or_create(&topic.name, index, &topic_id, config.clone())),
+                        .and_then(|()| logs.get_or_create(&topic.name, index, &topic_id, config)),
                     Some(log) => {
-                        log.set_config(config.clone());
+                        log.set_config(config);
                         Ok(log)
                     }
-                    None => logs.get_or_create(&topic.name, index, &topic_id, config.clone()),
+                    None => logs.get_or_create(&topic.name, index, &topic_id, config),
                 };
                 let log = match opened {
                     Ok(log) => log,
