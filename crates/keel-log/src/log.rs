@@ -1,9 +1,10 @@
 //! `Log`: one partition replica's segments, with appends, reads, group-commit flushes,
-//! recovery, truncation and the leader-epoch cache.
+//! recovery, truncation, the leader-epoch cache and the producer state.
 //!
-//! Locking: `append_lock` serializes everything that writes (append, truncate, delete records);
-//! `state` is held only briefly to publish or snapshot, so a reader never waits for an append's
-//! write. Lock order: `append_lock` → `flush` → `state`.
+//! Locking: `append_lock` serializes everything that writes (append, truncate, delete records,
+//! retention) and every change of the producer state; `producers` and `state` are held only
+//! briefly (never one inside the other), so a reader never waits for an append's write. Lock
+//! order: `append_lock` → `flush` → `state`, and `append_lock` → `producers`.
 
 use std::fs;
 use std::fs::File;
