@@ -1,7 +1,8 @@
 //! Coordinator actors: one task per partition of an internal topic (`__consumer_offsets`,
 //! `__transaction_state`), started on first use, each owning its partition and fed through a
 //! bounded channel. A partition replaced by a recreated topic gets a new actor; the old one ends
-//! when its sender is dropped.
+//! when its sender is dropped. `replay_partition` is how an actor rebuilds its state from its
+//! partition when it starts.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -74,4 +75,66 @@ impl<C: Send + 'static> PartitionActors<C> {
     fn lock(&self) -> MutexGuard<'_, HashMap<i32, Running<C>>> {
         self.actors.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Bytes read per step while replaying a partition.
+const REPLAY_READ_BYTES: usize = 1 << 20;
+/// The most one stored batch may inflate to while replaying.
+const REPLAY_INFLATED_MAX_BYTES: usize = 128 << 20;
+
+/// What one batch of an internal topic holds, as a coordinator replays it.
+pub enum Replayed {
+    /// A control batch: the commit or abort marker of its producer (`None` if unreadable).
+    Marker(Option<keel_log::producer::Marker>),
+    /// A data batch's keyed records.
+    Records(Vec<keel_coordinator::Record>),
+}
+
+/// Walks `partition` from its log start to its end, in offset order, handing `visit` each
+/// batch's header and contents. Only the broker writes internal topics; a batch it cannot read
+/// is skipped (and logged), not fatal, so that one bad batch cannot take a whole coordinator
+/// partition offline.
+pub fn replay_partition(
+    partition: &Partition,
+    mut visit: impl FnMut(&keel_log::BatchHeader, Replayed),
+) -> Result<(), String> {
+    let log = &partition.log;
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    let mut buf = Vec::new();
+    while offset < end {
+        let slice = log.read(offset, REPLAY_READ_BYTES, end, true).map_err(|e| e.to_string())?;
+        if slice.len == 0 {
+            break;
+        }
+        buf.clear();
+        slice.read_into(&mut buf).map_err(|e| e.to_string())?;
+        for item in keel_log::batch::batch_headers(&buf) {
+            let (position, header) = item.map_err(|e| e.to_string())?;
+            let batch = &buf[position..position + header.size()];
+            if header.is_control() {
+                visit(&header, Replayed::Marker(keel_log::batch::read_marker(batch)));
+                continue;
+            }
+            match keel_protocol::records::decode_batch(bytes::Bytes::copy_from_slice(batch), REPLAY_INFLATED_MAX_BYTES)
+            {
+                Ok(set) => {
+                    let records = set
+                        .records
+                        .into_iter()
+                        .filter_map(|r| {
+                            let key = r.key?;
+                            Some(keel_coordinator::Record { key: key.to_vec(), value: r.value.map(|v| v.to_vec()) })
+                        })
+                        .collect();
+                    visit(&header, Replayed::Records(records));
+                }
+                Err(error) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, offset = header.base_offset, %error, "skipping an unreadable batch");
+                }
+            }
+        }
+        offset = slice.last_offset + 1;
+    }
+    Ok(())
 }

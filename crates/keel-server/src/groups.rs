@@ -11,16 +11,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use keel_coordinator as gc;
 use keel_coordinator::{
     Coordinator, Effect, ErrorCode, GroupConfig, GroupDescription, GroupListing, GroupState, Heartbeat, JoinGroup,
     LeaveGroup, MemberIdGenerator, OffsetCommit, OffsetFetch, OffsetFetchResult, Record, RequestId, Response,
     SyncGroup,
 };
-use keel_log::batch::batch_headers;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::actors::{replay_partition, Replayed};
 use crate::broker::{now_ms, Broker};
 use crate::controller::TopicSpec;
 use crate::error::ApiError;
@@ -28,10 +27,6 @@ use crate::partition::Partition;
 
 /// The internal topic holding committed offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Bytes read per step while replaying a partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
-/// The most one stored batch may inflate to while loading.
-const LOAD_INFLATED_MAX_BYTES: usize = 128 << 20;
 
 /// Java's `String.hashCode` over UTF-16 code units: the group-to-partition rule clients and
 /// brokers share.
@@ -517,66 +512,36 @@ pub(crate) async fn persist(broker: &Broker, partition: &Partition, records: &[R
 fn load(broker: &Broker, partition: &Partition) -> Result<(Coordinator, PendingOffsets), String> {
     let mut coordinator = Coordinator::with_member_id_generator(broker.group_config(), Box::new(RandomMemberIds));
     let mut pending = PendingOffsets::new();
-    let log = &partition.log;
-    let end = log.log_end_offset();
-    let mut offset = log.log_start_offset();
-    let mut buf = Vec::new();
-    let mut records = 0usize;
-    while offset < end {
-        let slice = log.read(offset, LOAD_READ_BYTES, end, true).map_err(|e| e.to_string())?;
-        if slice.len == 0 {
-            break;
-        }
-        buf.clear();
-        slice.read_into(&mut buf).map_err(|e| e.to_string())?;
-        for item in batch_headers(&buf) {
-            let (position, header) = item.map_err(|e| e.to_string())?;
-            if header.is_control() {
-                let marker = keel_log::batch::read_marker(&buf[position..position + header.size()]);
-                if let (Some(marker), Some(records)) = (marker, pending.remove(&header.producer_id)) {
-                    if marker.commit {
-                        for (_, _, _, record) in records {
-                            let _ = coordinator.replay(&record);
-                        }
+    let mut replayed = 0usize;
+    replay_partition(partition, |header, batch| match batch {
+        Replayed::Marker(marker) => {
+            if let (Some(marker), Some(records)) = (marker, pending.remove(&header.producer_id)) {
+                if marker.commit {
+                    for (_, _, _, record) in records {
+                        let _ = coordinator.replay(&record);
                     }
                 }
-                continue;
             }
-            let bytes = Bytes::copy_from_slice(&buf[position..position + header.size()]);
-            // Only the broker writes this topic; a batch it cannot read is skipped, not fatal,
-            // so that one bad batch cannot take every group of the partition offline.
-            let set = match keel_protocol::records::decode_batch(bytes, LOAD_INFLATED_MAX_BYTES) {
-                Ok(set) => set,
-                Err(error) => {
-                    tracing::warn!(partition = partition.index, offset = header.base_offset, %error, "skipping an unreadable batch");
-                    continue;
+        }
+        Replayed::Records(records) if header.is_transactional() => {
+            for record in records {
+                if let Ok(gc::records::CoordinatorRecord::OffsetCommit { key, .. }) =
+                    gc::records::CoordinatorRecord::decode(&record.key, record.value.as_deref())
+                {
+                    pending.entry(header.producer_id).or_default().push((key.group, key.topic, key.partition, record));
                 }
-            };
-            for record in set.records {
-                let Some(key) = record.key else { continue };
-                let record = Record { key: key.to_vec(), value: record.value.map(|v| v.to_vec()) };
-                if header.is_transactional() {
-                    if let Ok(gc::records::CoordinatorRecord::OffsetCommit { key, .. }) =
-                        gc::records::CoordinatorRecord::decode(&record.key, record.value.as_deref())
-                    {
-                        pending.entry(header.producer_id).or_default().push((
-                            key.group,
-                            key.topic,
-                            key.partition,
-                            record,
-                        ));
-                    }
-                    continue;
-                }
+            }
+        }
+        Replayed::Records(records) => {
+            for record in records {
                 if let Err(error) = coordinator.replay(&record) {
                     tracing::debug!(%error, "skipping a record the coordinator does not know");
                 }
-                records += 1;
+                replayed += 1;
             }
         }
-        offset = slice.last_offset + 1;
-    }
-    tracing::debug!(partition = partition.index, records, "group coordinator loaded");
+    })?;
+    tracing::debug!(partition = partition.index, records = replayed, "group coordinator loaded");
     Ok((coordinator, pending))
 }
 

@@ -15,13 +15,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use keel_coordinator::records::{decode_transaction_key, TransactionLogValue};
 use keel_coordinator::transaction::{EndDecision, InitDecision, TxnError, TxnMetadata, TxnState};
-use keel_log::batch::batch_headers;
 use keel_log::producer::Marker;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::actors::{replay_partition, Replayed};
 use crate::broker::{now_ms, Broker};
 use crate::error::ApiError;
 use crate::groups::{partition_for, OFFSETS_TOPIC};
@@ -29,8 +28,6 @@ use crate::partition::Partition;
 
 /// The internal topic holding transaction metadata.
 pub const TXN_TOPIC: &str = "__transaction_state";
-const LOAD_READ_BYTES: usize = 1 << 20;
-const LOAD_INFLATED_MAX_BYTES: usize = 128 << 20;
 /// Attempts at writing one marker before the coordinator gives up on that partition.
 const MARKER_ATTEMPTS: u32 = 5;
 
@@ -357,49 +354,24 @@ async fn write_marker(broker: &Arc<Broker>, topic: &str, index: i32, producer_id
 /// Every transactional id's latest metadata, from the partition's records in offset order.
 fn load(partition: &Partition) -> Result<HashMap<String, TxnMetadata>, String> {
     let mut txns = HashMap::new();
-    let log = &partition.log;
-    let end = log.log_end_offset();
-    let mut offset = log.log_start_offset();
-    let mut buf = Vec::new();
-    while offset < end {
-        let slice = log.read(offset, LOAD_READ_BYTES, end, true).map_err(|e| e.to_string())?;
-        if slice.len == 0 {
-            break;
-        }
-        buf.clear();
-        slice.read_into(&mut buf).map_err(|e| e.to_string())?;
-        for item in batch_headers(&buf) {
-            let (position, header) = item.map_err(|e| e.to_string())?;
-            if header.is_control() {
-                continue;
-            }
-            let bytes = Bytes::copy_from_slice(&buf[position..position + header.size()]);
-            let set = match keel_protocol::records::decode_batch(bytes, LOAD_INFLATED_MAX_BYTES) {
-                Ok(set) => set,
-                Err(error) => {
-                    tracing::warn!(partition = partition.index, offset = header.base_offset, %error, "skipping an unreadable batch");
-                    continue;
+    replay_partition(partition, |_, batch| {
+        let Replayed::Records(records) = batch else { return };
+        for record in records {
+            let Ok(id) = decode_transaction_key(&record.key) else { continue };
+            match record.value {
+                None => {
+                    txns.remove(&id);
                 }
-            };
-            for record in set.records {
-                let Some(key) = record.key else { continue };
-                let Ok(id) = decode_transaction_key(&key) else { continue };
-                match record.value {
-                    None => {
-                        txns.remove(&id);
-                    }
-                    Some(value) => match TransactionLogValue::decode(&value) {
-                        Ok(value) => {
-                            if let Some(meta) = TxnMetadata::from_record(id.clone(), &value) {
-                                txns.insert(id, meta);
-                            }
+                Some(value) => match TransactionLogValue::decode(&value) {
+                    Ok(value) => {
+                        if let Some(meta) = TxnMetadata::from_record(id.clone(), &value) {
+                            txns.insert(id, meta);
                         }
-                        Err(error) => tracing::warn!(%error, "skipping an unreadable transaction record"),
-                    },
-                }
+                    }
+                    Err(error) => tracing::warn!(%error, "skipping an unreadable transaction record"),
+                },
             }
         }
-        offset = slice.last_offset + 1;
-    }
+    })?;
     Ok(txns)
 }
