@@ -5,9 +5,10 @@
 use std::collections::BTreeMap;
 
 use crate::api::{
-    Effect, GroupState, OffsetCommit, OffsetCommitResponse, OffsetCommitResponsePartition, OffsetCommitResponseTopic,
-    OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition, OffsetDeleteResponseTopic, OffsetFetch,
-    OffsetFetchPartition, OffsetFetchResult, OffsetFetchResultTopic, RequestId, Response,
+    Effect, GroupState, OffsetCommit, OffsetCommitPartition, OffsetCommitResponse, OffsetCommitResponsePartition,
+    OffsetCommitResponseTopic, OffsetDelete, OffsetDeleteResponse, OffsetDeleteResponsePartition,
+    OffsetDeleteResponseTopic, OffsetFetch, OffsetFetchPartition, OffsetFetchResult, OffsetFetchResultTopic, RequestId,
+    Response,
 };
 use crate::coordinator::{Coordinator, Out};
 use crate::error::ErrorCode;
@@ -105,34 +106,21 @@ impl Coordinator {
         for topic in &request.topics {
             let mut partitions = Vec::with_capacity(topic.partitions.len());
             for partition in &topic.partitions {
-                let metadata = partition.committed_metadata.clone().unwrap_or_default();
-                // `String.length()` in Kafka: UTF-16 code units.
-                let metadata_too_large = metadata.encode_utf16().count() > self.config.offset_metadata_max_bytes
-                    || metadata.len() > MAX_STRING_BYTES;
-                let error = if metadata_too_large {
-                    ErrorCode::OFFSET_METADATA_TOO_LARGE
-                } else if topic.name.len() > MAX_STRING_BYTES {
-                    // No such topic can exist (names are at most 249 characters).
-                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                } else {
-                    let offset = OffsetAndMetadata {
-                        committed_offset: partition.committed_offset,
-                        leader_epoch: partition.committed_leader_epoch,
-                        metadata,
-                        commit_timestamp_ms: now_ms,
-                        expire_timestamp_ms,
-                    };
-                    out.persist(offset_record(
-                        &request.group_id,
-                        &topic.name,
-                        partition.partition_index,
-                        Some(offset.to_record()),
-                    ));
-                    self.offsets
-                        .entry(request.group_id.clone())
-                        .or_default()
-                        .insert((topic.name.clone(), partition.partition_index), offset);
-                    ErrorCode::NONE
+                let error = match self.offset_to_commit(&topic.name, partition, now_ms, expire_timestamp_ms) {
+                    Ok(offset) => {
+                        out.persist(offset_record(
+                            &request.group_id,
+                            &topic.name,
+                            partition.partition_index,
+                            Some(offset.to_record()),
+                        ));
+                        self.offsets
+                            .entry(request.group_id.clone())
+                            .or_default()
+                            .insert((topic.name.clone(), partition.partition_index), offset);
+                        ErrorCode::NONE
+                    }
+                    Err(error) => error,
                 };
                 partitions.push(OffsetCommitResponsePartition {
                     partition_index: partition.partition_index,
@@ -172,6 +160,34 @@ impl Coordinator {
         Ok(())
     }
 
+    /// The offset a commit of `partition` of `topic` stores, or why that partition is refused
+    /// (Kafka's per-partition checks).
+    fn offset_to_commit(
+        &self,
+        topic: &str,
+        partition: &OffsetCommitPartition,
+        now_ms: i64,
+        expire_timestamp_ms: Option<i64>,
+    ) -> Result<OffsetAndMetadata, ErrorCode> {
+        let metadata = partition.committed_metadata.clone().unwrap_or_default();
+        // `String.length()` in Kafka: UTF-16 code units.
+        if metadata.encode_utf16().count() > self.config.offset_metadata_max_bytes || metadata.len() > MAX_STRING_BYTES
+        {
+            return Err(ErrorCode::OFFSET_METADATA_TOO_LARGE);
+        }
+        if topic.len() > MAX_STRING_BYTES {
+            // No such topic can exist (names are at most 249 characters).
+            return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        Ok(OffsetAndMetadata {
+            committed_offset: partition.committed_offset,
+            leader_epoch: partition.committed_leader_epoch,
+            metadata,
+            commit_timestamp_ms: now_ms,
+            expire_timestamp_ms,
+        })
+    }
+
     /// TxnOffsetCommit: validates like OffsetCommit and returns the offset records to write as
     /// part of the producer's transaction, without applying them; they become committed offsets
     /// when the commit marker arrives ([`Coordinator::replay`] each), and are dropped on abort.
@@ -191,24 +207,10 @@ impl Coordinator {
                     .partitions
                     .iter()
                     .map(|partition| {
-                        let metadata = partition.committed_metadata.clone().unwrap_or_default();
-                        let error = match checked {
+                        let offset = checked.and_then(|()| self.offset_to_commit(&topic.name, partition, now_ms, None));
+                        let error = match offset {
                             Err(error) => error,
-                            Ok(())
-                                if metadata.encode_utf16().count() > self.config.offset_metadata_max_bytes
-                                    || metadata.len() > MAX_STRING_BYTES =>
-                            {
-                                ErrorCode::OFFSET_METADATA_TOO_LARGE
-                            }
-                            Ok(()) if topic.name.len() > MAX_STRING_BYTES => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
-                            Ok(()) => {
-                                let offset = OffsetAndMetadata {
-                                    committed_offset: partition.committed_offset,
-                                    leader_epoch: partition.committed_leader_epoch,
-                                    metadata,
-                                    commit_timestamp_ms: now_ms,
-                                    expire_timestamp_ms: None,
-                                };
+                            Ok(offset) => {
                                 let record = offset_record(
                                     &request.group_id,
                                     &topic.name,
@@ -233,8 +235,8 @@ impl Coordinator {
     }
 
     /// OffsetFetch for one group. An unknown group is not an error: every requested partition
-    /// reads -1 (and "all partitions" reads nothing), as Kafka. Keel has no transactional
-    /// offsets yet, so UNSTABLE_OFFSET_COMMIT never occurs.
+    /// reads -1 (and "all partitions" reads nothing), as Kafka. Offsets pending in an open
+    /// transaction are the server's to report (UNSTABLE_OFFSET_COMMIT, `groups.rs`).
     pub fn fetch_offsets(&self, request: &OffsetFetch) -> OffsetFetchResult {
         let group_offsets =
             if self.groups.contains_key(&request.group_id) || self.consumer_groups.contains_key(&request.group_id) {
