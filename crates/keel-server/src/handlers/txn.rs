@@ -348,26 +348,20 @@ pub async fn txn_offset_commit(
             })
             .collect(),
     };
-    let everywhere = |code: i16| -> Vec<TxnOffsetCommitResponseTopic> {
-        request
-            .topics
-            .iter()
-            .map(|t| {
-                let mut topic = TxnOffsetCommitResponseTopic::default();
-                topic.name = TopicName(str_bytes(t.name.0.as_str()));
-                topic.partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let mut partition = TxnOffsetCommitResponsePartition::default();
-                        partition.partition_index = p.partition_index;
-                        partition.error_code = code;
-                        partition
-                    })
-                    .collect();
-                topic
-            })
-            .collect()
+    // Every partition of the request with one error.
+    let everywhere = |code: i16| {
+        let topics = commit.topics.iter().map(|t| gc::OffsetCommitResponseTopic {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| gc::OffsetCommitResponsePartition {
+                    partition_index: p.partition_index,
+                    error_code: gc::ErrorCode(code),
+                })
+                .collect(),
+        });
+        txn_commit_topics(gc::OffsetCommitResponse { topics: topics.collect() })
     };
     let mut response = TxnOffsetCommitResponse::default();
     let transactional_id = request.transactional_id.to_string();
@@ -400,7 +394,8 @@ pub async fn txn_offset_commit(
         return response;
     }
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let sent = sender.send(GroupCommand::TxnOffsets { request: commit, producer_id, producer_epoch, reply: tx }).await;
+    let command = GroupCommand::TxnOffsets { request: commit.clone(), producer_id, producer_epoch, reply: tx };
+    let sent = sender.send(command).await;
     let Ok(result) = (match sent {
         Ok(()) => rx.await.map_err(|_| ()),
         Err(_) => Err(()),
@@ -408,7 +403,13 @@ pub async fn txn_offset_commit(
         response.topics = everywhere(ResponseError::NotCoordinator.code());
         return response;
     };
-    response.topics = result
+    response.topics = txn_commit_topics(result);
+    response
+}
+
+/// The group coordinator's answer, as TxnOffsetCommit topics.
+fn txn_commit_topics(answer: gc::OffsetCommitResponse) -> Vec<TxnOffsetCommitResponseTopic> {
+    answer
         .topics
         .into_iter()
         .map(|t| {
@@ -426,8 +427,7 @@ pub async fn txn_offset_commit(
                 .collect();
             topic
         })
-        .collect();
-    response
+        .collect()
 }
 
 /// DescribeProducers: the producer state of each partition (Kafka's `kafka-transactions.sh
