@@ -249,11 +249,10 @@ impl Client {
 
     /// The connection to `addr`, opened on first use.
     pub async fn at(&mut self, addr: &str) -> Result<&mut Connection, CliError> {
-        if !self.connections.contains_key(addr) {
-            let connection = Connection::open(addr).await?;
-            self.connections.insert(addr.to_string(), connection);
+        match self.connections.entry(addr.to_string()) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => Ok(entry.insert(Connection::open(addr).await?)),
         }
-        Ok(self.connections.get_mut(addr).expect("inserted above"))
     }
 
     /// The connection to node `id` (as named by the last Metadata answer).
