@@ -15,14 +15,24 @@ use crate::{connect, ClusterArgs, ClusterCommand, Common, Format};
 pub async fn run(args: ClusterArgs) -> Result<u8, CliError> {
     match args.command {
         ClusterCommand::Info => info(&args.common).await,
-        ClusterCommand::Health { watch: false, .. } => {
-            let (_, metadata) = connect(&args.common).await?.metadata(None, false).await?;
-            let health = Health::of(&metadata);
+        ClusterCommand::Health { watch: false, http, .. } => {
+            let health = check(&args.common, http.as_deref()).await?;
             emit(args.common.format, &health.text(), &health.json())?;
             Ok(if health.healthy() { exit::OK } else { exit::UNHEALTHY })
         }
-        ClusterCommand::Health { watch: true, exit_when_healthy, interval, timeout } => {
-            watch(&args.common, exit_when_healthy, interval, timeout).await
+        ClusterCommand::Health { watch: true, exit_when_healthy, interval, timeout, http } => {
+            watch(&args.common, http.as_deref(), exit_when_healthy, interval, timeout).await
+        }
+    }
+}
+
+/// One health check: from Metadata over the Kafka protocol, or from a Keel node's `/health`.
+async fn check(common: &Common, http: Option<&str>) -> Result<Health, CliError> {
+    match http {
+        Some(addr) => Health::from_summary(&crate::http::get_json(addr, "/health").await?),
+        None => {
+            let (_, metadata) = connect(common).await?.metadata(None, false).await?;
+            Ok(Health::of(&metadata))
         }
     }
 }
@@ -32,13 +42,35 @@ struct Health {
     partitions: usize,
     under_replicated: Vec<String>,
     offline: Vec<String>,
+    /// Whether the node serves requests; only a node's health summary tells.
+    ready: Option<bool>,
 }
 
 impl Health {
+    /// Reads a node's health summary (`/health`), whose fields are those of [`Health::json`].
+    fn from_summary(summary: &serde_json::Value) -> Result<Health, CliError> {
+        let bad = || CliError::Protocol(format!("the health summary is not what a Keel node sends: {summary}"));
+        let names = |field: &str| -> Option<Vec<String>> {
+            summary.get(field)?.as_array()?.iter().map(|v| v.as_str().map(str::to_string)).collect()
+        };
+        Ok(Health {
+            nodes: summary.get("nodes").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+            partitions: summary.get("partitions").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
+            under_replicated: names("under_replicated_partitions").unwrap_or_default(),
+            offline: names("offline_partitions").unwrap_or_default(),
+            ready: Some(summary.get("ready").and_then(|v| v.as_bool()).ok_or_else(bad)?),
+        })
+    }
+
     fn of(metadata: &MetadataResponse) -> Health {
         let topics = offsets::topics(metadata);
-        let mut health =
-            Health { nodes: metadata.brokers.len(), partitions: 0, under_replicated: Vec::new(), offline: Vec::new() };
+        let mut health = Health {
+            nodes: metadata.brokers.len(),
+            partitions: 0,
+            under_replicated: Vec::new(),
+            offline: Vec::new(),
+            ready: None,
+        };
         for topic in &topics {
             for p in &topic.partitions {
                 health.partitions += 1;
@@ -54,13 +86,17 @@ impl Health {
     }
 
     fn healthy(&self) -> bool {
-        self.nodes > 0 && self.under_replicated.is_empty() && self.offline.is_empty()
+        self.ready != Some(false) && self.nodes > 0 && self.under_replicated.is_empty() && self.offline.is_empty()
     }
 
     fn text(&self) -> String {
         let mut text = format!(
             "{}: {} node(s), {} partition(s), {} under-replicated, {} offline\n",
-            if self.healthy() { "healthy" } else { "unhealthy" },
+            match (self.healthy(), self.ready) {
+                (_, Some(false)) => "not ready",
+                (true, _) => "healthy",
+                (false, _) => "unhealthy",
+            },
             self.nodes,
             self.partitions,
             self.under_replicated.len(),
@@ -76,13 +112,17 @@ impl Health {
     }
 
     fn json(&self) -> serde_json::Value {
-        json!({
+        let mut json = json!({
             "healthy": self.healthy(),
             "nodes": self.nodes,
             "partitions": self.partitions,
             "under_replicated_partitions": self.under_replicated,
             "offline_partitions": self.offline,
-        })
+        });
+        if let Some(ready) = self.ready {
+            json["ready"] = json!(ready);
+        }
+        json
     }
 }
 
@@ -135,7 +175,13 @@ async fn info(common: &Common) -> Result<u8, CliError> {
 }
 
 /// Prints one line per check; with `exit_when_healthy`, exits 0 at the first healthy one.
-async fn watch(common: &Common, exit_when_healthy: bool, interval: f64, timeout: Option<f64>) -> Result<u8, CliError> {
+async fn watch(
+    common: &Common,
+    http: Option<&str>,
+    exit_when_healthy: bool,
+    interval: f64,
+    timeout: Option<f64>,
+) -> Result<u8, CliError> {
     if !(interval.is_finite() && interval > 0.0) {
         return Err(CliError::Usage("--interval must be a positive number of seconds".to_string()));
     }
@@ -146,12 +192,8 @@ async fn watch(common: &Common, exit_when_healthy: bool, interval: f64, timeout:
         None => None,
     };
     loop {
-        let checked = async { connect(common).await?.metadata(None, false).await }.await;
-        let (healthy, text, json) = match checked {
-            Ok((_, metadata)) => {
-                let health = Health::of(&metadata);
-                (health.healthy(), health.text(), health.json())
-            }
+        let (healthy, text, json) = match check(common, http).await {
+            Ok(health) => (health.healthy(), health.text(), health.json()),
             Err(error @ (CliError::Connect { .. } | CliError::Disconnected { .. })) => {
                 (false, format!("unreachable: {error}\n"), json!({ "healthy": false, "error": error.to_string() }))
             }

@@ -9,6 +9,7 @@ mod consume;
 pub mod error;
 pub mod format;
 mod group;
+mod http;
 mod offsets;
 mod output;
 mod produce;
@@ -253,6 +254,11 @@ pub enum ClusterCommand {
         /// With --watch: give up (exit 4) after this many seconds
         #[arg(long)]
         timeout: Option<f64>,
+        /// Read a Keel node's health summary from its HTTP port (host:port, `/health`)
+        /// instead of asking Metadata over the Kafka protocol; it also tells whether the
+        /// node is ready
+        #[arg(long, env = "KEEL_HTTP", value_name = "HOST:PORT")]
+        http: Option<String>,
     },
 }
 

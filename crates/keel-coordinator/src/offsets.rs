@@ -234,6 +234,18 @@ impl Coordinator {
         (OffsetCommitResponse { topics }, records)
     }
 
+    /// Every committed offset of every group, as (group, topic, partition, offset).
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.offsets
+            .iter()
+            .flat_map(|(group, offsets)| {
+                offsets
+                    .iter()
+                    .map(move |((topic, partition), o)| (group.clone(), topic.clone(), *partition, o.committed_offset))
+            })
+            .collect()
+    }
+
     /// OffsetFetch for one group. An unknown group is not an error: every requested partition
     /// reads -1 (and "all partitions" reads nothing), as Kafka. Offsets pending in an open
     /// transaction are the server's to report (UNSTABLE_OFFSET_COMMIT, `groups.rs`).

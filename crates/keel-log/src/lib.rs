@@ -13,6 +13,7 @@ pub mod manager;
 pub mod producer;
 pub mod retention;
 mod segment;
+pub mod stats;
 pub mod testing;
 mod txn_index;
 

@@ -914,9 +914,13 @@ impl Log {
             let sync_directory = std::mem::take(&mut state.dir_unsynced);
             (state.log_end_offset, files, sync_directory)
         };
+        let started = std::time::Instant::now();
         let mut synced = files.iter().try_for_each(|(file, path)| file.sync_data().ctx(path));
         if synced.is_ok() && sync_directory {
             synced = sync_dir(&self.dir);
+        }
+        if !files.is_empty() || sync_directory {
+            crate::stats::FSYNC_DURATION.observe(started.elapsed());
         }
         if let Err(e) = synced {
             self.failed.store(true, Ordering::Release);

@@ -36,6 +36,7 @@ pub struct Broker {
     /// Serializes controller decisions: each is validated against the image it is proposed on.
     pub controller: Mutex<()>,
     pub producer_ids: crate::producer_ids::ProducerIds,
+    pub metrics: crate::metrics::Metrics,
     /// Bumped after every append; long-polling fetches wait for it to change.
     appends: watch::Sender<u64>,
     ready: AtomicBool,
@@ -64,6 +65,7 @@ impl Broker {
             transactions: Default::default(),
             controller: Mutex::new(()),
             producer_ids: Default::default(),
+            metrics: crate::metrics::Metrics::new(),
             appends: watch::channel(0).0,
             ready: AtomicBool::new(false),
         }

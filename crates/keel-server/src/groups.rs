@@ -67,6 +67,8 @@ pub enum Command {
     List(Vec<GroupState>, oneshot::Sender<Vec<GroupListing>>),
     Describe(String, oneshot::Sender<GroupDescription>),
     Delete(Vec<String>, oneshot::Sender<Vec<(String, ErrorCode)>>),
+    /// Every group's committed offsets, as (group, topic, partition, offset), for metrics.
+    CommittedOffsets(oneshot::Sender<Vec<(String, String, i32, i64)>>),
 }
 
 /// The coordinator calls whose answer may wait (for a rebalance or a write).
@@ -394,6 +396,9 @@ impl Actor {
             }
             Command::List(states, reply) => {
                 let _ = reply.send(self.coordinator.list_groups(&states));
+            }
+            Command::CommittedOffsets(reply) => {
+                let _ = reply.send(self.coordinator.committed_offsets());
             }
             Command::Describe(group_id, reply) => {
                 let _ = reply.send(self.coordinator.describe_group(&group_id));

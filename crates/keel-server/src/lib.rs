@@ -8,6 +8,8 @@ pub mod controller;
 pub mod error;
 pub mod groups;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod network;
 pub mod partition;
 pub mod producer_ids;

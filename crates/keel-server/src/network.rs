@@ -8,6 +8,7 @@
 //! connection are bounded.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::broker::{stopped, Broker};
 use crate::handlers;
 use crate::handlers::fetch::FetchOutput;
+use crate::metrics::{fetch_errors, response_errors, ConnectionGuard, RequestTiming};
 
 /// Requests a connection may have in flight (handled, response not yet written).
 const IN_FLIGHT_MAX: usize = 128;
@@ -53,7 +55,31 @@ struct InFlight {
     api_key: ApiKey,
     version: i16,
     correlation_id: i32,
-    reply: Reply,
+    outcome: Outcome,
+    /// When the request was decoded, and when its handler returned.
+    received: Instant,
+    handled: Instant,
+}
+
+/// A [`Reply`] as the writer sees it: pending work also reports when it finished, so that
+/// the time a response waits behind earlier ones is told apart from the time it worked.
+enum Outcome {
+    Ready(Option<Response>),
+    Pending(JoinHandle<(Result<Option<Response>, tokio::task::JoinError>, Instant)>),
+    Close,
+}
+
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Outcome {
+        match reply {
+            Reply::Ready(response) => Outcome::Ready(response),
+            Reply::Pending(handle) => Outcome::Pending(tokio::spawn(async move {
+                let response = handle.await;
+                (response, Instant::now())
+            })),
+            Reply::Close => Outcome::Close,
+        }
+    }
 }
 
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
@@ -61,7 +87,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, mut shutdown: watch::
     let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel(IN_FLIGHT_MAX);
-    let writer = tokio::spawn(write_loop(writer, rx, broker.fetch_sendfile()));
+    let _counted = ConnectionGuard::new(broker.clone());
+    let writer = tokio::spawn(write_loop(broker.clone(), writer, rx, broker.fetch_sendfile()));
     let client_host = peer.map_or_else(String::new, |addr| format!("/{}", addr.ip()));
     if let Err(reason) = read_loop(&broker, reader, tx, &mut shutdown, &client_host).await {
         tracing::debug!(?peer, %reason, "closing connection");
@@ -105,19 +132,23 @@ async fn read_loop(
         let in_flight = match decode_request(frame) {
             Ok(request) => {
                 let (api_key, version, correlation_id) = (request.api_key, request.version(), request.correlation_id());
-                let reply = handlers::handle(broker, request, client_host).await;
-                InFlight { api_key, version, correlation_id, reply }
+                let received = Instant::now();
+                let outcome = handlers::handle(broker, request, client_host).await.into();
+                InFlight { api_key, version, correlation_id, outcome, received, handled: Instant::now() }
             }
             // KIP-511: an ApiVersions request of a version we do not know gets a v0 response
             // with UNSUPPORTED_VERSION and our ranges, so the client can retry with one we do.
             Err(DecodeError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
                 let mut response: ApiVersionsResponse = handlers::api_versions::supported();
                 response.error_code = kafka_protocol::error::ResponseError::UnsupportedVersion.code();
+                let now = Instant::now();
                 InFlight {
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
-                    reply: Reply::Ready(Some(Response::Kind(ResponseKind::ApiVersions(response)))),
+                    outcome: Outcome::Ready(Some(Response::Kind(ResponseKind::ApiVersions(response)))),
+                    received: now,
+                    handled: now,
                 }
             }
             Err(error) => return Err(error.to_string()),
@@ -128,23 +159,46 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>, sendfile: bool) {
+async fn write_loop(
+    broker: Arc<Broker>,
+    mut writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<InFlight>,
+    sendfile: bool,
+) {
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut scratch = Vec::new();
     while let Some(in_flight) = rx.recv().await {
-        let response = match in_flight.reply {
-            Reply::Ready(response) => response,
-            Reply::Pending(handle) => match handle.await {
-                Ok(response) => response,
+        let (response, done) = match in_flight.outcome {
+            Outcome::Ready(response) => (response, in_flight.handled),
+            Outcome::Pending(handle) => match handle.await {
+                Ok((Ok(response), done)) => (response, done),
+                Ok((Err(error), _)) => {
+                    tracing::error!(%error, "request task failed; closing connection");
+                    return;
+                }
                 Err(error) => {
                     tracing::error!(%error, "request task failed; closing connection");
                     return;
                 }
             },
-            Reply::Close => return,
+            Outcome::Close => return,
         };
-        let Some(response) = response else { continue };
+        let picked = Instant::now();
+        let mut timing = RequestTiming {
+            local: in_flight.handled - in_flight.received,
+            wait: done.saturating_duration_since(in_flight.handled),
+            response_queue: picked.saturating_duration_since(done),
+            send: Duration::ZERO,
+        };
+        let Some(response) = response else {
+            broker.metrics.request_done(in_flight.api_key, &[], timing);
+            continue;
+        };
         out.clear();
+        let errors = match &response {
+            Response::Kind(body) => response_errors(body),
+            Response::Fetch(output) => fetch_errors(&output.response),
+        };
         let written = match response {
             Response::Kind(body) => {
                 if let Err(error) =
@@ -165,6 +219,8 @@ async fn write_loop(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>
             tracing::debug!(%error, api_key = ?in_flight.api_key, "cannot write a response; closing connection");
             return;
         }
+        timing.send = picked.elapsed();
+        broker.metrics.request_done(in_flight.api_key, &errors, timing);
         // A large response should not pin its buffer for the connection's life; the record
         // buffer may stay as large as one partition's fetch (max.partition.fetch.bytes).
         if out.capacity() > 16 * READ_CHUNK_BYTES {

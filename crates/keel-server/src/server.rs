@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::http::StatusCode;
-use axum::routing::get;
 use keel_cluster::{BrokerRegistration, MetadataRecord, MetadataStore, NodeId};
 use keel_log::{LogConfig, LogManager};
 use tokio::net::TcpListener;
@@ -43,10 +41,12 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
 
     // The HTTP port comes up first so that /livez answers during recovery.
     let (ready_tx, ready_rx) = watch::channel(false);
+    let (broker_tx, broker_rx) = watch::channel(None);
     let http_listener =
         TcpListener::bind(options.http).await.with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
     let http_addr = http_listener.local_addr()?;
-    let http = tokio::spawn(serve_http(http_listener, ready_rx));
+    let http_state = crate::http::HttpState { ready: ready_rx, broker: broker_rx, started };
+    let http = tokio::spawn(crate::http::serve(http_listener, crate::http::router(http_state)));
 
     let logs = tokio::task::block_in_place(|| LogManager::open(&options.data_dir, LogConfig::default(), now_ms()))
         .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
@@ -77,6 +77,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         metadata,
         logs,
     ));
+    let _ = broker_tx.send(Some(broker.clone()));
     register(&broker).await?;
     tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
     broker.start_coordinators();
@@ -238,25 +239,6 @@ fn cluster_id_from(id: uuid::Uuid) -> String {
         }
     }
     out
-}
-
-async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
-    let app = axum::Router::new().route("/livez", get(|| async { "ok\n" })).route(
-        "/readyz",
-        get(move || {
-            let ready = *ready.borrow();
-            async move {
-                if ready {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }
-        }),
-    );
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "http server stopped");
-    }
 }
 
 /// How often the `.deleted` files of deleted segments are checked against `file.delete.delay.ms`.

@@ -53,7 +53,7 @@ struct ServerArgs {
     /// host:port given to clients in metadata (default: the listen address).
     #[arg(long)]
     advertise: Option<String>,
-    /// Address of the HTTP port (/livez, /readyz).
+    /// Address of the HTTP port (/livez, /readyz, /health, /metrics).
     #[arg(long, default_value = "127.0.0.1:9644")]
     http: SocketAddr,
     /// This node's id (Kafka's node.id).

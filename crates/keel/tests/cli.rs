@@ -327,6 +327,22 @@ fn cluster_info_and_health() {
     let watched = ok(&node, &["cluster", "health", "--watch", "--exit-when-healthy", "--interval", "0.1"]);
     assert!(watched.starts_with("healthy: 1 node(s)"), "{watched}");
 
+    // The same check from the node's health summary on its HTTP port, which also says ready.
+    let http = node.http.to_string();
+    let kafka: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["cluster", "health", "--format", "json"])).expect("json");
+    let summary: serde_json::Value =
+        serde_json::from_str(&ok(&node, &["cluster", "health", "--http", &http, "--format", "json"])).expect("json");
+    assert_eq!(summary["healthy"], true, "{summary}");
+    assert_eq!(summary["ready"], true, "{summary}");
+    assert_eq!(summary["nodes"], kafka["nodes"], "{summary} vs {kafka}");
+    assert_eq!(summary["partitions"], kafka["partitions"], "{summary} vs {kafka}");
+    let text = ok(&node, &["cluster", "health", "--http", &http]);
+    assert!(text.starts_with("healthy: 1 node(s)"), "{text}");
+    let http_unreachable = keel(&node, &["cluster", "health", "--http", &unused_address()]);
+    assert_eq!(http_unreachable.code, 3, "{}", http_unreachable.stderr);
+    assert!(http_unreachable.stderr.contains("(the HTTP port, --http)"), "{}", http_unreachable.stderr);
+
     // Nobody listens: --watch reports it and gives up at the timeout with exit code 4.
     let unreachable = unused_address();
     let run = keel_at(

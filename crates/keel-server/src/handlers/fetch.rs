@@ -86,7 +86,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     let (output, bytes, errors) = read(broker, &plan);
     let max_wait_ms = request.max_wait_ms.clamp(0, MAX_WAIT_MS_CAP);
     if enough(bytes, plan.min_bytes) || errors || max_wait_ms == 0 || plan.wanted.is_empty() {
-        return Reply::Ready(Some(Response::Fetch(output)));
+        return Reply::Ready(Some(sent(broker, &plan, output)));
     }
     let broker = broker.clone();
     Reply::Pending(tokio::spawn(async move {
@@ -101,11 +101,24 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             }
             let (output, bytes, errors) = read(&broker, &plan);
             if enough(bytes, plan.min_bytes) || errors {
-                return Some(Response::Fetch(output));
+                return Some(sent(&broker, &plan, output));
             }
         }
-        Some(Response::Fetch(read(&broker, &plan).0))
+        Some(sent(&broker, &plan, read(&broker, &plan).0))
     }))
+}
+
+/// The response to send, counted in the per-topic fetched bytes and records.
+fn sent(broker: &Broker, plan: &Plan, output: FetchOutput) -> Response {
+    for (wanted, slice) in plan.wanted.iter().zip(&output.slices) {
+        if let (Some(name), Some(slice)) = (&wanted.name, slice) {
+            if slice.len > 0 {
+                let records = u64::try_from(slice.last_offset - slice.first_offset + 1).unwrap_or(0);
+                broker.metrics.fetched(name, slice.len as u64, records);
+            }
+        }
+    }
+    Response::Fetch(output)
 }
 
 /// Kafka answers as soon as `min_bytes` are available; `min_bytes` ≤ 0 answers at once.

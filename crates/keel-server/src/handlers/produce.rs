@@ -70,6 +70,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             };
             match result {
                 Ok((partition, info, log_append_time)) => {
+                    let bytes = data.records.as_ref().map_or(0, |r| r.len() as u64);
+                    let records = u64::try_from(info.last_offset - info.base_offset + 1).unwrap_or(0);
+                    broker.metrics.produced(&partition.topic, bytes, records);
                     response.base_offset = info.base_offset;
                     response.log_append_time_ms = log_append_time;
                     if version >= 5 {
