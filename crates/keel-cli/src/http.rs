@@ -15,11 +15,14 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// GETs `path` from `addr` (host:port) and parses the body as JSON, whatever the status: the
 /// health summary answers 503 with a body when the node is not healthy.
 pub async fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, CliError> {
-    let connect_error =
-        |reason: String| CliError::Connect { addr: addr.to_string(), reason: format!("{reason} (the HTTP port, --http)") };
+    let connect_error = |reason: String| CliError::Connect {
+        addr: addr.to_string(),
+        reason: format!("{reason} (the HTTP port, --http)"),
+    };
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| connect_error(e.to_string()))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
         let lost = |e: std::io::Error| CliError::Disconnected { addr: addr.to_string(), reason: e.to_string() };
         stream.write_all(request.as_bytes()).await.map_err(lost)?;
         let mut response = Vec::new();

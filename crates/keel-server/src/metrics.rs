@@ -162,9 +162,19 @@ impl Metrics {
             Unit::Seconds,
             metrics.request_phase_duration.clone(),
         );
-        r.register_with_unit("produced", "Record batch bytes appended by producers, per topic", Unit::Bytes, metrics.bytes_in.clone());
+        r.register_with_unit(
+            "produced",
+            "Record batch bytes appended by producers, per topic",
+            Unit::Bytes,
+            metrics.bytes_in.clone(),
+        );
         r.register("produced_records", "Records appended by producers, per topic", metrics.records_in.clone());
-        r.register_with_unit("fetched", "Record batch bytes sent to fetchers, per topic", Unit::Bytes, metrics.bytes_out.clone());
+        r.register_with_unit(
+            "fetched",
+            "Record batch bytes sent to fetchers, per topic",
+            Unit::Bytes,
+            metrics.bytes_out.clone(),
+        );
         r.register(
             "fetched_records",
             "Offsets covered by the batches sent to fetchers, per topic (records, counting whole batches)",
@@ -181,7 +191,11 @@ impl Metrics {
             "Partitions led here whose in-sync replicas are fewer than their replicas",
             metrics.under_replicated_partitions.clone(),
         );
-        r.register("offline_partitions", "Partitions of the cluster without a leader", metrics.offline_partitions.clone());
+        r.register(
+            "offline_partitions",
+            "Partitions of the cluster without a leader",
+            metrics.offline_partitions.clone(),
+        );
         r.register("topics", "Topics in the cluster", metrics.topics.clone());
         r.register_with_unit("log_size", "Bytes of a partition's log segments", Unit::Bytes, metrics.log_size.clone());
         r.register("log_start_offset", "A partition's log start offset", metrics.log_start_offset.clone());
@@ -355,7 +369,9 @@ pub fn response_errors(response: &ResponseKind) -> Vec<i16> {
         }
     };
     match response {
-        ResponseKind::Produce(r) => r.responses.iter().flat_map(|t| &t.partition_responses).for_each(|p| push(p.error_code)),
+        ResponseKind::Produce(r) => {
+            r.responses.iter().flat_map(|t| &t.partition_responses).for_each(|p| push(p.error_code))
+        }
         ResponseKind::Fetch(r) => fetch_errors(r).into_iter().for_each(&mut push),
         ResponseKind::ListOffsets(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code)),
         ResponseKind::Metadata(r) => {
@@ -420,8 +436,12 @@ pub fn response_errors(response: &ResponseKind) -> Vec<i16> {
         }
         ResponseKind::AddOffsetsToTxn(r) => push(r.error_code),
         ResponseKind::EndTxn(r) => push(r.error_code),
-        ResponseKind::TxnOffsetCommit(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code)),
-        ResponseKind::DescribeProducers(r) => r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code)),
+        ResponseKind::TxnOffsetCommit(r) => {
+            r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code))
+        }
+        ResponseKind::DescribeProducers(r) => {
+            r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code))
+        }
         ResponseKind::DescribeTransactions(r) => r.transaction_states.iter().for_each(|t| push(t.error_code)),
         ResponseKind::ListTransactions(r) => push(r.error_code),
         _ => {}
@@ -509,7 +529,10 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &metrics.registry).unwrap();
         assert!(out.contains("keel_requests_total{api=\"Produce\"} 1\n"), "{out}");
-        assert!(out.contains("keel_request_errors_total{api=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\"} 2\n"), "{out}");
+        assert!(
+            out.contains("keel_request_errors_total{api=\"Produce\",error=\"UNKNOWN_TOPIC_OR_PARTITION\"} 2\n"),
+            "{out}"
+        );
         assert!(out.contains("keel_request_duration_seconds_count{api=\"Produce\"} 1\n"), "{out}");
         assert!(out.contains("keel_request_phase_duration_seconds_count{api=\"Produce\",phase=\"wait\"} 1\n"), "{out}");
         assert!(out.contains("keel_produced_bytes_total{topic=\"t\"} 1000\n"), "{out}");

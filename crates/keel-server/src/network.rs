@@ -159,12 +159,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(
-    broker: Arc<Broker>,
-    mut writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<InFlight>,
-    sendfile: bool,
-) {
+async fn write_loop(broker: Arc<Broker>, mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<InFlight>, sendfile: bool) {
     let mut out = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut scratch = Vec::new();
     while let Some(in_flight) = rx.recv().await {
