@@ -1,11 +1,9 @@
 //! `keel consume TOPIC`: fetches from each partition's leader and prints every record with a
 //! format string or as one JSON object per line.
 //!
-//! With `--group`, the start positions are the group's committed offsets (OffsetFetch) and
-//! progress is committed with OffsetCommit as a "simple consumer": generation -1 and an empty
-//! member id, which Kafka accepts only while the group has no members. The consumer does not
-//! join the group, so it is never assigned partitions nor rebalanced: it reads every partition
-//! asked for.
+//! With `--group`, the consumer joins the group as a classic member (`member.rs`), reads the
+//! partitions the group gives it from the group's committed offsets, commits its progress with
+//! its generation after every fetch, rejoins on a rebalance and leaves the group at the end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -26,6 +24,7 @@ use crate::client::{name, str_bytes, Client};
 use crate::error::{check, exit, CliError};
 use crate::format::{OffsetSpec, RecordView, Template};
 use crate::offsets::{self, TopicInfo};
+use crate::member::{Beat, Member};
 use crate::{connect, ConsumeArgs, Format};
 
 const FETCH_MAX_WAIT_MS: i32 = 500;
@@ -40,35 +39,23 @@ pub async fn run(args: ConsumeArgs) -> Result<u8, CliError> {
     let template = Template::parse(args.format_string.as_deref().unwrap_or("%v\\n"));
     let mut client = connect(&args.common).await?;
     let mut info = offsets::topic(&mut client, &args.topic, false, "cannot consume from topic").await?;
-    let partitions: Vec<i32> = match args.partition {
-        Some(p) if info.partitions.iter().any(|i| i.partition == p) => vec![p],
-        Some(p) => {
+    if info.partitions.is_empty() {
+        return Err(CliError::Protocol(format!("the cluster lists topic {:?} with no partitions", args.topic)));
+    }
+    let mut member = args.group.as_deref().map(|group| Member::new(group, &args.topic));
+    let partitions: Vec<i32> = match (&mut member, args.partition) {
+        (Some(member), _) => member.join(&mut client).await?,
+        (None, Some(p)) if info.partitions.iter().any(|i| i.partition == p) => vec![p],
+        (None, Some(p)) => {
             return Err(CliError::Usage(format!(
                 "topic {:?} has no partition {p} (it has {})",
                 args.topic,
                 info.partitions.len()
             )))
         }
-        None => info.partitions.iter().map(|p| p.partition).collect(),
+        (None, None) => info.partitions.iter().map(|p| p.partition).collect(),
     };
-    if partitions.is_empty() {
-        return Err(CliError::Protocol(format!("the cluster lists topic {:?} with no partitions", args.topic)));
-    }
-    let wanted: Vec<(String, i32)> = partitions.iter().map(|p| (args.topic.clone(), *p)).collect();
-    let leaders = offsets::leaders(&info);
-
-    // Start positions: --offset, else the group's committed offsets, else the start.
-    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
-    if let (Some(group), None) = (&args.group, args.offset) {
-        let committed = committed_offsets(&mut client, group, &args.topic, &partitions).await?;
-        positions.extend(committed.into_iter().filter(|(_, offset)| *offset >= 0));
-    }
-    let missing: Vec<(String, i32)> = wanted.iter().filter(|(_, p)| !positions.contains_key(p)).cloned().collect();
-    if !missing.is_empty() {
-        let spec = args.offset.unwrap_or(OffsetSpec::Start);
-        let resolved = offsets::resolve(&mut client, &leaders, &missing, spec).await?;
-        positions.extend(resolved.into_iter().map(|((_, p), offset)| (p, offset)));
-    }
+    let positions = start_positions(&mut client, &info, args.group.as_deref(), &partitions, args.offset).await?;
 
     let mut consumer = Consumer {
         topic: args.topic.clone(),
@@ -78,7 +65,6 @@ pub async fn run(args: ConsumeArgs) -> Result<u8, CliError> {
         high_watermarks: HashMap::new(),
         remaining: args.count,
         out: std::io::BufWriter::new(std::io::stdout()),
-        group: args.group.clone(),
         committed: BTreeMap::new(),
     };
     let stop_at_end = args.exit || args.count.is_some();
@@ -108,15 +94,62 @@ pub async fn run(args: ConsumeArgs) -> Result<u8, CliError> {
             }
             Err(error) => break Err(error),
         }
-        if let Err(error) = consumer.commit(&mut client).await {
+        if let Err(error) = consumer.commit(&mut client, member.as_ref()).await {
             break Err(error);
+        }
+        if let Some(member) = member.as_mut() {
+            // A rebalance: the progress so far is committed above; rejoin and start the new
+            // partitions from the group's committed offsets.
+            let rejoined = match member.heartbeat(&mut client).await {
+                Ok(Beat::Fine) => continue,
+                Ok(Beat::Rejoin) => member.join(&mut client).await,
+                Err(error) => break Err(error),
+            };
+            let positions = match rejoined {
+                Ok(partitions) => start_positions(&mut client, &info, Some(&member.group), &partitions, None).await,
+                Err(error) => Err(error),
+            };
+            match positions {
+                Ok(positions) => consumer.reassign(positions),
+                Err(error) => break Err(error),
+            }
         }
     };
     let _ = consumer.out.flush();
-    let committed = consumer.commit(&mut client).await;
+    let committed = consumer.commit(&mut client, member.as_ref()).await;
+    if let Some(member) = member.as_mut() {
+        member.leave(&mut client).await;
+    }
     outcome?;
     committed?;
     Ok(exit::OK)
+}
+
+/// Where to start reading each partition: `offset` when given, else the group's committed
+/// offset, else the start of the partition.
+async fn start_positions(
+    client: &mut Client,
+    info: &TopicInfo,
+    group: Option<&str>,
+    partitions: &[i32],
+    offset: Option<OffsetSpec>,
+) -> Result<BTreeMap<i32, i64>, CliError> {
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    if partitions.is_empty() {
+        return Ok(positions);
+    }
+    if let (Some(group), None) = (group, offset) {
+        let committed = committed_offsets(client, group, &info.name, partitions).await?;
+        positions.extend(committed.into_iter().filter(|(p, offset)| *offset >= 0 && partitions.contains(p)));
+    }
+    let missing: Vec<(String, i32)> =
+        partitions.iter().filter(|p| !positions.contains_key(p)).map(|p| (info.name.clone(), *p)).collect();
+    if !missing.is_empty() {
+        let spec = offset.unwrap_or(OffsetSpec::Start);
+        let resolved = offsets::resolve(client, &offsets::leaders(info), &missing, spec).await?;
+        positions.extend(resolved.into_iter().map(|((_, p), offset)| (p, offset)));
+    }
+    Ok(positions)
 }
 
 /// The group's committed offset per partition (-1 when none).
@@ -172,10 +205,12 @@ async fn committed_offsets(
     Ok(offsets)
 }
 
-/// Commits `offsets` for `group` as a simple consumer (generation -1, no member id).
+/// Commits `offsets` for `group`: as `member` (its generation and member id), or as a simple
+/// consumer (generation -1, no member id) when `None`.
 pub async fn commit_offsets(
     client: &mut Client,
     group: &str,
+    member: Option<&Member>,
     topic_offsets: &BTreeMap<String, BTreeMap<i32, i64>>,
 ) -> Result<(), CliError> {
     let (coordinator, _) = client.coordinator(group).await?;
@@ -185,8 +220,8 @@ pub async fn commit_offsets(
         .request(2..=8, |version| {
             let mut request = OffsetCommitRequest::default();
             request.group_id = GroupId(str_bytes(group));
-            request.generation_id_or_member_epoch = -1;
-            request.member_id = str_bytes("");
+            request.generation_id_or_member_epoch = member.map_or(-1, |m| m.generation);
+            request.member_id = str_bytes(member.map_or("", |m| m.member_id.as_str()));
             if version <= 4 {
                 request.retention_time_ms = -1;
             }
@@ -216,10 +251,9 @@ pub async fn commit_offsets(
         .await?;
     for topic in &response.topics {
         for p in &topic.partitions {
-            let hint = if p.error_code == 25 || p.error_code == 22 {
-                " (the group has active members; stop them, or consume without --group)"
-            } else {
-                ""
+            let hint = match (p.error_code, member) {
+                (25 | 22, None) => " (the group has active members; stop them first)",
+                _ => "",
             };
             check(
                 || format!("cannot commit offsets of group {group:?} for {}-{}{hint}", topic.name.0, p.partition_index),
@@ -246,7 +280,7 @@ struct Consumer {
     high_watermarks: HashMap<i32, i64>,
     remaining: Option<u64>,
     out: std::io::BufWriter<std::io::Stdout>,
-    group: Option<String>,
+    /// The offsets last committed, per partition (with `--group`).
     committed: BTreeMap<i32, i64>,
 }
 
@@ -256,8 +290,15 @@ impl Consumer {
         self.positions.iter().all(|(p, position)| self.high_watermarks.get(p).is_some_and(|hw| position >= hw))
     }
 
-    async fn commit(&mut self, client: &mut Client) -> Result<(), CliError> {
-        let Some(group) = self.group.clone() else {
+    /// Reads `positions` from now on (a new assignment).
+    fn reassign(&mut self, positions: BTreeMap<i32, i64>) {
+        self.positions = positions;
+        self.high_watermarks.clear();
+        self.committed.clear();
+    }
+
+    async fn commit(&mut self, client: &mut Client, member: Option<&Member>) -> Result<(), CliError> {
+        let Some(member) = member else {
             return Ok(());
         };
         let changed: BTreeMap<i32, i64> = self
@@ -271,13 +312,24 @@ impl Consumer {
         }
         let mut topics = BTreeMap::new();
         topics.insert(self.topic.clone(), changed.clone());
-        commit_offsets(client, &group, &topics).await?;
+        match commit_offsets(client, &member.group, Some(member), &topics).await {
+            Ok(()) => {}
+            // The group is rebalancing or moved on without this member: the next heartbeat
+            // rejoins, and the records since the last commit are read again (at least once).
+            Err(CliError::Broker { code: 22 | 25 | 27, .. }) => return Ok(()),
+            Err(error) => return Err(error),
+        }
         self.committed.extend(changed);
         Ok(())
     }
 
     /// One Fetch to each leader of the partitions still being read.
     async fn fetch_round(&mut self, client: &mut Client, info: &TopicInfo) -> Result<Step, CliError> {
+        if self.positions.is_empty() {
+            // A group member with no partitions (more members than partitions) waits.
+            tokio::time::sleep(Duration::from_millis(FETCH_MAX_WAIT_MS as u64)).await;
+            return Ok(Step::Continue);
+        }
         let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
         for partition in self.positions.keys() {
             let leader = info.partitions.iter().find(|p| p.partition == *partition).map_or(-1, |p| p.leader);

@@ -77,6 +77,7 @@ impl CliError {
             36 => Some("use --if-not-exists to ignore it".to_string()),
             69 => Some("list groups with `keel group list`".to_string()),
             68 => Some("stop its consumers first".to_string()),
+            23 => Some("the group's members use another protocol or assignor than range".to_string()),
             _ => None,
         };
         CliError::Broker { context: context.into(), code, name, message, hint }

@@ -376,7 +376,7 @@ async fn seek(
     for ((topic, p), offset) in &targets {
         by_topic.entry(topic.clone()).or_default().insert(*p, *offset);
     }
-    commit_offsets(client, group, &by_topic).await?;
+    commit_offsets(client, group, None, &by_topic).await?;
     let rows: Vec<Vec<String>> =
         targets.iter().map(|((t, p), offset)| vec![t.clone(), p.to_string(), offset.to_string()]).collect();
     let text = format!("moved group {group:?}\n{}", table(&["TOPIC", "PARTITION", "NEW-OFFSET"], &rows));

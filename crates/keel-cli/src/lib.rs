@@ -10,6 +10,7 @@ pub mod error;
 pub mod format;
 mod group;
 mod http;
+mod member;
 mod offsets;
 mod output;
 mod produce;
@@ -177,9 +178,10 @@ pub struct ConsumeArgs {
     #[arg(long, short = 'o', allow_hyphen_values = true)]
     pub offset: Option<OffsetSpec>,
     /// Only this partition [default: every partition]
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     pub partition: Option<i32>,
-    /// Start from this group's committed offsets and commit progress (no group membership)
+    /// Join this consumer group: read the partitions it assigns from its committed offsets,
+    /// and commit progress
     #[arg(long, short = 'g')]
     pub group: Option<String>,
     /// Stop after this many records (also stops at the end of the partitions)

@@ -225,7 +225,7 @@ fn produce_sends_each_line_when_input_pauses() {
 
 #[test]
 fn group_describe_seek_and_delete() {
-    let node = Keel::start(&[]);
+    let node = Keel::start(&["group.initial.rebalance.delay.ms=0"]);
     ok(&node, &["topic", "create", "billing", "-p", "2"]);
     let six: String = (0..6).map(|i| format!("p0-{i}\n")).collect();
     let four: String = (0..4).map(|i| format!("p1-{i}\n")).collect();
@@ -314,6 +314,103 @@ fn group_describe_seek_and_delete() {
     let missing = keel(&node, &["group", "describe", "app"]);
     assert_eq!(missing.code, 1);
     snapshot!("group_describe_missing_error", missing.stderr);
+}
+
+/// `keel consume --group` joins the group: two of them split a topic's partitions (range
+/// assignor), each reads its own from the committed offsets, and together they read every
+/// record once.
+#[test]
+fn consume_group_members_share_the_partitions() {
+    let node = Keel::start(&["group.initial.rebalance.delay.ms=0"]);
+    ok(&node, &["topic", "create", "shared", "-p", "4"]);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["consume", "shared", "-g", "sharers", "-f", "%p %v\\n", "--brokers", &node.bootstrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keel consume")
+    };
+    let stable_members = |count: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = keel(&node, &["group", "describe", "sharers", "--format", "json"]);
+            if run.code == 0 {
+                let described: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
+                let members = described["members"].as_array().map_or(0, Vec::len);
+                let assigned = described["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().all(|m| m["assignment"].as_array().is_some_and(|a| !a.is_empty())));
+                if described["state"] == "Stable" && members == count && assigned {
+                    return;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "the group never had {count} stable members: {}", run.stdout);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let first = spawn();
+    stable_members(1);
+    let second = spawn();
+    stable_members(2);
+    for partition in 0..4 {
+        let lines: String = (0..100).map(|i| format!("p{partition}-{i}\n")).collect();
+        ok_with_stdin(&node, &["produce", "shared", "-p", &partition.to_string()], lines.as_bytes());
+    }
+    // Both commit as they read: the group's lag drops to 0 once everything is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let described = ok(&node, &["group", "describe", "sharers", "--format", "json"]);
+        let described: serde_json::Value = serde_json::from_str(&described).expect("json");
+        if described["total_lag"] == 0 && described["partitions"].as_array().map_or(0, Vec::len) == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the group did not read everything in 60 s: {described}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ctrl-C: each commits, leaves the group and exits 0.
+    let finish = |mut child: std::process::Child| -> Vec<(String, String)> {
+        let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill -INT");
+        assert!(interrupted.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("keel consume --group did not stop within 20 s of Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let output = child.wait_with_output().expect("output");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.split_once(' ').map(|(p, v)| (p.to_string(), v.to_string())).expect("partition value"))
+            .collect()
+    };
+    let (a, b) = (finish(first), finish(second));
+    let partitions = |read: &[(String, String)]| -> std::collections::BTreeSet<String> {
+        read.iter().map(|(p, _)| p.clone()).collect()
+    };
+    assert_eq!(a.len(), 200);
+    assert_eq!(b.len(), 200);
+    assert_eq!(partitions(&a).len(), 2, "{:?}", partitions(&a));
+    assert!(partitions(&a).is_disjoint(&partitions(&b)), "{:?} and {:?}", partitions(&a), partitions(&b));
+    for (partition, value) in a.iter().chain(&b) {
+        assert!(value.starts_with(&format!("p{partition}-")), "{partition} {value}");
+    }
+    // Each read its partitions in order.
+    for read in [&a, &b] {
+        for partition in partitions(read) {
+            let values: Vec<&str> = read.iter().filter(|(p, _)| *p == partition).map(|(_, v)| v.as_str()).collect();
+            let expected: Vec<String> = (0..100).map(|i| format!("p{partition}-{i}")).collect();
+            assert_eq!(values, expected);
+        }
+    }
+    // Both left and committed everything: no lag.
+    let described = ok(&node, &["group", "describe", "sharers", "--format", "json"]);
+    let described: serde_json::Value = serde_json::from_str(&described).expect("json");
+    assert_eq!(described["state"], "Empty", "{described}");
+    assert_eq!(described["total_lag"], 0, "{described}");
 }
 
 #[test]
