@@ -23,8 +23,8 @@ use serde_json::json;
 use crate::client::{name, str_bytes, Client};
 use crate::error::{check, exit, CliError};
 use crate::format::{OffsetSpec, RecordView, Template};
-use crate::offsets::{self, TopicInfo};
 use crate::member::{Beat, Member};
+use crate::offsets::{self, TopicInfo};
 use crate::{connect, ConsumeArgs, Format};
 
 const FETCH_MAX_WAIT_MS: i32 = 500;

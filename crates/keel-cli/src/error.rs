@@ -90,22 +90,7 @@ impl CliError {
 
 /// Kafka's name for an error code, e.g. UNKNOWN_TOPIC_OR_PARTITION.
 pub fn error_name(code: i16) -> String {
-    match kafka_protocol::ResponseError::try_from_code(code) {
-        Some(kafka_protocol::ResponseError::Unknown(_)) | None => format!("error code {code}"),
-        Some(error) => screaming_snake(&error.to_string()),
-    }
-}
-
-/// `UnknownTopicOrPartition` -> `UNKNOWN_TOPIC_OR_PARTITION`.
-fn screaming_snake(camel: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+    keel_protocol::error_name(code).unwrap_or_else(|| format!("error code {code}"))
 }
 
 /// Turns a non-zero error code into an error.

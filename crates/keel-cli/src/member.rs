@@ -307,7 +307,9 @@ fn encode_subscription(topic: &str) -> Bytes {
 /// this client knows, whose fields come first, as Kafka's ConsumerProtocol does).
 fn decode_subscription(metadata: &Bytes) -> Result<Vec<String>, CliError> {
     let mut buf = metadata.clone();
-    let bad = |e: &dyn std::fmt::Display| CliError::Protocol(format!("a group member sent a subscription keel cannot read: {e}"));
+    let bad = |e: &dyn std::fmt::Display| {
+        CliError::Protocol(format!("a group member sent a subscription keel cannot read: {e}"))
+    };
     if buf.len() < 2 {
         return Err(bad(&"too short"));
     }
@@ -337,15 +339,21 @@ fn decode_assignment(bytes: &Bytes, topic: &str) -> Result<Vec<i32>, CliError> {
         return Ok(Vec::new());
     }
     let mut buf = bytes.clone();
-    let bad = |e: &dyn std::fmt::Display| CliError::Protocol(format!("the group leader sent an assignment keel cannot read: {e}"));
+    let bad = |e: &dyn std::fmt::Display| {
+        CliError::Protocol(format!("the group leader sent an assignment keel cannot read: {e}"))
+    };
     if buf.len() < 2 {
         return Err(bad(&"too short"));
     }
     let version = buf.get_i16().clamp(0, 3);
     let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).map_err(|e| bad(&e))?;
     let wanted = TopicName(str_bytes(topic));
-    let mut partitions: Vec<i32> =
-        assignment.assigned_partitions.iter().filter(|a| a.topic == wanted).flat_map(|a| a.partitions.clone()).collect();
+    let mut partitions: Vec<i32> = assignment
+        .assigned_partitions
+        .iter()
+        .filter(|a| a.topic == wanted)
+        .flat_map(|a| a.partitions.clone())
+        .collect();
     partitions.sort_unstable();
     partitions.dedup();
     Ok(partitions)

@@ -342,21 +342,7 @@ pub struct RequestTiming {
 
 /// Kafka's name for an error code, as the `error` label (e.g. `NOT_LEADER_OR_FOLLOWER`).
 fn error_name(code: i16) -> String {
-    match kafka_protocol::error::ResponseError::try_from_code(code) {
-        Some(error) => to_screaming_snake(&format!("{error:?}")),
-        None => format!("UNKNOWN_{code}"),
-    }
-}
-
-fn to_screaming_snake(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
+    keel_protocol::error_name(code).unwrap_or_else(|| format!("UNKNOWN_{code}"))
 }
 
 /// The error codes of a response, one per partition, resource or member in error, as Kafka's
