@@ -66,6 +66,7 @@ pub async fn run(args: ConsumeArgs) -> Result<u8, CliError> {
         remaining: args.count,
         out: std::io::BufWriter::new(std::io::stdout()),
         committed: BTreeMap::new(),
+        read_committed: !args.read_uncommitted,
     };
     let stop_at_end = args.exit || args.count.is_some();
     let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
@@ -282,6 +283,8 @@ struct Consumer {
     out: std::io::BufWriter<std::io::Stdout>,
     /// The offsets last committed, per partition (with `--group`).
     committed: BTreeMap<i32, i64>,
+    /// Fetch up to the last stable offset and skip aborted transactions' records.
+    read_committed: bool,
 }
 
 impl Consumer {
@@ -364,7 +367,7 @@ impl Consumer {
             request.max_wait_ms = FETCH_MAX_WAIT_MS;
             request.min_bytes = 1;
             request.max_bytes = FETCH_BYTES_MAX;
-            request.isolation_level = 0;
+            request.isolation_level = i8::from(self.read_committed);
             if version >= 7 {
                 request.session_id = 0;
                 request.session_epoch = -1;
@@ -394,9 +397,21 @@ impl Consumer {
                         None,
                     ));
                 }
-                self.high_watermarks.insert(p, partition.high_watermark);
+                // What can be read: up to the last stable offset for read_committed (v4+).
+                let readable = if self.read_committed && partition.last_stable_offset >= 0 {
+                    partition.last_stable_offset
+                } else {
+                    partition.high_watermark
+                };
+                self.high_watermarks.insert(p, readable);
+                let aborted: Vec<(i64, i64)> = partition
+                    .aborted_transactions
+                    .iter()
+                    .flatten()
+                    .map(|a| (a.producer_id.0, a.first_offset))
+                    .collect();
                 if let Some(records) = &partition.records {
-                    if self.deliver(p, records.clone())? {
+                    if self.deliver(p, records.clone(), aborted)? {
                         return Ok(Step::StdoutClosed);
                     }
                 }
@@ -410,9 +425,15 @@ impl Consumer {
 
     /// Prints the records of a fetched partition from the current position on. Returns true
     /// when stdout was closed (a pipe whose reader went away).
-    fn deliver(&mut self, partition: i32, mut records: Bytes) -> Result<bool, CliError> {
+    ///
+    /// `aborted` lists the aborted transactions of the fetched range as (producer id, first
+    /// offset): a transactional batch of a producer whose aborted transaction has begun is
+    /// skipped, until that producer's abort marker (Kafka's consumer does the same).
+    fn deliver(&mut self, partition: i32, mut records: Bytes, mut aborted: Vec<(i64, i64)>) -> Result<bool, CliError> {
         let mut line = Vec::new();
         let mut delivered_any = false;
+        aborted.sort_by_key(|&(_, first_offset)| first_offset);
+        let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
         while records.len() >= 12 {
             let batch_length = (&records[8..12]).get_i32();
             if batch_length < 0 || records.len() < 12 + batch_length as usize {
@@ -424,6 +445,22 @@ impl Consumer {
             // With LogAppendTime every record's timestamp is the batch's maxTimestamp, which the
             // decoder does not apply.
             let max_timestamp = if batch.len() >= 43 { (&batch[35..43]).get_i64() } else { -1 };
+            let attributes = if batch.len() >= 23 { (&batch[21..23]).get_i16() } else { 0 };
+            let producer_id = if batch.len() >= 51 { (&batch[43..51]).get_i64() } else { -1 };
+            let (transactional, control) = (attributes & 0x10 != 0, attributes & 0x20 != 0);
+            while let Some(&(id, first_offset)) = aborted.first() {
+                if first_offset > base_offset + last_offset_delta as i64 {
+                    break;
+                }
+                aborting.insert(id);
+                aborted.remove(0);
+            }
+            let skip = transactional && aborting.contains(&producer_id);
+            if control && aborting.contains(&producer_id) {
+                // The marker ends the producer's aborted transaction (a commit marker cannot
+                // follow an aborted start).
+                aborting.remove(&producer_id);
+            }
             let set = keel_protocol::records::decode_batch(batch, BATCH_INFLATED_BYTES_MAX).map_err(|e| {
                 CliError::Protocol(format!(
                     "cannot decode a record batch of partition {partition} at offset {base_offset}: {e}"
@@ -431,7 +468,7 @@ impl Consumer {
             })?;
             for record in &set.records {
                 let position = self.positions[&partition];
-                if record.offset < position || record.control {
+                if record.offset < position || record.control || skip {
                     continue;
                 }
                 if self.remaining == Some(0) {

@@ -190,6 +190,10 @@ pub struct ConsumeArgs {
     /// Stop at the end of the partitions instead of waiting for new records
     #[arg(long, short = 'e')]
     pub exit: bool,
+    /// Also show records of open and aborted transactions (isolation.level=read_uncommitted);
+    /// by default only committed records are shown, up to the last stable offset
+    #[arg(long)]
+    pub read_uncommitted: bool,
     /// Record format: %k key, %v value, %p partition, %o offset, %T timestamp, %t topic,
     /// %h headers, %K/%S key/value length, \n \t escapes [default: %v\n]
     #[arg(long, short = 'f', value_name = "FORMAT")]

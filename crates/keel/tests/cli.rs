@@ -12,7 +12,7 @@ use common::Keel;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 struct Run {
@@ -411,6 +411,47 @@ fn consume_group_members_share_the_partitions() {
     let described: serde_json::Value = serde_json::from_str(&described).expect("json");
     assert_eq!(described["state"], "Empty", "{described}");
     assert_eq!(described["total_lag"], 0, "{described}");
+}
+
+/// `keel consume` shows committed records only (read_committed), stops at the last stable
+/// offset with `-e` while a transaction is open, and shows everything with --read-uncommitted.
+#[test]
+fn consume_reads_committed_transactions_only() {
+    let node = Keel::start(&[]);
+    ok(&node, &["topic", "create", "ledger", "-p", "1"]);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", node.bootstrap())
+        .set("transactional.id", "ledger-writer")
+        .create()
+        .expect("transactional producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init_transactions");
+    let send = |values: &[&str]| {
+        for value in values {
+            producer.send(BaseRecord::<(), str>::to("ledger").payload(*value)).expect("send");
+        }
+        producer.flush(timeout).expect("flush");
+    };
+    producer.begin_transaction().expect("begin");
+    send(&["kept-1", "kept-2"]);
+    producer.commit_transaction(timeout).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send(&["dropped-1", "dropped-2"]);
+    producer.abort_transaction(timeout).expect("abort");
+    producer.begin_transaction().expect("begin");
+    send(&["kept-3"]);
+    producer.commit_transaction(timeout).expect("commit");
+    // An open transaction: its record is not readable yet, and -e stops before it.
+    producer.begin_transaction().expect("begin");
+    send(&["pending"]);
+
+    assert_eq!(ok(&node, &["consume", "ledger", "-e"]), "kept-1\nkept-2\nkept-3\n");
+    assert_eq!(
+        ok(&node, &["consume", "ledger", "-e", "--read-uncommitted"]),
+        "kept-1\nkept-2\ndropped-1\ndropped-2\nkept-3\npending\n"
+    );
+    producer.commit_transaction(timeout).expect("commit");
+    assert_eq!(ok(&node, &["consume", "ledger", "-e"]), "kept-1\nkept-2\nkept-3\npending\n");
 }
 
 #[test]
