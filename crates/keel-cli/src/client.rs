@@ -207,6 +207,10 @@ impl Connection {
 }
 
 /// Connections to the brokers of one cluster, found from a bootstrap list.
+/// FindCoordinator key types.
+const GROUP_KEY: i8 = 0;
+const TRANSACTION_KEY: i8 = 1;
+
 pub struct Client {
     bootstrap: String,
     connections: HashMap<String, Connection>,
@@ -299,10 +303,19 @@ impl Client {
     /// The coordinator of `group`: (node id, host:port). COORDINATOR_NOT_AVAILABLE and
     /// COORDINATOR_LOAD_IN_PROGRESS (a coordinator starting up) are asked again for a few seconds.
     pub async fn coordinator(&mut self, group: &str) -> Result<(i32, String), CliError> {
+        self.coordinator_of(group, GROUP_KEY).await
+    }
+
+    /// The transaction coordinator of `transactional_id`: (node id, host:port).
+    pub async fn transaction_coordinator(&mut self, transactional_id: &str) -> Result<(i32, String), CliError> {
+        self.coordinator_of(transactional_id, TRANSACTION_KEY).await
+    }
+
+    async fn coordinator_of(&mut self, key: &str, key_type: i8) -> Result<(i32, String), CliError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match self.find_coordinator(group).await {
+            match self.find_coordinator(key, key_type).await {
                 Err(CliError::Broker { code: 14 | 15, .. }) if attempts < 50 => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -311,20 +324,22 @@ impl Client {
         }
     }
 
-    async fn find_coordinator(&mut self, group: &str) -> Result<(i32, String), CliError> {
+    async fn find_coordinator(&mut self, key: &str, key_type: i8) -> Result<(i32, String), CliError> {
         let (version, response) = self
             .any()
             .request(1..=4, |version| {
                 let mut request = FindCoordinatorRequest::default();
+                request.key_type = key_type;
                 if version >= 4 {
-                    request.coordinator_keys = vec![str_bytes(group)];
+                    request.coordinator_keys = vec![str_bytes(key)];
                 } else {
-                    request.key = str_bytes(group);
+                    request.key = str_bytes(key);
                 }
                 request
             })
             .await?;
-        let context = || format!("cannot find the coordinator of group {group:?}");
+        let what = if key_type == TRANSACTION_KEY { "transactional id" } else { "group" };
+        let context = || format!("cannot find the coordinator of {what} {key:?}");
         let (node_id, host, port) = if version >= 4 {
             let coordinator = response
                 .coordinators

@@ -76,6 +76,7 @@ impl CliError {
             3 => Some("list topics with `keel topic list`".to_string()),
             36 => Some("use --if-not-exists to ignore it".to_string()),
             69 => Some("list groups with `keel group list`".to_string()),
+            105 => Some("list them with `keel transaction list`".to_string()),
             68 => Some("stop its consumers first".to_string()),
             23 => Some("the group's members use another protocol or assignor than range".to_string()),
             _ => None,

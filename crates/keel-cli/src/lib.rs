@@ -15,6 +15,7 @@ mod offsets;
 mod output;
 mod produce;
 mod topic;
+mod transaction;
 
 use std::io::Write;
 
@@ -235,6 +236,38 @@ pub enum GroupCommand {
 }
 
 #[derive(Args, Debug)]
+pub struct TransactionArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: TransactionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TransactionCommand {
+    /// List the transactional ids the coordinators know, with their producer id and state.
+    List {
+        /// Only these states (Empty, Ongoing, PrepareCommit, PrepareAbort, CompleteCommit,
+        /// CompleteAbort, ...); repeatable
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+    },
+    /// A transactional id's state, producer, timeout, start time and partitions.
+    Describe {
+        #[arg(required = true)]
+        transactional_ids: Vec<String>,
+    },
+    /// The producers writing to a topic's partitions: epoch, last sequence and timestamp, and
+    /// the first offset of their open transaction (what holds the last stable offset back).
+    Producers {
+        topic: String,
+        /// Only this partition [default: every partition]
+        #[arg(long, short = 'p')]
+        partition: Option<i32>,
+    },
+}
+
+#[derive(Args, Debug)]
 pub struct ClusterArgs {
     #[command(flatten)]
     pub common: Common,
@@ -275,6 +308,7 @@ pub enum Invocation {
     Consume(ConsumeArgs),
     Group(GroupArgs),
     Cluster(ClusterArgs),
+    Transaction(TransactionArgs),
 }
 
 /// Runs a command and returns the process exit code; errors are printed to stderr.
@@ -293,6 +327,7 @@ pub fn run(invocation: Invocation) -> u8 {
             Invocation::Consume(args) => consume::run(args).await,
             Invocation::Group(args) => group::run(args).await,
             Invocation::Cluster(args) => cluster::run(args).await,
+            Invocation::Transaction(args) => transaction::run(args).await,
         }
     });
     let _ = std::io::stdout().flush();

@@ -35,6 +35,8 @@ enum Command {
     Group(keel_cli::GroupArgs),
     /// Cluster nodes and health.
     Cluster(keel_cli::ClusterArgs),
+    /// List and describe transactions, and the producers holding a partition's last stable offset.
+    Transaction(keel_cli::TransactionArgs),
     /// Print a shell completion script, e.g. `keel completion bash > /etc/bash_completion.d/keel`.
     Completion {
         #[arg(value_enum)]
@@ -76,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Consume(args) => keel_cli::Invocation::Consume(args),
         Command::Group(args) => keel_cli::Invocation::Group(args),
         Command::Cluster(args) => keel_cli::Invocation::Cluster(args),
+        Command::Transaction(args) => keel_cli::Invocation::Transaction(args),
         Command::Completion { shell } => {
             keel_cli::completion(shell, &mut Cli::command());
             return Ok(());

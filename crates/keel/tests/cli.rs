@@ -450,8 +450,26 @@ fn consume_reads_committed_transactions_only() {
         ok(&node, &["consume", "ledger", "-e", "--read-uncommitted"]),
         "kept-1\nkept-2\ndropped-1\ndropped-2\nkept-3\npending\n"
     );
+
+    // The open transaction as the transaction commands show it.
+    let listed = ok(&node, &["transaction", "list", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(listed[0]["transactional_id"], "ledger-writer", "{listed}");
+    assert_eq!(listed[0]["state"], "Ongoing", "{listed}");
+    assert_eq!(ok(&node, &["transaction", "list", "--state", "CompleteCommit"]).lines().count(), 1, "header only");
+    snapshot!("transaction_describe", ok(&node, &["transaction", "describe", "ledger-writer"]));
+    snapshot!("transaction_producers", ok(&node, &["transaction", "producers", "ledger"]));
+    let missing = keel(&node, &["transaction", "describe", "nobody"]);
+    assert_eq!(missing.code, 1);
+    snapshot!("transaction_describe_missing_error", missing.stderr);
+    let bad_state = keel(&node, &["transaction", "list", "--state", "Sleeping"]);
+    assert_eq!(bad_state.code, 2, "{}", bad_state.stderr);
+
     producer.commit_transaction(timeout).expect("commit");
     assert_eq!(ok(&node, &["consume", "ledger", "-e"]), "kept-1\nkept-2\nkept-3\npending\n");
+    let producers = ok(&node, &["transaction", "producers", "ledger", "--format", "json"]);
+    let producers: serde_json::Value = serde_json::from_str(&producers).expect("json");
+    assert_eq!(producers[0]["open_transaction_start_offset"], serde_json::Value::Null, "{producers}");
 }
 
 #[test]
