@@ -4,7 +4,8 @@
 //! batches) and the log patches base offset and leader epoch in place. `acks=-1` answers once
 //! the appended data is fsynced (group commit: concurrent producers share an fsync);
 //! `acks=1` answers once it is in the page cache; `acks=0` never answers, and closes the
-//! connection on error as Kafka does.
+//! connection on error as Kafka does. A failed write or fsync (a full disk) answers
+//! KAFKA_STORAGE_ERROR and leaves the log as it was.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -79,7 +80,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 }
                 Err(error) => {
                     failed = true;
-                    response.error_code = error.code();
+                    response.error_code = for_version(error.code(), version);
                     if version >= 8 {
                         response.record_errors = validate::response_record_errors(&error.record_errors);
                         response.error_message = error.message.map(str_bytes);
@@ -130,13 +131,25 @@ async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, v
             continue;
         }
         if let Some(Err(error)) = results.next() {
-            partition.error_code = ResponseError::KafkaStorageError.code();
+            partition.error_code = for_version(ResponseError::KafkaStorageError.code(), version);
             if version >= 8 {
                 partition.error_message = Some(str_bytes(error));
             }
             partition.base_offset = -1;
             partition.log_start_offset = -1;
         }
+    }
+}
+
+/// KAFKA_STORAGE_ERROR (a failed write or fsync: a full disk, an I/O error) is answered from
+/// Produce v4 on; ProduceRequest.json: "Version 4 is the same as version 3, but the requester
+/// must be prepared to handle a KAFKA_STORAGE_ERROR". A v3 client gets the retriable
+/// NOT_LEADER_OR_FOLLOWER, which makes it refresh metadata and retry.
+fn for_version(error_code: i16, version: i16) -> i16 {
+    if version < 4 && error_code == ResponseError::KafkaStorageError.code() {
+        ResponseError::NotLeaderOrFollower.code()
+    } else {
+        error_code
     }
 }
 
