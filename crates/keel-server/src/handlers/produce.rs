@@ -2,7 +2,8 @@
 //!
 //! Batches stay bytes: the broker checks them (CRC, structure, size, no client control
 //! batches) and the log patches base offset and leader epoch in place. `acks=-1` answers once
-//! the appended data is fsynced (group commit: concurrent producers share an fsync);
+//! the appended data is fsynced (group commit: concurrent producers share an fsync), unless
+//! the topic sets `flush.messages`/`flush.ms` (Kafka's page-cache mode, `waits_for_fsync`);
 //! `acks=1` answers once it is in the page cache; `acks=0` never answers, and closes the
 //! connection on error as Kafka does. A failed write or fsync (a full disk) answers
 //! KAFKA_STORAGE_ERROR and leaves the log as it was.
@@ -38,6 +39,24 @@ thread_local! {
 struct Appended {
     log: Arc<Log>,
     next_offset: i64,
+    /// The answer waits for an fsync covering the append.
+    wait_fsync: bool,
+}
+
+/// Whether an append's answer waits for an fsync that covers it. Keel's default durability,
+/// with `flush.messages` and `flush.ms` unset: every `acks=all` answer follows the fsync
+/// (group commit), `acks=1` answers from the page cache. Setting either selects Kafka's
+/// page-cache mode, where fsyncs follow those configs alone: the append that leaves
+/// `flush.messages` records unflushed waits for an fsync before its answer (as Kafka's
+/// append flushes in line), the background flusher applies both configs, and `acks=all` means
+/// written to every in-sync replica's page cache, as in Kafka.
+fn waits_for_fsync(log: &Log, acks: i16) -> bool {
+    let config = log.config();
+    if config.flush_messages.is_none() && config.flush_ms.is_none() {
+        return acks == -1;
+    }
+    let unflushed = (log.log_end_offset() - log.durable_offset()).max(0) as u64;
+    acks != 0 && config.flush_messages.is_some_and(|messages| unflushed >= messages)
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
@@ -76,7 +95,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     if version >= 5 {
                         response.log_start_offset = partition.log.log_start_offset();
                     }
-                    appended.push(Appended { log: partition.log.clone(), next_offset: info.last_offset + 1 });
+                    appended.push(Appended {
+                        log: partition.log.clone(),
+                        next_offset: info.last_offset + 1,
+                        wait_fsync: waits_for_fsync(&partition.log, acks),
+                    });
                 }
                 Err(error) => {
                     failed = true;
@@ -100,10 +123,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     }
     let mut response = ProduceResponse::default();
     response.responses = responses;
+    let waits = appended.iter().any(|a| a.wait_fsync);
     match acks {
         0 if failed => Reply::Close,
         0 => Reply::Ready(None),
-        -1 if !appended.is_empty() => Reply::Pending(tokio::spawn(async move {
+        _ if waits => Reply::Pending(tokio::spawn(async move {
             wait_durable(appended, &mut response, version).await;
             Some(Response::Kind(ResponseKind::Produce(response)))
         })),
@@ -111,18 +135,22 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     }
 }
 
-/// Waits until every appended partition is fsynced to its appended end; a partition whose
-/// flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
+/// Waits until every appended partition that needs it is fsynced to its appended end; a
+/// partition whose flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
 async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, version: i16) {
+    // One result per appended partition, in response order; those that need no fsync are Ok.
     let flushes: Vec<_> = appended
         .into_iter()
-        .map(|a| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
+        .map(|a| {
+            a.wait_fsync
+                .then(|| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
+        })
         .collect();
     let mut results = Vec::with_capacity(flushes.len());
     for flush in flushes {
-        results.push(match flush.await {
-            Ok(result) => result,
-            Err(error) => Err(error.to_string()),
+        results.push(match flush {
+            None => Ok(0),
+            Some(flush) => flush.await.unwrap_or_else(|error| Err(error.to_string())),
         });
     }
     let mut results = results.into_iter();
