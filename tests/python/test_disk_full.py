@@ -6,6 +6,7 @@ retries off writes sequence-numbered 1 KiB records with acks=all until the disk 
 every record is either acknowledged at an offset or failed with the broker's error. Then:
 
 - every failure is KAFKA_STORAGE_ERROR, and the broker is still up;
+- an offset commit fails (NOT_COORDINATOR) and is not applied; after space frees it works;
 - a consumer reads, with the disk still full, exactly the acknowledged records at their
   offsets (a failed append leaves nothing behind), each value intact, and ListOffsets gives
   the end;
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from keel_helpers import Broker, consume_partitions, consumer, create_topic
 
@@ -119,6 +120,23 @@ def read_all(bootstrap: str, topic: str) -> list[tuple[int, bytes]]:
     return [(m.offset(), m.value()) for m in consume_partitions(bootstrap, topic, [0], timeout=60, **{"check.crcs": True})]
 
 
+def commit(bootstrap: str, group: str, topic: str, offset: int) -> None:
+    """A synchronous offset commit as a simple consumer (no group membership)."""
+    c = consumer(bootstrap, **{"group.id": group})
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
+    finally:
+        c.close()
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    c = consumer(bootstrap, **{"group.id": group})
+    try:
+        return c.committed([TopicPartition(topic, 0)], timeout=30)[0].offset
+    finally:
+        c.close()
+
+
 def check_log_holds(bootstrap: str, topic: str, acked: dict[int, int]) -> None:
     """The partition holds exactly the acknowledged records, each intact at its offset."""
     by_offset = {offset: seq for seq, offset in acked.items()}
@@ -162,6 +180,12 @@ def test_full_disk_fails_writes_keeps_reads_and_recovers(tmpfs: Path, tmp_path: 
 
         # Reads while the disk is still full.
         check_log_holds(broker.bootstrap, topic_name, writer.acked)
+        # The group coordinator's writes fail too, and change nothing.
+        group = f"{topic_name}-group"
+        with pytest.raises(KafkaException) as refused:
+            commit(broker.bootstrap, group, topic_name, 5)
+        print(f"offset commit on the full disk: {refused.value}")
+        assert committed(broker.bootstrap, group, topic_name) < 0
 
         # Space frees: writes resume by themselves.
         pid = broker.proc.pid
@@ -171,6 +195,8 @@ def test_full_disk_fails_writes_keeps_reads_and_recovers(tmpfs: Path, tmp_path: 
         assert not writer.errors, f"produce still failing after space freed: {writer.errors[:3]}"
         assert broker.proc.pid == pid and broker.proc.poll() is None
         check_log_holds(broker.bootstrap, topic_name, writer.acked)
+        commit(broker.bootstrap, group, topic_name, 7)
+        assert committed(broker.bootstrap, group, topic_name) == 7
 
         # A crash and a restart on the same disk: everything acknowledged is there.
         broker.kill9()
