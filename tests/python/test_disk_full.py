@@ -210,3 +210,54 @@ def test_full_disk_fails_writes_keeps_reads_and_recovers(tmpfs: Path, tmp_path: 
         assert "panicked" not in log
     finally:
         broker.stop()
+
+
+def test_idempotent_producer_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_name: str):
+    """An idempotent producer retries KAFKA_STORAGE_ERROR; once space frees every record is
+    written exactly once, in order: a failed append never advanced the producer's sequence."""
+    filler = tmpfs / "filler"
+    filler.write_bytes(b"\0" * FILLER_BYTES)
+    broker = Broker(tmpfs / "data", tmp_path / "keel.log")
+    try:
+        broker.start()
+        create_topic(broker.bootstrap, topic_name)
+        read_all(broker.bootstrap, topic_name)
+        fill = Writer(broker.bootstrap, topic_name)
+        fill.write(FILL_RECORDS_MAX, stop_after_failures=FAILURES_WANTED, timeout=FILL_TIMEOUT_S)
+        assert fill.errors, "the disk never filled"
+
+        p = Producer({
+            "bootstrap.servers": broker.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 2,
+            "batch.num.messages": 16,
+            "message.timeout.ms": 60000,
+            "retry.backoff.ms": 100,
+            "retry.backoff.max.ms": 500,
+        })
+        acked: dict[int, int] = {}
+        errors = []
+
+        def on_delivery(err, msg):
+            if err is None:
+                acked[int(msg.value()[:12])] = msg.offset()
+            else:
+                errors.append(err)
+
+        first = fill.next_seq
+        for seq in range(first, first + 300):
+            p.produce(topic_name, value=value_of(seq), partition=0, on_delivery=on_delivery)
+            p.poll(0)
+        # While the disk is full the records fail with KAFKA_STORAGE_ERROR and are retried.
+        p.poll(2)
+        assert not acked, "records were acknowledged on a full disk"
+        filler.unlink()
+        assert p.flush(60) == 0
+        assert not errors, errors[:3]
+        assert len(acked) == 300
+        expected = dict(fill.acked)
+        expected.update(acked)
+        check_log_holds(broker.bootstrap, topic_name, expected)
+    finally:
+        broker.stop()
