@@ -195,3 +195,20 @@ fn a_marker_that_cannot_be_written_changes_no_transaction() {
     assert_eq!(log.last_stable_offset(), 2);
     assert_eq!(log.aborted_transactions(0, i64::MAX).len(), 1);
 }
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_leaves_the_old_one_and_no_tmp_file() {
+    let Some(tmpfs) = Tmpfs::mount("64k") else {
+        return;
+    };
+    let path = tmpfs.path().join("recovery-point-offset-checkpoint");
+    write_atomic(&path, b"0\n1\nt 0 42\n").expect("first checkpoint");
+    let filler = tmpfs.path().join("filler");
+    let mut file = fs::File::create(&filler).expect("filler");
+    let block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    let error = write_atomic(&path, &vec![b'x'; 16 << 10]).expect_err("disk full");
+    assert!(is_no_space(&error), "{error}");
+    assert_eq!(fs::read(&path).expect("old checkpoint"), b"0\n1\nt 0 42\n");
+    assert!(files_named(tmpfs.path(), ".tmp").is_empty(), "the half-written copy is gone");
+}
