@@ -822,7 +822,12 @@ impl Log {
             // aborted-transaction entries before it are on disk (recovery trusts them).
             let unsynced = self.write_state().segments.last_mut().and_then(|s| s.txn_index.take_unsynced());
             if let Some((file, path)) = unsynced {
-                file.sync_data().ctx(&path)?;
+                // A failed fsync fails the log, as in `flush_round`: the entries may never
+                // reach the disk, and a retry could not tell.
+                if let Err(e) = file.sync_data().ctx(&path) {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
             self.write_producer_snapshot(log_end_offset)?;
             let segment = Segment::open(&self.dir, log_end_offset, true)?;
