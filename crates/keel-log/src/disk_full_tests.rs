@@ -212,3 +212,46 @@ fn a_checkpoint_that_cannot_be_written_leaves_the_old_one_and_no_tmp_file() {
     assert_eq!(fs::read(&path).expect("old checkpoint"), b"0\n1\nt 0 42\n");
     assert!(files_named(tmpfs.path(), ".tmp").is_empty(), "the half-written copy is gone");
 }
+
+/// Fills every byte left on the file system holding `path`; the file keeps the space.
+fn fill_up(path: &Path) -> fs::File {
+    let mut file = fs::File::create(path).expect("filler");
+    let mut block = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    block.truncate(1);
+    while std::io::Write::write_all(&mut file, &block).is_ok() {}
+    file
+}
+
+#[test]
+fn a_shutdown_on_a_full_disk_flushes_every_log_and_leaves_no_clean_marker() {
+    use crate::manager::{LogManager, CLEAN_SHUTDOWN_FILE};
+    use crate::testing::test_batch;
+    let Some(tmpfs) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let data_dir = tmpfs.path().join("data");
+    let manager = LogManager::open(&data_dir, LogConfig::default(), 0).expect("open");
+    let logs: Vec<Arc<Log>> = ["a", "b", "c"]
+        .iter()
+        .map(|topic| manager.get_or_create(topic, 0, "id", LogConfig::default()).expect("create"))
+        .collect();
+    for log in &logs {
+        log.append(&mut test_batch(3, 10, 100), 0, 0).expect("append");
+    }
+    let filler = fill_up(&tmpfs.path().join("filler"));
+    // Every close fails to write its producer snapshot; each log is flushed all the same.
+    let error = manager.shutdown().expect_err("snapshots cannot be written");
+    assert!(is_no_space(&error), "{error}");
+    for log in &logs {
+        assert_eq!(log.durable_offset(), 3, "log {} flushed", log.dir().display());
+    }
+    assert!(!data_dir.join(CLEAN_SHUTDOWN_FILE).exists());
+    drop((filler, logs, manager));
+    fs::remove_file(tmpfs.path().join("filler")).expect("free space");
+    let manager = LogManager::open(&data_dir, LogConfig::default(), 0).expect("reopen");
+    assert!(!manager.recovery_report().clean_shutdown);
+    for topic in ["a", "b", "c"] {
+        assert_eq!(manager.get(topic, 0).expect("log").log_end_offset(), 3);
+    }
+}
