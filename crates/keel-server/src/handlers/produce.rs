@@ -9,13 +9,14 @@
 //! KAFKA_STORAGE_ERROR and leaves the log as it was.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use keel_log::batch::{self, BatchHeader, TimestampType};
-use keel_log::Log;
+use keel_log::{Log, LogError};
 
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
@@ -159,6 +160,7 @@ async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, v
             continue;
         }
         if let Some(Err(error)) = results.next() {
+            warn_storage_error(&error);
             partition.error_code = for_version(ResponseError::KafkaStorageError.code(), version);
             if version >= 8 {
                 partition.error_message = Some(str_bytes(error));
@@ -236,17 +238,37 @@ async fn append(
     let log_append_time = rules.log_append_time;
     let now = now_ms();
     let records = validate::apply(&rules, records, &summary.first, now)?;
-    let info = SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.clear();
-        buf.extend_from_slice(&records);
-        if log_append_time {
-            set_log_append_time(&mut buf, now);
-        }
-        partition.log.append(&mut buf, partition.leader_epoch(), now)
-    })?;
+    let info = SCRATCH
+        .with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            buf.extend_from_slice(&records);
+            if log_append_time {
+                set_log_append_time(&mut buf, now);
+            }
+            partition.log.append(&mut buf, partition.leader_epoch(), now)
+        })
+        .inspect_err(|error| {
+            if matches!(error, LogError::Io { .. } | LogError::Failed { .. }) {
+                warn_storage_error(error);
+            }
+        })?;
     // A retried batch is answered with its original offsets (Kafka gives no append time then).
     Ok((partition, info, if log_append_time && !info.duplicate { now } else { -1 }))
+}
+
+/// Logs a failed write or fsync (a full disk, an I/O error) at most every ten seconds:
+/// producers retry every batch, and a full disk would otherwise write a line per request. The
+/// error names the file (and so the partition).
+fn warn_storage_error(error: &dyn std::fmt::Display) {
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = now_ms();
+    let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(%error, "produce failed with KAFKA_STORAGE_ERROR (repeats are not logged for 10 s)");
+    }
 }
 
 /// Checks Kafka applies beyond the batch structure.
