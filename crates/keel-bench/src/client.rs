@@ -40,6 +40,17 @@ pub struct CommonArgs {
     /// Print one JSON object per run instead of a line.
     #[arg(long)]
     pub json: bool,
+    /// A config of a topic the harness creates, as `name=value` (repeatable), e.g.
+    /// `--topic-config flush.ms=1000`; an existing topic keeps its own.
+    #[arg(long = "topic-config", value_name = "NAME=VALUE", value_parser = parse_topic_config)]
+    pub topic_config: Vec<(String, String)>,
+}
+
+fn parse_topic_config(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
+    }
 }
 
 impl CommonArgs {
@@ -72,9 +83,11 @@ pub fn assign_only_consumer(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Creates the topic when it does not exist and waits until all its partitions have leaders.
-/// Returns the partition count the topic actually has (an existing topic keeps its own).
-pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<i32> {
+/// Creates the topic (with `--partitions` and the `--topic-config` settings) when it does not
+/// exist and waits until all its partitions have leaders. Returns the partition count the
+/// topic actually has (an existing topic keeps its own).
+pub fn ensure_topic(common: &CommonArgs) -> anyhow::Result<i32> {
+    let (brokers, topic, partitions) = (common.brokers.as_str(), common.topic.as_str(), common.partitions);
     if partitions < 1 {
         bail!("--partitions must be at least 1");
     }
@@ -84,7 +97,10 @@ pub fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Resu
     }
     let admin: AdminClient<DefaultClientContext> =
         base_config(brokers).create().context("cannot create the admin client")?;
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let new_topic = common
+        .topic_config
+        .iter()
+        .fold(NewTopic::new(topic, partitions, TopicReplication::Fixed(1)), |t, (name, value)| t.set(name, value));
     let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

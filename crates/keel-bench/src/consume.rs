@@ -53,7 +53,7 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<Report> {
     if args.consumers == 0 {
         bail!("--consumers must be at least 1");
     }
-    let partitions = ensure_topic(&common.brokers, &common.topic, common.partitions)?;
+    let partitions = ensure_topic(common)?;
     let probe: BaseConsumer =
         consumer_config(&common.brokers, args.fetch_wait_max_ms).create().context("cannot create the consumer")?;
     let marks = watermarks(&probe, &common.topic, partitions)?;

@@ -66,7 +66,7 @@ pub fn run(args: &E2eArgs) -> anyhow::Result<Report> {
     if common.record_size < STAMP_BYTES {
         bail!("--record-size must be at least {STAMP_BYTES} bytes to hold the send timestamp");
     }
-    let partitions = ensure_topic(&common.brokers, &common.topic, common.partitions)?;
+    let partitions = ensure_topic(common)?;
     let duration = Duration::from_secs(common.duration_secs.unwrap_or(DURATION_SECS_DEFAULT));
     let records = common.records.unwrap_or(u64::MAX);
     let warmup = common.warmup();

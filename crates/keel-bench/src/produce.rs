@@ -164,7 +164,7 @@ pub fn run(args: &ProduceArgs) -> anyhow::Result<Report> {
     if p.producers == 0 {
         bail!("--producers must be at least 1");
     }
-    ensure_topic(&common.brokers, &common.topic, common.partitions)?;
+    ensure_topic(common)?;
     let records = match (common.records, common.duration_secs) {
         (None, None) => RECORDS_DEFAULT,
         (records, _) => records.unwrap_or(u64::MAX),

@@ -19,10 +19,16 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), LogError>
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).ctx(&tmp)?;
-        file.write_all(contents).ctx(&tmp)?;
-        file.sync_all().ctx(&tmp)?;
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(contents).and_then(|()| file.sync_all()));
+    if let Err(e) = written {
+        // A full disk must not keep the half-written copy taking space; `path` is untouched.
+        let _ = fs::remove_file(&tmp);
+        return Err(e).ctx(&tmp);
     }
     fs::rename(&tmp, path).ctx(path)?;
     match path.parent() {

@@ -146,6 +146,14 @@ struct State {
     pending_deletions: Vec<PendingDeletion>,
 }
 
+/// The producer state an append makes part of the log once its bytes are written.
+enum Committed {
+    /// Batches that complete no transaction: committed in place.
+    Staged(crate::producer::Staged),
+    /// The whole state after the append, computed ahead to write the aborted-transaction index.
+    Replace(ProducerStates),
+}
+
 /// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
@@ -705,29 +713,58 @@ impl Log {
             .and_then(|()| {
                 time_file.write_all_at(&encode_time_entries(&time_entries), time_len * TIME_ENTRY_BYTES).ctx(&time_path)
             });
-        if let Err(e) = written {
-            // Undo the partial write so the next append does not leave garbage behind it; a
-            // failure here is caught by recovery at the next open.
+        // Undoes a failed append (a full disk, an I/O error) so that the files end where the
+        // published state says: the next append does not leave garbage behind the cut, and
+        // the log end offset and the producer state never count the lost batches. Shrinking
+        // needs no free space; if it fails anyway, recovery cuts the tail at the next open.
+        let undo = || {
             let _ = log_file.set_len(position);
             let _ = index_file.set_len(index_len * OFFSET_ENTRY_BYTES);
             let _ = time_file.set_len(time_len * TIME_ENTRY_BYTES);
+        };
+        if let Err(e) = written {
+            undo();
             return Err(e);
         }
 
-        // The batches are written: they are now part of the producer state, and the transactions
-        // their markers aborted go to the active segment's index.
-        let (aborted, first_unstable_offset) = match staged {
-            Some(staged) => {
-                let mut producers = lock(&self.producers);
-                (producers.commit(staged), Some(producers.first_unstable_offset()))
+        // The batches are written: they become part of the producer state, and the
+        // transactions their markers aborted go to the active segment's index. The index is
+        // written before anything is published, against a copy of the producer state when a
+        // marker completes a transaction, so that a failed index write undoes the append.
+        let (committed, aborted) = match staged {
+            Some(staged) if staged.completes_transaction() => {
+                let mut next = lock(&self.producers).clone();
+                let aborted = next.commit(staged);
+                (Some(Committed::Replace(next)), aborted)
             }
-            None => (Vec::new(), None),
+            Some(staged) => (Some(Committed::Staged(staged)), Vec::new()),
+            None => (None, Vec::new()),
         };
+        if !aborted.is_empty() {
+            let mut state = self.write_state();
+            if let Some(active) = state.segments.last_mut() {
+                for entry in aborted {
+                    if let Err(e) = active.txn_index.append(entry) {
+                        let _ = active.txn_index.truncate_from(log_end_offset);
+                        drop(state);
+                        undo();
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let first_unstable_offset = committed.map(|committed| {
+            let mut producers = lock(&self.producers);
+            match committed {
+                Committed::Replace(next) => *producers = next,
+                Committed::Staged(staged) => {
+                    producers.commit(staged);
+                }
+            }
+            producers.first_unstable_offset()
+        });
         let mut state = self.write_state();
         if let Some(active) = state.segments.last_mut() {
-            for entry in aborted {
-                active.txn_index.append(entry)?;
-            }
             active.size_bytes += total_bytes;
             active.next_offset = next_offset;
             active.index_unsynced |= !offset_entries.is_empty();
@@ -785,7 +822,12 @@ impl Log {
             // aborted-transaction entries before it are on disk (recovery trusts them).
             let unsynced = self.write_state().segments.last_mut().and_then(|s| s.txn_index.take_unsynced());
             if let Some((file, path)) = unsynced {
-                file.sync_data().ctx(&path)?;
+                // A failed fsync fails the log, as in `flush_round`: the entries may never
+                // reach the disk, and a retry could not tell.
+                if let Err(e) = file.sync_data().ctx(&path) {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(e);
+                }
             }
             self.write_producer_snapshot(log_end_offset)?;
             let segment = Segment::open(&self.dir, log_end_offset, true)?;
@@ -1268,3 +1310,7 @@ impl Log {
 #[cfg(test)]
 #[path = "log_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "disk_full_tests.rs"]
+mod disk_full_tests;

@@ -233,13 +233,24 @@ impl LogManager {
     }
 
     /// Flushes every log, checkpoints, then writes the clean-shutdown marker (last, so that its
-    /// presence proves everything before it is on disk).
+    /// presence proves everything before it is on disk). A log that cannot close (a full disk
+    /// refusing its producer snapshot, a failed fsync) does not keep the others from being
+    /// flushed and checkpointed; the marker is then not written, the next open recovers from
+    /// the checkpoint, and the first error is returned.
     pub fn shutdown(&self) -> Result<(), LogError> {
+        let mut first_error = None;
         for (_, log) in self.all() {
-            log.close()?;
+            if let Err(error) = log.close() {
+                first_error.get_or_insert(error);
+            }
         }
-        self.checkpoint()?;
-        write_atomic(&self.data_dir.join(CLEAN_SHUTDOWN_FILE), b"")
+        if let Err(error) = self.checkpoint() {
+            first_error.get_or_insert(error);
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => write_atomic(&self.data_dir.join(CLEAN_SHUTDOWN_FILE), b""),
+        }
     }
 }
 

@@ -277,6 +277,13 @@ pub struct Staged {
     pub duplicate: Option<BatchMeta>,
 }
 
+impl Staged {
+    /// Whether committing this closes a transaction (a marker), and so may abort one.
+    pub fn completes_transaction(&self) -> bool {
+        !self.completed.is_empty()
+    }
+}
+
 /// The producer state of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {

@@ -2,18 +2,21 @@
 //!
 //! Batches stay bytes: the broker checks them (CRC, structure, size, no client control
 //! batches) and the log patches base offset and leader epoch in place. `acks=-1` answers once
-//! the appended data is fsynced (group commit: concurrent producers share an fsync);
+//! the appended data is fsynced (group commit: concurrent producers share an fsync), unless
+//! the topic sets `flush.messages`/`flush.ms` (Kafka's page-cache mode, `waits_for_fsync`);
 //! `acks=1` answers once it is in the page cache; `acks=0` never answers, and closes the
-//! connection on error as Kafka does.
+//! connection on error as Kafka does. A failed write or fsync (a full disk) answers
+//! KAFKA_STORAGE_ERROR and leaves the log as it was.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind, TopicName};
 use keel_log::batch::{self, BatchHeader, TimestampType};
-use keel_log::Log;
+use keel_log::{Log, LogError};
 
 use super::str_bytes;
 use crate::broker::{now_ms, Broker};
@@ -37,6 +40,24 @@ thread_local! {
 struct Appended {
     log: Arc<Log>,
     next_offset: i64,
+    /// The answer waits for an fsync covering the append.
+    wait_fsync: bool,
+}
+
+/// Whether an append's answer waits for an fsync that covers it. Keel's default durability,
+/// with `flush.messages` and `flush.ms` unset: every `acks=all` answer follows the fsync
+/// (group commit), `acks=1` answers from the page cache. Setting either selects Kafka's
+/// page-cache mode, where fsyncs follow those configs alone: the append that leaves
+/// `flush.messages` records unflushed waits for an fsync before its answer (as Kafka's
+/// append flushes in line), the background flusher applies both configs, and `acks=all` means
+/// written to every in-sync replica's page cache, as in Kafka.
+fn waits_for_fsync(log: &Log, acks: i16) -> bool {
+    let config = log.config();
+    if config.flush_messages.is_none() && config.flush_ms.is_none() {
+        return acks == -1;
+    }
+    let unflushed = (log.log_end_offset() - log.durable_offset()).max(0) as u64;
+    acks != 0 && config.flush_messages.is_some_and(|messages| unflushed >= messages)
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Reply {
@@ -78,11 +99,15 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     if version >= 5 {
                         response.log_start_offset = partition.log.log_start_offset();
                     }
-                    appended.push(Appended { log: partition.log.clone(), next_offset: info.last_offset + 1 });
+                    appended.push(Appended {
+                        log: partition.log.clone(),
+                        next_offset: info.last_offset + 1,
+                        wait_fsync: waits_for_fsync(&partition.log, acks),
+                    });
                 }
                 Err(error) => {
                     failed = true;
-                    response.error_code = error.code();
+                    response.error_code = for_version(error.code(), version);
                     if version >= 8 {
                         response.record_errors = validate::response_record_errors(&error.record_errors);
                         response.error_message = error.message.map(str_bytes);
@@ -102,10 +127,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     }
     let mut response = ProduceResponse::default();
     response.responses = responses;
+    let waits = appended.iter().any(|a| a.wait_fsync);
     match acks {
         0 if failed => Reply::Close,
         0 => Reply::Ready(None),
-        -1 if !appended.is_empty() => Reply::Pending(tokio::spawn(async move {
+        _ if waits => Reply::Pending(tokio::spawn(async move {
             wait_durable(appended, &mut response, version).await;
             Some(Response::Kind(ResponseKind::Produce(response)))
         })),
@@ -113,18 +139,22 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     }
 }
 
-/// Waits until every appended partition is fsynced to its appended end; a partition whose
-/// flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
+/// Waits until every appended partition that needs it is fsynced to its appended end; a
+/// partition whose flush fails reports KAFKA_STORAGE_ERROR instead of its offset.
 async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, version: i16) {
+    // One result per appended partition, in response order; those that need no fsync are Ok.
     let flushes: Vec<_> = appended
         .into_iter()
-        .map(|a| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
+        .map(|a| {
+            a.wait_fsync
+                .then(|| tokio::task::spawn_blocking(move || a.log.flush_to(a.next_offset).map_err(|e| e.to_string())))
+        })
         .collect();
     let mut results = Vec::with_capacity(flushes.len());
     for flush in flushes {
-        results.push(match flush.await {
-            Ok(result) => result,
-            Err(error) => Err(error.to_string()),
+        results.push(match flush {
+            None => Ok(0),
+            Some(flush) => flush.await.unwrap_or_else(|error| Err(error.to_string())),
         });
     }
     let mut results = results.into_iter();
@@ -133,13 +163,26 @@ async fn wait_durable(appended: Vec<Appended>, response: &mut ProduceResponse, v
             continue;
         }
         if let Some(Err(error)) = results.next() {
-            partition.error_code = ResponseError::KafkaStorageError.code();
+            warn_storage_error(&error);
+            partition.error_code = for_version(ResponseError::KafkaStorageError.code(), version);
             if version >= 8 {
                 partition.error_message = Some(str_bytes(error));
             }
             partition.base_offset = -1;
             partition.log_start_offset = -1;
         }
+    }
+}
+
+/// KAFKA_STORAGE_ERROR (a failed write or fsync: a full disk, an I/O error) is answered from
+/// Produce v4 on; ProduceRequest.json: "Version 4 is the same as version 3, but the requester
+/// must be prepared to handle a KAFKA_STORAGE_ERROR". A v3 client gets the retriable
+/// NOT_LEADER_OR_FOLLOWER, which makes it refresh metadata and retry.
+fn for_version(error_code: i16, version: i16) -> i16 {
+    if version < 4 && error_code == ResponseError::KafkaStorageError.code() {
+        ResponseError::NotLeaderOrFollower.code()
+    } else {
+        error_code
     }
 }
 
@@ -198,17 +241,37 @@ async fn append(
     let log_append_time = rules.log_append_time;
     let now = now_ms();
     let records = validate::apply(&rules, records, &summary.first, now)?;
-    let info = SCRATCH.with(|scratch| {
-        let mut buf = scratch.borrow_mut();
-        buf.clear();
-        buf.extend_from_slice(&records);
-        if log_append_time {
-            set_log_append_time(&mut buf, now);
-        }
-        partition.log.append(&mut buf, partition.leader_epoch(), now)
-    })?;
+    let info = SCRATCH
+        .with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            buf.clear();
+            buf.extend_from_slice(&records);
+            if log_append_time {
+                set_log_append_time(&mut buf, now);
+            }
+            partition.log.append(&mut buf, partition.leader_epoch(), now)
+        })
+        .inspect_err(|error| {
+            if matches!(error, LogError::Io { .. } | LogError::Failed { .. }) {
+                warn_storage_error(error);
+            }
+        })?;
     // A retried batch is answered with its original offsets (Kafka gives no append time then).
     Ok((partition, info, if log_append_time && !info.duplicate { now } else { -1 }))
+}
+
+/// Logs a failed write or fsync (a full disk, an I/O error) at most every ten seconds:
+/// producers retry every batch, and a full disk would otherwise write a line per request. The
+/// error names the file (and so the partition).
+fn warn_storage_error(error: &dyn std::fmt::Display) {
+    static LAST_WARNING_MS: AtomicI64 = AtomicI64::new(i64::MIN);
+    let now = now_ms();
+    let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 10_000
+        && LAST_WARNING_MS.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!(%error, "produce failed with KAFKA_STORAGE_ERROR (repeats are not logged for 10 s)");
+    }
 }
 
 /// Checks Kafka applies beyond the batch structure.
