@@ -46,7 +46,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let http_listener =
         TcpListener::bind(options.http).await.with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
     let http_addr = http_listener.local_addr()?;
-    let http = tokio::spawn(serve_http(http_listener, ready_rx));
+    let console = Arc::new(crate::console::Console::default());
+    let http = tokio::spawn(serve_http(http_listener, ready_rx, console.clone()));
 
     let logs = tokio::task::block_in_place(|| LogManager::open(&options.data_dir, LogConfig::default(), now_ms()))
         .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
@@ -85,6 +86,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+    let sampler = console.attach(broker.clone(), stop_rx.clone());
     broker.set_ready(true);
     let _ = ready_tx.send(true);
     println!(
@@ -130,6 +132,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
+    let _ = sampler.await;
     // Transaction coordinators first: finishing a transaction may tell a group coordinator.
     broker.transactions.stop().await;
     broker.groups.stop().await;
@@ -240,7 +243,7 @@ fn cluster_id_from(id: uuid::Uuid) -> String {
     out
 }
 
-async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
+async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>, console: Arc<crate::console::Console>) {
     let app = axum::Router::new().route("/livez", get(|| async { "ok\n" })).route(
         "/readyz",
         get(move || {
@@ -254,6 +257,8 @@ async fn serve_http(listener: TcpListener, ready: watch::Receiver<bool>) {
             }
         }),
     );
+    // The web console: its API answers 503 until the broker is built.
+    let app = app.merge(crate::console::router(console));
     if let Err(error) = axum::serve(listener, app).await {
         tracing::error!(%error, "http server stopped");
     }
