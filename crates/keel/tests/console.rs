@@ -225,6 +225,23 @@ fn hostile_parameters_get_4xx_json_errors() {
         "INVALID_CONFIG",
     );
     assert_error(api(&keel, "GET", "/api/groups/nobody", None), 404, "GROUP_ID_NOT_FOUND");
+    // Large values are cut for display, with their full size given.
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        ClientConfig::new().set("bootstrap.servers", keel.bootstrap()).create().expect("producer");
+    let big = "v".repeat(300_000);
+    for _ in 0..3 {
+        producer.send(BaseRecord::<(), str>::to("t").payload(&big)).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let (status, page) = api(&keel, "GET", "/api/topics/t/messages?from=beginning&limit=500", None);
+    assert_eq!(status, 200);
+    let records = page["records"].as_array().expect("records");
+    assert_eq!(records.len(), 3);
+    for record in records {
+        assert_eq!(record["value"]["size"], 300_000);
+        assert_eq!(record["value"]["truncated"], true);
+        assert_eq!(record["value"]["text"].as_str().expect("text").len(), 64 << 10);
+    }
     // A body above the limit (2 MiB) is refused once the limit is read, not buffered whole.
     let mut stream = TcpStream::connect_timeout(&keel.http, Duration::from_secs(5)).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");

@@ -3,7 +3,8 @@
 //!
 //! Offsets come from the ListOffsets handler (beginning, end, by timestamp) and records from
 //! the Fetch handler (read_uncommitted, no waiting), as a Kafka consumer would get them. Every
-//! request is bounded: at most `LIMIT_MAX` records, `SCAN_BYTES_MAX` bytes of batches read and
+//! request is bounded: at most `LIMIT_MAX` records returned (`RECORDS_KEPT_MAX` looked at over
+//! all partitions), `SCAN_BYTES_MAX` bytes of batches read or inflated, and
 //! `VALUE_SHOWN_BYTES_MAX` bytes shown per key, value or header; the answer says where each
 //! partition stopped so that the page can continue from there.
 
@@ -27,8 +28,11 @@ use crate::network::{Reply, Response as KafkaResponse};
 /// The most records one request returns.
 pub const LIMIT_MAX: usize = 500;
 const LIMIT_DEFAULT: usize = 50;
-/// The most bytes of batches one request reads (over all partitions).
+/// The most bytes of batches one request reads, and of records it inflates (over all partitions).
 pub const SCAN_BYTES_MAX: usize = 8 << 20;
+/// The most records one request keeps before choosing the `limit` it returns (over all
+/// partitions: each may contribute up to `limit`).
+const RECORDS_KEPT_MAX: usize = 4 * LIMIT_MAX;
 /// Bytes read per fetch of one partition.
 const FETCH_BYTES: i32 = 1 << 20;
 /// A compressed batch may inflate to at most this much.
@@ -136,7 +140,12 @@ pub async fn messages(
     let mut scan_budget = SCAN_BYTES_MAX;
     for &partition in &partitions {
         let (start, end) = start_offset(&broker, &name, partition, query.from, query.limit)?;
-        let mut read = read_partition(&broker, &name, partition, start, end, &query, &mut scan_budget).await?;
+        let kept_room = RECORDS_KEPT_MAX.saturating_sub(records.len()).min(query.limit);
+        let mut read = if kept_room == 0 {
+            PartitionRead { records: Vec::new(), next_offset: start, scanned: 0 }
+        } else {
+            read_partition(&broker, &name, partition, (start, end), kept_room, &query, &mut scan_budget).await?
+        };
         positions.push(json!({
             "partition": partition,
             "start_offset": start,
@@ -224,24 +233,25 @@ struct PartitionRead {
     scanned: u64,
 }
 
+/// Reads `partition` from `start` below `end`, keeping at most `keep` records.
 async fn read_partition(
     broker: &Arc<Broker>,
     topic: &str,
     partition: i32,
-    start: i64,
-    end: i64,
+    (start, end): (i64, i64),
+    keep: usize,
     query: &Query,
     scan_budget: &mut usize,
 ) -> Result<PartitionRead, ApiError> {
     let mut out = PartitionRead { records: Vec::new(), next_offset: start, scanned: 0 };
-    while out.next_offset < end && out.records.len() < query.limit && *scan_budget > 0 {
+    while out.next_offset < end && out.records.len() < keep && *scan_budget > 0 {
         let bytes = fetch(broker, topic, partition, out.next_offset).await?;
         if bytes.is_empty() {
             break;
         }
         *scan_budget = scan_budget.saturating_sub(bytes.len());
         let before = out.next_offset;
-        decode_into(bytes, partition, query, end, &mut out)?;
+        decode_into(bytes, partition, (query, keep), end, scan_budget, &mut out)?;
         if out.next_offset <= before {
             break; // nothing past `before` in what was read: do not spin
         }
@@ -292,15 +302,16 @@ async fn fetch(broker: &Arc<Broker>, topic: &str, partition: i32, offset: i64) -
 }
 
 /// Decodes whole batches, keeping records from `out.next_offset` below `end` that match the
-/// filter, until `query.limit` are kept.
+/// filter, until `keep` are kept or the budget of inflated bytes is spent.
 fn decode_into(
     mut batches: Bytes,
     partition: i32,
-    query: &Query,
+    (query, keep): (&Query, usize),
     end: i64,
+    inflate_budget: &mut usize,
     out: &mut PartitionRead,
 ) -> Result<(), ApiError> {
-    while batches.len() >= 12 && out.records.len() < query.limit {
+    while batches.len() >= 12 && out.records.len() < keep && *inflate_budget > 0 {
         let batch_length = (&batches[8..12]).get_i32();
         if batch_length < 0 || batches.len() < 12 + batch_length as usize {
             break; // a partial batch at the end of the read
@@ -316,6 +327,16 @@ fn decode_into(
                 Some(&format!("cannot decode the batch at offset {base_offset} of partition {partition}: {error}")),
             )
         })?;
+        let inflated: usize = set
+            .records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
+                    + r.headers.iter().map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len())).sum::<usize>()
+            })
+            .sum();
+        *inflate_budget = inflate_budget.saturating_sub(inflated);
         let mut stopped_early = false;
         for record in &set.records {
             if record.offset < out.next_offset {
@@ -324,7 +345,7 @@ fn decode_into(
             if record.offset >= end {
                 break;
             }
-            if out.records.len() >= query.limit {
+            if out.records.len() >= keep {
                 stopped_early = true;
                 break;
             }

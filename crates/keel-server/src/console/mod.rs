@@ -47,8 +47,11 @@ impl Console {
             Some(broker) if broker.is_ready() => Ok(broker.clone()),
             _ => Err(ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                error: "STARTING".into(),
-                message: "The broker is still starting (recovering its logs). Try again in a few seconds.".into(),
+                error: "NOT_READY".into(),
+                message:
+                    "The broker is not ready: it is starting (recovering its logs) or stopping. Try again in a few \
+                          seconds."
+                        .into(),
             }),
         }
     }
