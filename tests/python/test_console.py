@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, ResourceType
 
-from keel_helpers import admin, wait_for_topic
+from keel_helpers import admin, create_topic, wait_for_topic
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -160,6 +160,8 @@ def test_console_end_to_end(broker, page, topic_name):
         page.locator(f"tr[data-partition='{topic}-0'] td.lag").get_by_text(str(PER_PARTITION - 4)).wait_for()
         assert page.locator(f"tr[data-partition='{topic}-1'] td.lag").inner_text().strip() == "0"
         assert page.locator("#total-lag").inner_text().strip() == str(PER_PARTITION - 4)
+        # The live member and the partitions assigned to it (decoded from the classic protocol).
+        page.locator("#members-table").get_by_text(f"{topic}: 0, 1").wait_for()
         # The lag chart fills from the sampler (every 5 s); the page refreshes on its own.
         page.locator("svg#lag-chart").wait_for(timeout=30_000)
     finally:
@@ -191,3 +193,32 @@ def test_console_end_to_end(broker, page, topic_name):
         assert time.monotonic() < deadline, f"{topic} still listed 30 s after the delete"
         time.sleep(0.2)
     page.get_by_text("No topics yet").wait_for()
+
+
+def test_console_shows_a_kip848_group(broker, page, topic_name):
+    """A group on the consumer protocol of KIP-848: ConsumerGroupDescribe's members and their
+    assignments, and the lag of what it committed."""
+    topic = topic_name[-60:].lstrip("-_")
+    group = f"kip848-{topic[-8:]}"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    produce(broker.bootstrap, topic)
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap, "group.id": group, "group.protocol": "consumer",
+        "enable.auto.commit": False, "auto.offset.reset": "earliest",
+    })
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(c.assignment()) < PARTITIONS:
+            assert time.monotonic() < deadline, f"not assigned both partitions in 60 s: {c.assignment()}"
+            c.poll(0.2)
+        c.commit(offsets=[TopicPartition(topic, 0, 1), TopicPartition(topic, 1, 2)], asynchronous=False)
+        page.goto(f"{broker.http}/#/groups")
+        row = page.locator(f"tr[data-group='{group}']")
+        row.get_by_text("Consumer", exact=True).wait_for()
+        row.locator("a").click()
+        page.locator("#members-table").get_by_text(f"{topic}: 0, 1").wait_for()
+        lag = 2 * PER_PARTITION - 3
+        page.locator("#total-lag").get_by_text(str(lag), exact=True).wait_for()
+    finally:
+        c.close()

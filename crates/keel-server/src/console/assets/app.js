@@ -534,7 +534,7 @@ async function groupPage(id) {
         ${lineChart(series, { width: 980, id: "lag-chart", empty: `The chart fills in as lag is sampled (every ${g.sample_every_ms / 1000} s, last 10 minutes).` })}
         <h2>Members</h2>
         ${g.members.length === 0 ? `<div class="empty"><b>No active members</b>No consumer of this group is running now. Its committed offsets are kept.</div>` :
-        `<table><thead><tr><th>Client id</th><th>Host</th><th>Member id</th><th>Assigned partitions</th></tr></thead><tbody>
+        `<table id="members-table"><thead><tr><th>Client id</th><th>Host</th><th>Member id</th><th>Assigned partitions</th></tr></thead><tbody>
         ${g.members.map((m) => `<tr><td>${esc(m.client_id)}</td><td class="mono">${esc(m.host)}</td><td class="mono small">${esc(m.member_id)}</td>
           <td>${esc(m.assignment.map((a) => `${a.topic}: ${a.partitions.join(", ")}`).join("; ") || "–")}</td></tr>`).join("")}
         </tbody></table>`}`;
