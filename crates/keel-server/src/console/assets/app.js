@@ -409,7 +409,8 @@ function prettyValue(v) {
 function messagesTab(topic) {
   const box = document.getElementById("tab");
   box.innerHTML = `<p class="lead">Browse the records stored in this topic, as a consumer would read them. Start from the newest
-    records, the oldest, an offset or a point in time, and filter by text found in keys, values or headers.</p>
+    records (shown newest first), the oldest, an offset or a point in time, and filter by text found in keys,
+    values or headers.</p>
     <form class="toolbar" id="msg-form">
       <label>Partition<select id="msg-partition"><option value="">All</option>
         ${topic.partitions.map((p) => `<option value="${p.partition}">${p.partition}</option>`).join("")}</select></label>
@@ -461,7 +462,9 @@ function messagesTab(topic) {
         out.innerHTML = summary + `<div class="empty">${empty}</div>`;
         return;
       }
-      out.innerHTML = summary + `<div class="records">${r.records.map((m) => `<div class="record" data-offset="${m.offset}" data-partition="${m.partition}">
+      // Newest first when reading from the end; in offset order otherwise.
+      const shown = from.value === "end" ? [...r.records].reverse() : r.records;
+      out.innerHTML = summary + `<div class="records">${shown.map((m) => `<div class="record" data-offset="${m.offset}" data-partition="${m.partition}">
         <div class="meta"><span>partition <b>${m.partition}</b></span><span>offset <b>${m.offset}</b></span>
           <span title="${esc(m.timestamp_type)}">${esc(time(m.timestamp))}</span></div>
         <div class="field"><span>key</span><div class="rec-key">${prettyValue(m.key)}</div></div>
