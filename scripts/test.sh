@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command for Keel: ./scripts/test.sh [extra pytest args...]
 #
-# Installs what the tests need (kcat from apt, a Python venv in .venv), builds the
+# Installs what the tests need (kcat and chromium from apt, a Python venv in .venv), builds the
 # broker in release mode, runs the Rust tests and then the Python client tests
 # against target/release/keel. Idempotent; safe to re-run. Fails fast.
 set -euo pipefail
@@ -33,6 +33,27 @@ else
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y kcat
 fi
 kcat -V | grep -i '^Version'
+
+# ---------------------------------------------------------------- chromium
+# The web console's browser test drives Debian's Chromium headless (Playwright never downloads one).
+stage "chromium"
+if [ -x /usr/bin/chromium ]; then
+    echo "chromium present: /usr/bin/chromium"
+else
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        echo "error: chromium is not installed and this user cannot install it (not root, no passwordless sudo)." >&2
+        echo "       install it with: apt-get install -y chromium" >&2
+        exit 1
+    fi
+    echo "installing chromium with apt-get"
+    "${SUDO[@]}" apt-get update
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+/usr/bin/chromium --version
 
 # ---------------------------------------------------------------- python venv
 stage "python venv (.venv)"

@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod controller;
 pub mod error;
 pub mod groups;

@@ -46,7 +46,10 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         TcpListener::bind(options.http).await.with_context(|| format!("cannot listen for HTTP on {}", options.http))?;
     let http_addr = http_listener.local_addr()?;
     let http_state = crate::http::HttpState { ready: ready_rx, broker: broker_rx, started };
-    let http = tokio::spawn(crate::http::serve(http_listener, crate::http::router(http_state)));
+    // The web console: its API answers 503 until the broker is built.
+    let console = Arc::new(crate::console::Console::default());
+    let app = crate::http::router(http_state).merge(crate::console::router(console.clone()));
+    let http = tokio::spawn(crate::http::serve(http_listener, app));
 
     let logs = tokio::task::block_in_place(|| LogManager::open(&options.data_dir, LogConfig::default(), now_ms()))
         .with_context(|| format!("cannot open the logs in {}", options.data_dir.display()))?;
@@ -86,6 +89,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+    let sampler = console.attach(broker.clone(), stop_rx.clone());
     broker.set_ready(true);
     let _ = ready_tx.send(true);
     println!(
@@ -131,6 +135,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
+    let _ = sampler.await;
     // Transaction coordinators first: finishing a transaction may tell a group coordinator.
     broker.transactions.stop().await;
     broker.groups.stop().await;
