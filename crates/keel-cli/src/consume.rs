@@ -18,6 +18,7 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::{BrokerId, FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest};
 use kafka_protocol::records::TimestampType;
 use kafka_protocol::ResponseError;
+use keel_protocol::read_committed::AbortedFilter;
 use serde_json::json;
 
 use crate::client::{name, str_bytes, Client};
@@ -429,11 +430,10 @@ impl Consumer {
     /// `aborted` lists the aborted transactions of the fetched range as (producer id, first
     /// offset): a transactional batch of a producer whose aborted transaction has begun is
     /// skipped, until that producer's abort marker (Kafka's consumer does the same).
-    fn deliver(&mut self, partition: i32, mut records: Bytes, mut aborted: Vec<(i64, i64)>) -> Result<bool, CliError> {
+    fn deliver(&mut self, partition: i32, mut records: Bytes, aborted: Vec<(i64, i64)>) -> Result<bool, CliError> {
         let mut line = Vec::new();
         let mut delivered_any = false;
-        aborted.sort_by_key(|&(_, first_offset)| first_offset);
-        let mut aborting: std::collections::HashSet<i64> = std::collections::HashSet::new();
+        let mut aborted = AbortedFilter::new(aborted);
         while records.len() >= 12 {
             let batch_length = (&records[8..12]).get_i32();
             if batch_length < 0 || records.len() < 12 + batch_length as usize {
@@ -445,22 +445,7 @@ impl Consumer {
             // With LogAppendTime every record's timestamp is the batch's maxTimestamp, which the
             // decoder does not apply.
             let max_timestamp = if batch.len() >= 43 { (&batch[35..43]).get_i64() } else { -1 };
-            let attributes = if batch.len() >= 23 { (&batch[21..23]).get_i16() } else { 0 };
-            let producer_id = if batch.len() >= 51 { (&batch[43..51]).get_i64() } else { -1 };
-            let (transactional, control) = (attributes & 0x10 != 0, attributes & 0x20 != 0);
-            while let Some(&(id, first_offset)) = aborted.first() {
-                if first_offset > base_offset + last_offset_delta as i64 {
-                    break;
-                }
-                aborting.insert(id);
-                aborted.remove(0);
-            }
-            let skip = transactional && aborting.contains(&producer_id);
-            if control && aborting.contains(&producer_id) {
-                // The marker ends the producer's aborted transaction (a commit marker cannot
-                // follow an aborted start).
-                aborting.remove(&producer_id);
-            }
+            let skip = aborted.is_aborted(&batch);
             let set = keel_protocol::records::decode_batch(batch, BATCH_INFLATED_BYTES_MAX).map_err(|e| {
                 CliError::Protocol(format!(
                     "cannot decode a record batch of partition {partition} at offset {base_offset}: {e}"

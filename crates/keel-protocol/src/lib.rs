@@ -5,6 +5,7 @@ pub mod codec;
 pub mod errors;
 pub mod fetch_encoding;
 pub mod frame;
+pub mod read_committed;
 pub mod records;
 pub mod versions;
 

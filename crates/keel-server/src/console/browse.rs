@@ -18,6 +18,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, ResponseKind, TopicName};
 use kafka_protocol::records::TimestampType;
+use keel_protocol::read_committed::AbortedFilter;
 use serde_json::{json, Value};
 
 use super::{json, query_params, ApiError, Console};
@@ -245,13 +246,13 @@ async fn read_partition(
 ) -> Result<PartitionRead, ApiError> {
     let mut out = PartitionRead { records: Vec::new(), next_offset: start, scanned: 0 };
     while out.next_offset < end && out.records.len() < keep && *scan_budget > 0 {
-        let bytes = fetch(broker, topic, partition, out.next_offset).await?;
+        let (bytes, mut aborted) = fetch(broker, topic, partition, out.next_offset).await?;
         if bytes.is_empty() {
             break;
         }
         *scan_budget = scan_budget.saturating_sub(bytes.len());
         let before = out.next_offset;
-        decode_into(bytes, partition, (query, keep), end, scan_budget, &mut out)?;
+        decode_into(bytes, partition, (query, keep), end, scan_budget, &mut aborted, &mut out)?;
         if out.next_offset <= before {
             break; // nothing past `before` in what was read: do not spin
         }
@@ -259,8 +260,14 @@ async fn read_partition(
     Ok(out)
 }
 
-/// One Fetch of `partition` from `offset` through the Kafka handler; the batches' bytes.
-async fn fetch(broker: &Arc<Broker>, topic: &str, partition: i32, offset: i64) -> Result<Bytes, ApiError> {
+/// One read_committed Fetch of `partition` from `offset` through the Kafka handler: the
+/// batches' bytes, and the filter of the aborted transactions among them.
+async fn fetch(
+    broker: &Arc<Broker>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(Bytes, AbortedFilter), ApiError> {
     let mut wanted = FetchPartition::default();
     wanted.partition = partition;
     wanted.fetch_offset = offset;
@@ -276,6 +283,9 @@ async fn fetch(broker: &Arc<Broker>, topic: &str, partition: i32, offset: i64) -
     request.min_bytes = 0;
     request.max_bytes = FETCH_BYTES;
     request.session_epoch = -1;
+    // What a read_committed consumer sees: up to the last stable offset, aborted
+    // transactions' records dropped (below, with the response's aborted transactions).
+    request.isolation_level = 1;
     request.topics.push(fetch_topic);
     let output = match handlers::fetch::handle(broker, request, 12).await {
         Reply::Ready(Some(KafkaResponse::Fetch(output))) => output,
@@ -292,13 +302,19 @@ async fn fetch(broker: &Arc<Broker>, topic: &str, partition: i32, offset: i64) -
     if let Some(error) = data.map(|d| d.error_code).filter(|code| *code != 0) {
         return Err(ApiError::kafka(error, None));
     }
+    let aborted = AbortedFilter::new(
+        data.and_then(|d| d.aborted_transactions.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|a| (a.producer_id.0, a.first_offset)),
+    );
     let Some(Some(slice)) = output.slices.into_iter().next() else {
-        return Ok(data.and_then(|d| d.records.clone()).unwrap_or_default());
+        return Ok((data.and_then(|d| d.records.clone()).unwrap_or_default(), aborted));
     };
     let mut buffer = Vec::with_capacity(slice.len);
     tokio::task::block_in_place(|| slice.read_into(&mut buffer))
         .map_err(|error| ApiError::kafka(-1, Some(&format!("cannot read the partition's log: {error}"))))?;
-    Ok(Bytes::from(buffer))
+    Ok((Bytes::from(buffer), aborted))
 }
 
 /// Decodes whole batches, keeping records from `out.next_offset` below `end` that match the
@@ -309,6 +325,7 @@ fn decode_into(
     (query, keep): (&Query, usize),
     end: i64,
     inflate_budget: &mut usize,
+    aborted: &mut AbortedFilter,
     out: &mut PartitionRead,
 ) -> Result<(), ApiError> {
     while batches.len() >= 12 && out.records.len() < keep && *inflate_budget > 0 {
@@ -321,6 +338,13 @@ fn decode_into(
         let last_offset = base_offset + if batch.len() >= 27 { i64::from((&batch[23..27]).get_i32()) } else { 0 };
         // With LogAppendTime every record's timestamp is the batch's maxTimestamp.
         let max_timestamp = if batch.len() >= 43 { (&batch[35..43]).get_i64() } else { -1 };
+        if aborted.is_aborted(&batch) {
+            // An aborted transaction's records: a read_committed consumer never sees them.
+            if last_offset < end {
+                out.next_offset = out.next_offset.max(last_offset + 1);
+            }
+            continue;
+        }
         let set = keel_protocol::records::decode_batch(batch, INFLATED_BATCH_BYTES_MAX).map_err(|error| {
             ApiError::kafka(
                 kafka_protocol::error::ResponseError::CorruptMessage.code(),
