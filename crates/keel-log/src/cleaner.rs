@@ -251,13 +251,10 @@ pub fn cleanable_range(
     let mut lag_exceeded = false;
     for (i, segment) in segments.iter().enumerate() {
         let upper_offset = segments.get(i + 1).map_or(segment.next_offset, |n| n.base_offset);
-        if upper_offset <= log_start_offset.max(segment.base_offset) && segment.size_bytes == 0 {
-            continue;
-        }
         // Only whole segments are cleaned: one holding the uncleanable offset stays dirty.
         if upper_offset <= first_dirty_offset {
             clean_bytes += segment.size_bytes;
-        } else if segment.base_offset >= first_dirty_offset && upper_offset <= first_uncleanable_offset {
+        } else if segment.base_offset < first_uncleanable_offset && upper_offset <= first_uncleanable_offset {
             dirty_bytes += segment.size_bytes;
             if policy.max_compaction_lag_ms < i64::MAX
                 && segment.first_timestamp_ms >= 0
@@ -306,6 +303,8 @@ pub struct RecordRef<'a> {
     pub offset: i64,
     /// `None` for a null key.
     pub key: Option<&'a [u8]>,
+    /// `None` for a null value (a tombstone).
+    pub value: Option<&'a [u8]>,
     /// The value is null: a tombstone.
     pub tombstone: bool,
     /// The whole record, length prefix included, to copy as it is.
@@ -352,12 +351,9 @@ pub fn parse_records(section: &[u8], base_offset: i64, records_count: i32) -> Op
             Some(key)
         };
         let value_length = varint(&mut body)?;
-        records.push(RecordRef {
-            offset: base_offset.checked_add(offset_delta)?,
-            key,
-            tombstone: value_length < 0,
-            bytes,
-        });
+        let value = if value_length < 0 { None } else { Some(body.get(..usize::try_from(value_length).ok()?)?) };
+        let offset = base_offset.checked_add(offset_delta)?;
+        records.push(RecordRef { offset, key, value, tombstone: value.is_none(), bytes });
     }
     rest.is_empty().then_some(records)
 }
@@ -365,11 +361,9 @@ pub fn parse_records(section: &[u8], base_offset: i64, records_count: i32) -> Op
 /// Kafka's `shouldRetainRecord` for a data record: it stays unless a later offset of its key
 /// is in the map, or it is a tombstone whose delete horizon has passed (`retain_deletes`
 /// false). A keyless record on a compacted log goes (the produce path refuses them).
+/// A pass maps whole segments and cleans none past them, so every keyed record it meets at or
+/// above the first dirty offset is in the map.
 pub fn retain_record(map: &OffsetMap, record: &RecordRef<'_>, retain_deletes: bool) -> bool {
-    if record.offset > map.latest_offset() {
-        // Past the mapped range: nothing newer is known.
-        return true;
-    }
     let Some(key) = record.key else {
         return false;
     };
@@ -614,6 +608,14 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_holding_the_log_start_is_dirty() {
+        // DeleteRecords moved the log start into the first segment.
+        let segs = [segment(0, 10, 100, 0), segment(10, 20, 100, 0), segment(20, 20, 0, 0)];
+        let r = cleanable_range(&segs, 5, None, 20, 20, &compact(), 0);
+        assert_eq!((r.first_dirty_offset, r.clean_bytes, r.dirty_bytes), (5, 0, 200));
+    }
+
+    #[test]
     fn a_checkpoint_outside_the_log_restarts_from_the_log_start() {
         let segs = [segment(10, 20, 100, 0), segment(20, 20, 0, 0)];
         assert_eq!(cleanable_range(&segs, 10, Some(5), 20, 20, &compact(), 0).first_dirty_offset, 10);
@@ -652,14 +654,23 @@ mod tests {
         map.reset(10);
         map.put(key_hash(b"a"), 5);
         map.put(key_hash(b"b"), 6);
-        let rec = |offset, key: Option<&'static [u8]>, tombstone| RecordRef { offset, key, tombstone, bytes: &[] };
+        let rec = |offset, key: Option<&'static [u8]>, tombstone: bool| RecordRef {
+            offset,
+            key,
+            value: (!tombstone).then_some(&b"v"[..]),
+            tombstone,
+            bytes: &[],
+        };
         assert!(!retain_record(&map, &rec(1, Some(b"a"), false), true), "a later a at 5");
         assert!(retain_record(&map, &rec(5, Some(b"a"), false), true));
         assert!(retain_record(&map, &rec(3, Some(b"c"), false), true), "no later c");
         assert!(retain_record(&map, &rec(6, Some(b"b"), true), true), "tombstone within the horizon");
         assert!(!retain_record(&map, &rec(6, Some(b"b"), true), false), "tombstone past the horizon");
         assert!(!retain_record(&map, &rec(2, None, false), true), "keyless");
-        assert!(retain_record(&map, &rec(9, Some(b"a"), true), false), "past the mapped range");
+        let mut empty = OffsetMap::new(1 << 20);
+        empty.reset(0);
+        assert!(!retain_record(&empty, &rec(6, Some(b"b"), true), false), "a cleaned tombstone past the horizon");
+        assert!(retain_record(&empty, &rec(6, Some(b"b"), false), false));
     }
 
     fn header(base: i64, last_delta: i32, pid: i64, transactional: bool, control: bool) -> BatchHeader {

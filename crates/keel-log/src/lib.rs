@@ -20,7 +20,7 @@ mod txn_index;
 pub use batch::{validate_batches, BatchError, BatchHeader, BatchSummary};
 pub use cleaner::{CompactionPolicy, OffsetMap, RecordsCodec};
 pub use error::LogError;
-pub use log::{AppendInfo, Log, LogConfig, ReadSlice, RecoveryReport};
+pub use log::{AppendInfo, CleanReport, Log, LogConfig, ReadSlice, RecoveryReport};
 pub use manager::{LogManager, ManagerRecoveryReport, PartitionRecovery};
 pub use retention::{DeletionReason, RetentionPolicy};
 

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{format_checkpoint, parse_partition_offsets, read_checkpoint, sync_dir, write_atomic};
+use crate::cleaner::{OffsetMap, RecordsCodec};
 use crate::error::{IoContext, LogError};
-use crate::log::{Log, LogConfig, RecoveryReport};
+use crate::log::{CleanReport, Log, LogConfig, RecoveryReport};
 
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// Kafka's `cleaner-offset-checkpoint`: per compacted log, the first offset not yet cleaned.
+pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = ".keel-clean-shutdown";
 const DELETE_SUFFIX: &str = "-delete";
 
@@ -84,6 +87,10 @@ impl LogManager {
             report.errors.push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
             BTreeMap::new()
         });
+        let cleaner_offsets = read_offsets(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+            report.errors.push((CLEANER_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
+            BTreeMap::new()
+        });
         let mut logs = BTreeMap::new();
         for entry in fs::read_dir(data_dir).ctx(data_dir)? {
             let entry = entry.ctx(data_dir)?;
@@ -109,6 +116,7 @@ impl LogManager {
                 if clean_shutdown { i64::MAX } else { recovery_points.get(&key).copied().unwrap_or(0) };
             let log_start_offset = log_starts.get(&key).copied().unwrap_or(0);
             let log = Log::open(&path, "", default_config, recovery_point, log_start_offset, now_ms)?;
+            log.set_cleaner_checkpoint(cleaner_offsets.get(&key).copied());
             report.partitions.push(PartitionRecovery {
                 topic: key.0.clone(),
                 partition: key.1,
@@ -228,8 +236,54 @@ impl LogManager {
             .iter()
             .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.log_start_offset()))
             .collect();
+        let cleaned: Vec<String> = logs
+            .iter()
+            .filter_map(|((topic, partition), log)| {
+                log.cleaner_checkpoint().map(|offset| format!("{topic} {partition} {offset}"))
+            })
+            .collect();
         write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
-        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())
+        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())?;
+        write_atomic(&self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE), format_checkpoint(&cleaned).as_bytes())
+    }
+
+    /// One cleaning pass over the compacted log that needs it most (Kafka's
+    /// `grabFilthiestCompactedLog`), skipping logs another cleaner thread holds. Returns the
+    /// log and what the pass did, `Ok(None)` when no log needs cleaning. A pass that fails
+    /// marks its log uncleanable until restart and returns the error with the log's name.
+    #[allow(clippy::type_complexity)]
+    pub fn clean_dirtiest(
+        &self,
+        map: &mut OffsetMap,
+        codec: Option<&dyn RecordsCodec>,
+        now_ms: i64,
+    ) -> Result<Option<((String, i32), CleanReport)>, ((String, i32), LogError)> {
+        let mut best: Option<(f64, (String, i32), Arc<Log>)> = None;
+        for (key, log) in self.all() {
+            if log.is_uncleanable() {
+                continue;
+            }
+            match log.cleaning_priority(now_ms) {
+                Ok(Some(priority)) if best.as_ref().is_none_or(|(p, _, _)| priority > *p) => {
+                    best = Some((priority, key, log));
+                }
+                Ok(_) => {}
+                Err(e) => return Err((key, e)),
+            }
+        }
+        let Some((_, key, log)) = best else {
+            return Ok(None);
+        };
+        if !log.begin_cleaning() {
+            return Ok(None);
+        }
+        let result = log.clean(map, codec, now_ms);
+        log.end_cleaning(result.is_err());
+        match result {
+            Ok(Some(report)) => Ok(Some((key, report))),
+            Ok(None) => Ok(None),
+            Err(e) => Err((key, e)),
+        }
     }
 
     /// Flushes every log, checkpoints, then writes the clean-shutdown marker (last, so that its
