@@ -236,14 +236,19 @@ impl LogManager {
             .iter()
             .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.log_start_offset()))
             .collect();
+        write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
+        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())?;
+        self.write_cleaner_checkpoint(&logs)
+    }
+
+    /// Writes `cleaner-offset-checkpoint`; the caller holds `checkpoint_lock`.
+    fn write_cleaner_checkpoint(&self, logs: &[((String, i32), Arc<Log>)]) -> Result<(), LogError> {
         let cleaned: Vec<String> = logs
             .iter()
             .filter_map(|((topic, partition), log)| {
                 log.cleaner_checkpoint().map(|offset| format!("{topic} {partition} {offset}"))
             })
             .collect();
-        write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
-        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())?;
         write_atomic(&self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE), format_checkpoint(&cleaned).as_bytes())
     }
 
@@ -280,7 +285,12 @@ impl LogManager {
         let result = log.clean(map, codec, now_ms);
         log.end_cleaning(result.is_err());
         match result {
-            Ok(Some(report)) => Ok(Some((key, report))),
+            Ok(Some(report)) => {
+                // Kafka updates the checkpoint after every pass.
+                let _guard = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
+                self.write_cleaner_checkpoint(&self.all()).map_err(|e| (key.clone(), e))?;
+                Ok(Some((key, report)))
+            }
             Ok(None) => Ok(None),
             Err(e) => Err((key, e)),
         }

@@ -85,6 +85,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+    let cleaners =
+        crate::cleaner::Cleaners::start(crate::cleaner::CleanerConfig::from_statics(&broker.statics), &broker)
+            .context("cannot start the log cleaner")?;
     broker.set_ready(true);
     let _ = ready_tx.send(true);
     println!(
@@ -130,6 +133,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
+    // The cleaners finish their pass before the logs close.
+    tokio::task::block_in_place(|| cleaners.stop());
     // Transaction coordinators first: finishing a transaction may tell a group coordinator.
     broker.transactions.stop().await;
     broker.groups.stop().await;

@@ -1,0 +1,219 @@
+"""Log compaction (`cleanup.policy=compact`) against a real broker: the cleaner keeps the latest
+record of each key at the offset it was produced at, removes tombstones after
+`delete.retention.ms`, never disturbs a consumer reading meanwhile, and removes the records of
+aborted transactions while committed ones stay.
+
+The broker's cleaner sleeps 200 ms between idle checks (`log.cleaner.backoff.ms`); topics use
+small segments, a dirty ratio of 0.01 and a short `segment.ms`, so that a few seconds of writes
+make many cleanable segments. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from confluent_kafka import KafkaError, Producer, TopicPartition
+
+from keel_helpers import consume_partitions, consumer, create_topic
+
+T = 30
+BROKER_SETS = {"log.cleaner.backoff.ms": "200", "log.cleaner.dedupe.buffer.size": str(16 << 20)}
+KEYS = 1_000
+UPDATES = 100_000
+SEGMENT_MS = 1_000
+DELETE_RETENTION_MS = 3_000
+
+
+def compacted_topic(broker, name: str, **extra) -> None:
+    config = {
+        "cleanup.policy": "compact",
+        "segment.bytes": "65536",
+        "segment.ms": str(SEGMENT_MS),
+        "min.cleanable.dirty.ratio": "0.01",
+        "delete.retention.ms": str(DELETE_RETENTION_MS),
+        "file.delete.delay.ms": "1000",
+    }
+    config.update(extra)
+    create_topic(broker.bootstrap, name, 1, config=config)
+
+
+def wait_until(what: str, check, timeout: float, interval: float = 0.5, detail=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} {detail()}")
+        time.sleep(interval)
+
+
+def read_all(bootstrap: str, topic: str, **extra) -> dict[int, tuple[bytes, bytes | None]]:
+    """offset → (key, value) of every record a fresh consumer reads from the start."""
+    return {m.offset(): (m.key(), m.value()) for m in consume_partitions(bootstrap, topic, [0], timeout=60, **extra)}
+
+
+def produce(p: Producer, topic: str, records, produced: dict) -> None:
+    """Produces (key, value) pairs; `produced` gets offset → (key, value) from the delivery reports."""
+    errors = []
+
+    def delivered(err, m):
+        if err is not None:
+            errors.append(err)
+        else:
+            produced[m.offset()] = (m.key(), m.value())
+
+    for key, value in records:
+        while True:
+            try:
+                p.produce(topic, key=key, value=value, partition=0, on_delivery=delivered)
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    assert p.flush(T) == 0
+    assert errors == []
+
+
+def latest_per_key(produced: dict) -> dict[int, tuple[bytes, bytes | None]]:
+    latest = {}
+    for offset in sorted(produced):
+        latest[produced[offset][0]] = offset
+    return {offset: produced[offset] for offset in latest.values()}
+
+
+def test_a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset(broker_factory, topic_name):
+    broker = broker_factory(BROKER_SETS)
+    compacted_topic(broker, topic_name)
+    produced: dict[int, tuple[bytes, bytes | None]] = {}
+    rng = random.Random(7)
+
+    # A consumer reads from the start while the updates go in and the cleaner runs: every
+    # record it sees is one that was produced at that offset, in increasing offsets.
+    seen: list[tuple[int, bytes, bytes | None]] = []
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def consume():
+        c = consumer(broker.bootstrap, **{"enable.partition.eof": False})
+        try:
+            c.assign([TopicPartition(topic_name, 0, 0)])
+            while not stop.is_set():
+                for m in c.consume(num_messages=5000, timeout=0.2):
+                    if m.error() is None:
+                        seen.append((m.offset(), m.key(), m.value()))
+                    elif m.error().code() != KafkaError._PARTITION_EOF and m.topic() is not None:
+                        failures.append(str(m.error()))
+        finally:
+            c.close()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                  "batch.size": 16384, "acks": "all"})
+    try:
+        for chunk in range(10):
+            records = []
+            for i in range(chunk * (UPDATES // 10), (chunk + 1) * (UPDATES // 10)):
+                key = f"key-{rng.randrange(KEYS):04}".encode()
+                # About one update in 50 deletes its key.
+                value = None if rng.random() < 0.02 else f"value-{i}".encode()
+                records.append((key, value))
+            produce(p, topic_name, records, produced)
+        # After segment.ms the next append rolls: the records above are all in cleanable
+        # segments, and the active one (never cleaned) holds only this record, of a key of its
+        # own so that no update above waits behind it.
+        time.sleep(SEGMENT_MS / 1000 + 0.5)
+        produce(p, topic_name, [(b"the-active-segment", b"last")], produced)
+    finally:
+        time.sleep(1)
+        stop.set()
+        reader.join(T)
+    assert len(produced) == UPDATES + 1
+    assert failures == []
+    offsets = [offset for offset, _, _ in seen]
+    assert offsets == sorted(set(offsets)), "the running consumer saw offsets out of order or twice"
+    for offset, key, value in seen:
+        assert produced[offset] == (key, value), f"the running consumer read a record never produced at {offset}"
+
+    latest = latest_per_key(produced)
+    assert len(latest) == KEYS + 1
+    live = {o: kv for o, kv in latest.items() if kv[1] is not None}
+
+    last = {}
+
+    def compacted():
+        records = read_all(broker.bootstrap, topic_name)
+        last["missing"] = sorted(set(live) - set(records))[:10]
+        last["extra"] = sorted(set(records) - set(latest))[:10]
+        # Tombstones may already be gone if delete.retention.ms passed.
+        return records if set(live) <= set(records) <= set(latest) else None
+
+    records = wait_until("the cleaner to keep only the latest record per key", compacted, timeout=30,
+                         detail=lambda: f"{last}")
+    for offset, (key, value) in records.items():
+        assert latest[offset] == (key, value), f"offset {offset} holds another record than was produced there"
+    # The log end did not move: offsets were never renumbered.
+    c = consumer(broker.bootstrap)
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic_name, 0), timeout=T, cached=False)
+    finally:
+        c.close()
+    assert high == UPDATES + 1
+    # After delete.retention.ms the tombstones go too.
+    records = wait_until(
+        "the tombstones to be removed",
+        lambda: (r := read_all(broker.bootstrap, topic_name)) == live and r,
+        timeout=DELETE_RETENTION_MS / 1000 + 60,
+    )
+    assert len(records) == len(live) < KEYS + 1
+    # The first dirty offset is checkpointed for the next start.
+    checkpoint = (broker.data_dir / "cleaner-offset-checkpoint").read_text()
+    assert any(line.startswith(f"{topic_name} 0 ") for line in checkpoint.splitlines()), checkpoint
+
+    # After a kill -9 the broker reads the same compacted log (replaced segment files still
+    # waiting for file.delete.delay.ms are removed at open).
+    broker.kill9()
+    broker.restart()
+    assert read_all(broker.bootstrap, topic_name) == live
+
+
+def test_compaction_removes_aborted_transactions_and_keeps_committed_ones(broker_factory, topic_name):
+    broker = broker_factory(BROKER_SETS)
+    compacted_topic(broker, topic_name)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": f"{topic_name}-txn", "linger.ms": 5})
+    p.init_transactions(T)
+    committed = {f"c-{i}".encode(): f"committed-{i}".encode() for i in range(50)}
+    aborted = {f"a-{i}".encode(): f"aborted-{i}".encode() for i in range(50)}
+    p.begin_transaction()
+    for key, value in committed.items():
+        p.produce(topic_name, key=key, value=value, partition=0)
+    p.commit_transaction(T)
+    p.begin_transaction()
+    for key, value in aborted.items():
+        p.produce(topic_name, key=key, value=value, partition=0)
+    # The aborted transaction also overwrote a committed key: the committed value must stay.
+    p.produce(topic_name, key=b"c-0", value=b"aborted overwrite", partition=0)
+    p.flush(T)
+    p.abort_transaction(T)
+    # Roll, so that both transactions are in cleanable segments.
+    time.sleep(SEGMENT_MS / 1000 + 0.5)
+    p.begin_transaction()
+    p.produce(topic_name, key=b"last", value=b"last", partition=0)
+    p.commit_transaction(T)
+
+    def values(isolation: str) -> dict[bytes, bytes]:
+        return {k: v for k, v in read_all(broker.bootstrap, topic_name, **{"isolation.level": isolation}).values()}
+
+    expected = {**committed, b"last": b"last"}
+    assert values("read_committed") == expected
+    # Once cleaned, the aborted records are gone from the log itself: a read_uncommitted
+    # consumer no longer sees them either.
+    wait_until(
+        "the aborted records to be removed from the log",
+        lambda: values("read_uncommitted") == expected,
+        timeout=60,
+    )
+    assert values("read_committed") == expected
