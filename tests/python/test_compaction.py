@@ -217,3 +217,64 @@ def test_compaction_removes_aborted_transactions_and_keeps_committed_ones(broker
         timeout=60,
     )
     assert values("read_committed") == expected
+
+
+def test_group_offsets_replay_from_a_compacted_consumer_offsets_partition(broker_factory, topic_name):
+    """`__consumer_offsets` is compacted like any topic; after the cleaner has run (and a
+    kill -9), the group coordinator's replay gives each group its last committed offsets, and a
+    deleted group (tombstones) stays deleted."""
+    from confluent_kafka import Consumer
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from keel_helpers import admin
+
+    broker = broker_factory({**BROKER_SETS, "offsets.topic.num.partitions": "1"})
+    create_topic(broker.bootstrap, topic_name, 1)
+    kept, doomed = f"{topic_name}-kept", f"{topic_name}-doomed"
+
+    def commit(group: str, offset: int) -> None:
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False})
+        try:
+            c.commit(offsets=[TopicPartition(topic_name, 0, offset)], asynchronous=False)
+        finally:
+            c.close()
+
+    commit(kept, 1)
+    a = admin(broker.bootstrap)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets", incremental_configs=[
+        ConfigEntry("segment.ms", str(SEGMENT_MS), incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("min.cleanable.dirty.ratio", "0.01", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("delete.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+    ])
+    a.incremental_alter_configs([resource])[resource].result(timeout=T)
+    for offset in range(2, 60):
+        commit(kept, offset)
+        commit(doomed, offset)
+    a.delete_consumer_groups([doomed], request_timeout=10)[doomed].result(timeout=15)
+    # Roll, then wait for the cleaner to pass the commits, and for the tombstones' horizon.
+    time.sleep(SEGMENT_MS / 1000 + 0.5)
+    commit(kept, 60)
+    checkpoint_file = broker.data_dir / "cleaner-offset-checkpoint"
+
+    def cleaned_to() -> int:
+        text = checkpoint_file.read_text() if checkpoint_file.exists() else ""
+        return max([int(line.split()[2]) for line in text.splitlines() if line.startswith("__consumer_offsets 0 ")],
+                   default=0)
+
+    wait_until("the cleaner to compact __consumer_offsets", lambda: cleaned_to() > 100, timeout=60)
+    # Past delete.retention.ms a pass may remove the deleted group's tombstones too.
+    time.sleep(1.5)
+
+    broker.kill9()
+    broker.restart()
+    a = admin(broker.bootstrap)
+
+    def committed(group: str) -> dict[int, int]:
+        [future] = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=10).values()
+        return {tp.partition: tp.offset for tp in future.result(timeout=15).topic_partitions if tp.offset >= 0}
+
+    assert committed(kept) == {0: 60}
+    assert committed(doomed) == {}
+    listed = {g.group_id for g in a.list_consumer_groups(request_timeout=10).result(timeout=15).valid}
+    assert kept in listed and doomed not in listed
