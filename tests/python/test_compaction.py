@@ -278,3 +278,59 @@ def test_group_offsets_replay_from_a_compacted_consumer_offsets_partition(broker
     assert committed(doomed) == {}
     listed = {g.group_id for g in a.list_consumer_groups(request_timeout=10).result(timeout=15).valid}
     assert kept in listed and doomed not in listed
+
+
+def test_transaction_state_replays_from_a_compacted_partition(broker_factory, topic_name):
+    """`__transaction_state` is compacted too: after the cleaner has kept only each
+    transactional id's latest record (and a kill -9), the coordinator still knows the id: a new
+    producer with it fences the old one, and its transactions commit."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+    from keel_helpers import admin
+
+    broker = broker_factory({**BROKER_SETS, "transaction.state.log.num.partitions": "1"})
+    create_topic(broker.bootstrap, topic_name, 1)
+    txn_id = f"{topic_name}-txn"
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id, "linger.ms": 0})
+    p.init_transactions(T)
+    a = admin(broker.bootstrap)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, "__transaction_state", incremental_configs=[
+        ConfigEntry("segment.ms", str(SEGMENT_MS), incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("min.cleanable.dirty.ratio", "0.01", incremental_operation=AlterConfigOpType.SET),
+    ])
+    a.incremental_alter_configs([resource])[resource].result(timeout=T)
+    for i in range(20):
+        p.begin_transaction()
+        p.produce(topic_name, key=b"k", value=str(i).encode(), partition=0)
+        p.commit_transaction(T)
+    # Roll the transaction log, then one more transaction, and wait for the cleaner.
+    time.sleep(SEGMENT_MS / 1000 + 0.5)
+    p.begin_transaction()
+    p.produce(topic_name, key=b"k", value=b"20", partition=0)
+    p.commit_transaction(T)
+    checkpoint_file = broker.data_dir / "cleaner-offset-checkpoint"
+
+    def cleaned() -> bool:
+        text = checkpoint_file.read_text() if checkpoint_file.exists() else ""
+        return any(line.startswith("__transaction_state 0 ") and int(line.split()[2]) > 0 for line in text.splitlines())
+
+    wait_until("the cleaner to compact __transaction_state", cleaned, timeout=60)
+    broker.kill9()
+    broker.restart()
+    # The old producer's epoch was replayed: a new producer bumps it and fences the old one.
+    fresh = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id, "linger.ms": 0})
+    fresh.init_transactions(T)
+    fresh.begin_transaction()
+    fresh.produce(topic_name, key=b"k", value=b"fresh", partition=0)
+    fresh.commit_transaction(T)
+    p.begin_transaction()
+    p.produce(topic_name, key=b"k", value=b"zombie", partition=0)
+    try:
+        p.commit_transaction(T)
+        fenced = False
+    except KafkaException as e:
+        fenced = e.args[0].fatal() or "fenced" in str(e).lower()
+    assert fenced, "the old producer was not fenced"
+    values = [v for _, v in read_all(broker.bootstrap, topic_name, **{"isolation.level": "read_committed"}).values()]
+    assert b"fresh" in values and b"zombie" not in values
