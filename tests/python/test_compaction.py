@@ -180,6 +180,31 @@ def test_a_compacted_topic_keeps_the_latest_value_of_each_key_at_its_offset(brok
     assert read_all(broker.bootstrap, topic_name) == live
 
 
+def test_compressed_batches_are_compacted_and_stay_compressed(broker_factory, topic_name):
+    broker = broker_factory(BROKER_SETS)
+    compacted_topic(broker, topic_name)
+    produced: dict[int, tuple[bytes, bytes | None]] = {}
+    rng = random.Random(11)
+    for codec in ["gzip", "snappy", "lz4", "zstd"]:
+        p = Producer({"bootstrap.servers": broker.bootstrap, "compression.type": codec, "linger.ms": 20,
+                      "batch.size": 65536, "acks": "all"})
+        produce(p, topic_name, [(f"key-{rng.randrange(100):03}".encode(), f"{codec}-{i}".encode() * 4)
+                                for i in range(5_000)], produced)
+    time.sleep(SEGMENT_MS / 1000 + 0.5)
+    produce(Producer({"bootstrap.servers": broker.bootstrap}), topic_name, [(b"the-active-segment", b"last")], produced)
+    latest = latest_per_key(produced)
+    wait_until("the cleaner to keep only the latest record per key",
+               lambda: read_all(broker.bootstrap, topic_name) == latest, timeout=60)
+    # The cleaned segments still hold compressed batches (attribute bits 0-2 are not zero).
+    data = b"".join(f.read_bytes() for f in sorted((broker.data_dir / f"{topic_name}-0").glob("*.log")))
+    position, codecs = 0, set()
+    while position + 61 <= len(data):
+        length = int.from_bytes(data[position + 8:position + 12], "big")
+        codecs.add(int.from_bytes(data[position + 21:position + 23], "big") & 0x07)
+        position += 12 + length
+    assert codecs & {1, 2, 3, 4}, codecs
+
+
 def test_compaction_removes_aborted_transactions_and_keeps_committed_ones(broker_factory, topic_name):
     broker = broker_factory(BROKER_SETS)
     compacted_topic(broker, topic_name)
