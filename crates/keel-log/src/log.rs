@@ -4,7 +4,9 @@
 //! Locking: `append_lock` serializes everything that writes (append, truncate, delete records,
 //! retention) and every change of the producer state; `producers` and `state` are held only
 //! briefly (never one inside the other), so a reader never waits for an append's write. Lock
-//! order: `append_lock` → `flush` → `state`, and `append_lock` → `producers`.
+//! order: `append_lock` → `flush` → `state`, and `append_lock` → `producers`. `cleaner` (the
+//! compaction bookkeeping) is never held with another lock. A cleaning pass reads and writes
+//! files without any of them and takes `append_lock` only to swap its segments in.
 
 use std::fs;
 use std::fs::File;

@@ -17,8 +17,10 @@ use keel_protocol::records::{batch_records, recompress_batch};
 
 use crate::config::StaticConfig;
 
-/// The largest records section the cleaner decompresses from one batch.
-const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+/// The largest records section the cleaner decompresses from one batch: what the produce path
+/// lets a batch inflate to (`INFLATED_BATCH_MAX_BYTES` in `handlers/produce/validate.rs`); a
+/// larger one is kept whole.
+const MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
 
 /// Kafka's codecs, from `keel-protocol`, for batches the cleaner must look inside.
 pub struct ProtocolCodec;
