@@ -151,3 +151,34 @@ fn run(logs: &LogManager, buffer_bytes: u64, backoff_ms: u64, stop: &AtomicBool)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleaner_configs_default_as_kafka_and_follow_the_static_config() {
+        let defaults = CleanerConfig::from_statics(&StaticConfig::default());
+        assert_eq!(
+            defaults,
+            CleanerConfig { enable: true, threads: 1, dedupe_buffer_bytes: 134_217_728, backoff_ms: 15_000 }
+        );
+        let mut statics = StaticConfig::default();
+        statics.set("log.cleaner.enable", "false").expect("valid");
+        statics.set("log.cleaner.threads", "2").expect("valid");
+        statics.set("log.cleaner.backoff.ms", "200").expect("valid");
+        let config = CleanerConfig::from_statics(&statics);
+        assert_eq!((config.enable, config.threads, config.backoff_ms), (false, 2, 200));
+    }
+
+    #[test]
+    fn the_codec_round_trips_a_compressed_batch() {
+        let plain = keel_log::builder::build_batch([(Some(&b"k"[..]), Some(&b"value"[..]))], 5).expect("batch");
+        let section = &plain[keel_log::batch::HEADER_BYTES..];
+        let compressed = ProtocolCodec.compress(&plain, Compression::Gzip).expect("compress");
+        assert_ne!(compressed, plain);
+        assert_eq!(compressed[22] & 0x07, 1, "the gzip codec bits");
+        assert_eq!(ProtocolCodec.decompress(&compressed).expect("decompress"), section);
+        assert_eq!(ProtocolCodec.compress(&plain, Compression::None).expect("none"), plain);
+    }
+}

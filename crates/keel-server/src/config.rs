@@ -499,6 +499,15 @@ mod tests {
         assert!(validate_value("retention.bytes", ConfigType::Long, "-5").is_ok());
         assert!(validate_value("file.delete.delay.ms", ConfigType::Long, "-1").is_err());
         assert!(validate_value("message.timestamp.after.max.ms", ConfigType::Long, "-1").is_err());
+        // ... and for compaction's.
+        assert!(validate_value("min.cleanable.dirty.ratio", ConfigType::Double, "0.01").is_ok());
+        assert!(validate_value("min.cleanable.dirty.ratio", ConfigType::Double, "1.5").is_err());
+        assert!(validate_value("log.cleaner.min.cleanable.ratio", ConfigType::Double, "-0.1").is_err());
+        assert!(validate_value("max.compaction.lag.ms", ConfigType::Long, "0").is_err());
+        assert!(validate_value("min.compaction.lag.ms", ConfigType::Long, "-1").is_err());
+        assert!(validate_value("delete.retention.ms", ConfigType::Long, "-1").is_err());
+        assert!(matches!(statics.set("log.cleaner.threads", "-1"), Err(ConfigError::Invalid { .. })));
+        statics.set("log.cleaner.backoff.ms", "200").expect("valid");
         assert!(matches!(statics.set("log.retention.check.interval.ms", "0"), Err(ConfigError::Invalid { .. })));
         statics.set("num.partitions", " 3 ").expect("valid");
         assert_eq!(statics.get("num.partitions"), Some("3"));
