@@ -186,8 +186,10 @@ impl Log {
         cleaner.uncleanable |= failed;
     }
 
-    pub fn is_uncleanable(&self) -> bool {
-        lock(&self.cleaner).uncleanable
+    /// Whether a cleaner thread may take the log now: not marked uncleanable, not being cleaned.
+    pub fn is_available_to_clean(&self) -> bool {
+        let cleaner = lock(&self.cleaner);
+        !cleaner.uncleanable && !cleaner.in_progress
     }
 
     fn segment_views(&self) -> Result<(Vec<SegmentView>, i64), LogError> {

@@ -265,7 +265,8 @@ impl LogManager {
     ) -> Result<Option<((String, i32), CleanReport)>, ((String, i32), LogError)> {
         let mut best: Option<(f64, (String, i32), Arc<Log>)> = None;
         for (key, log) in self.all() {
-            if log.is_uncleanable() {
+            // Logs another cleaner thread holds, or that failed a pass, are skipped.
+            if !log.is_available_to_clean() {
                 continue;
             }
             match log.cleaning_priority(now_ms) {
@@ -352,6 +353,42 @@ mod tests {
         assert_eq!(log.log_end_offset(), 3);
         assert_eq!(log.log_start_offset(), 1);
         assert_eq!(manager.all().len(), 1);
+    }
+
+    #[test]
+    fn the_dirtiest_compacted_log_is_cleaned_and_its_checkpoint_survives_a_reopen() {
+        use crate::builder::build_batch;
+        use crate::cleaner::{CompactionPolicy, OffsetMap};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let manager = LogManager::open(dir.path(), LogConfig::default(), now).expect("open");
+        let compacted = LogConfig {
+            segment_bytes: 300,
+            compaction: CompactionPolicy { compact: true, ..CompactionPolicy::default() },
+            ..LogConfig::default()
+        };
+        let plain = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+        for (topic, config) in [("profiles", compacted), ("orders", plain)] {
+            let log = manager.get_or_create(topic, 0, "id", config).expect("create");
+            for i in 0..30u8 {
+                let mut batch = build_batch([(Some(&b"key"[..]), Some(&[i; 20][..]))], now).expect("batch");
+                log.append(&mut batch, 0, now).expect("append");
+            }
+        }
+        let mut map = OffsetMap::new(1 << 20);
+        let ((topic, _), report) =
+            manager.clean_dirtiest(&mut map, None, now).expect("clean").expect("a log needs cleaning");
+        assert_eq!(topic, "profiles");
+        assert!(report.records_removed > 0);
+        // Nothing else: the other log is not compacted.
+        assert!(manager.clean_dirtiest(&mut map, None, now).expect("clean").is_none());
+        let text = fs::read_to_string(dir.path().join(CLEANER_OFFSET_CHECKPOINT_FILE)).expect("checkpoint");
+        assert_eq!(text, format!("0\n1\nprofiles 0 {}\n", report.end_offset));
+        manager.shutdown().expect("shutdown");
+        drop(manager);
+        let manager = LogManager::open(dir.path(), compacted, now).expect("reopen");
+        let log = manager.get("profiles", 0).expect("log");
+        assert_eq!(log.cleaner_checkpoint(), Some(report.end_offset));
     }
 
     #[test]
