@@ -166,6 +166,38 @@ pub struct BatchSummary {
 /// Checks one batch whose header starts `buf`; `position` is only for error messages. Returns the
 /// header; the batch is `header.size()` bytes.
 pub(crate) fn check_batch(buf: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    let header = check_batch_bytes(buf, position)?;
+    if header.last_offset_delta < 0
+        || header.records_count <= 0
+        || i64::from(header.last_offset_delta) + 1 != i64::from(header.records_count)
+    {
+        return Err(BatchError::InvalidRecord {
+            position,
+            reason: "recordsCount must be lastOffsetDelta + 1 and positive",
+        });
+    }
+    Ok(header)
+}
+
+/// Checks one batch read back from a segment. Compaction removes records from a batch but keeps
+/// its last offset delta (and may keep a batch with no records for its producer's state), so a
+/// stored batch holds from 0 to lastOffsetDelta + 1 records.
+pub(crate) fn check_stored_batch(buf: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
+    let header = check_batch_bytes(buf, position)?;
+    if header.last_offset_delta < 0
+        || header.records_count < 0
+        || i64::from(header.records_count) > i64::from(header.last_offset_delta) + 1
+    {
+        return Err(BatchError::InvalidRecord {
+            position,
+            reason: "recordsCount must be between 0 and lastOffsetDelta + 1",
+        });
+    }
+    Ok(header)
+}
+
+/// Length, magic and CRC of the batch at the start of `buf`.
+fn check_batch_bytes(buf: &[u8], position: usize) -> Result<BatchHeader, BatchError> {
     let corrupt = |reason| BatchError::Corrupt { position, reason };
     let header = BatchHeader::parse(buf).map_err(|_| corrupt("truncated batch header"))?;
     // batchLength counts from partitionLeaderEpoch on; anything shorter than the header lies.
@@ -181,15 +213,6 @@ pub(crate) fn check_batch(buf: &[u8], position: usize) -> Result<BatchHeader, Ba
     }
     if crc32c::crc32c(&buf[CRC_START..size_bytes]) != header.crc {
         return Err(corrupt("CRC-32C mismatch"));
-    }
-    if header.last_offset_delta < 0
-        || header.records_count <= 0
-        || i64::from(header.last_offset_delta) + 1 != i64::from(header.records_count)
-    {
-        return Err(BatchError::InvalidRecord {
-            position,
-            reason: "recordsCount must be lastOffsetDelta + 1 and positive",
-        });
     }
     Ok(header)
 }

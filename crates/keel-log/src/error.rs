@@ -35,6 +35,10 @@ pub enum LogError {
     /// further work until it is reopened (as Kafka does).
     #[error("log {} failed after an fsync error; restart the broker to recover it", path.display())]
     Failed { path: PathBuf },
+    /// The cleaner's offset map cannot hold one segment's offsets (Kafka's "not enough memory
+    /// to process one segment").
+    #[error("{} has {offsets} offsets but the cleaner's map holds {max_entries}; raise log.cleaner.dedupe.buffer.size or lower segment.bytes", path.display())]
+    CleanerBufferTooSmall { path: PathBuf, offsets: u64, max_entries: u64 },
 }
 
 /// Attaches the file path to an `io::Error`.

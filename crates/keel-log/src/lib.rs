@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod builder;
 mod checkpoint;
+pub mod cleaner;
 pub mod error;
 pub mod log;
 pub mod manager;
@@ -18,8 +19,9 @@ pub mod testing;
 mod txn_index;
 
 pub use batch::{validate_batches, BatchError, BatchHeader, BatchSummary};
+pub use cleaner::{CompactionPolicy, OffsetMap, RecordsCodec};
 pub use error::LogError;
-pub use log::{AppendInfo, Log, LogConfig, ReadSlice, RecoveryReport};
+pub use log::{AppendInfo, CleanReport, Log, LogConfig, ReadSlice, RecoveryReport};
 pub use manager::{LogManager, ManagerRecoveryReport, PartitionRecovery};
 pub use retention::{DeletionReason, RetentionPolicy};
 

@@ -4,7 +4,9 @@
 //! Locking: `append_lock` serializes everything that writes (append, truncate, delete records,
 //! retention) and every change of the producer state; `producers` and `state` are held only
 //! briefly (never one inside the other), so a reader never waits for an append's write. Lock
-//! order: `append_lock` → `flush` → `state`, and `append_lock` → `producers`.
+//! order: `append_lock` → `flush` → `state`, and `append_lock` → `producers`. `cleaner` (the
+//! compaction bookkeeping) is never held with another lock. A cleaning pass reads and writes
+//! files without any of them and takes `append_lock` only to swap its segments in.
 
 use std::fs;
 use std::fs::File;
@@ -17,6 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockRead
 
 use crate::batch::{batch_headers, patch_base_offset, patch_leader_epoch, read_marker, BatchError, BatchHeader};
 use crate::checkpoint::{format_checkpoint, read_checkpoint, sync_dir, write_atomic};
+use crate::cleaner::CompactionPolicy;
 use crate::error::{IoContext, LogError};
 use crate::producer::{AbortedTxn, Marker, Origin, ProducerBatch, ProducerStates};
 use crate::retention::{
@@ -31,8 +34,12 @@ use crate::segment::{
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
 
+#[path = "log_clean.rs"]
+mod clean;
+pub use clean::CleanReport;
+
 /// Per-log settings, named after Kafka's topic configs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll before a segment would exceed this.
     pub segment_bytes: u64,
@@ -50,6 +57,9 @@ pub struct LogConfig {
     pub retention: RetentionPolicy,
     /// `file.delete.delay.ms`: how long a deleted segment's files stay as `.deleted`.
     pub file_delete_delay_ms: i64,
+    /// `cleanup.policy` (compact), `min.cleanable.dirty.ratio`, the compaction lags and
+    /// `delete.retention.ms`: what `clean` does.
+    pub compaction: CompactionPolicy,
 }
 
 impl Default for LogConfig {
@@ -63,6 +73,7 @@ impl Default for LogConfig {
             flush_ms: None,
             retention: RetentionPolicy::default(),
             file_delete_delay_ms: 60_000,
+            compaction: CompactionPolicy::default(),
         }
     }
 }
@@ -154,6 +165,20 @@ enum Committed {
     Replace(ProducerStates),
 }
 
+/// The cleaner's bookkeeping for one log.
+#[derive(Debug, Default)]
+struct CleanerState {
+    /// The first offset not yet cleaned (Kafka's `cleaner-offset-checkpoint` entry).
+    checkpoint: Option<i64>,
+    /// When tombstones or markers kept by the last pass for `delete.retention.ms` may go.
+    deletes_due_ms: Option<i64>,
+    /// A cleaner thread is working on the log.
+    in_progress: bool,
+    /// A pass failed: the log is skipped until the broker restarts (Kafka's uncleanable
+    /// partitions).
+    uncleanable: bool,
+}
+
 /// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
     dir: PathBuf,
@@ -171,6 +196,8 @@ pub struct Log {
     fsync_rounds: AtomicU64,
     failed: AtomicBool,
     recovery: RecoveryReport,
+    /// Changed only by a cleaning pass (one at a time per log) and at startup.
+    cleaner: Mutex<CleanerState>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -399,6 +426,7 @@ impl Log {
     ) -> Result<Log, LogError> {
         fs::create_dir_all(dir).ctx(dir)?;
         let topic_id = ensure_partition_metadata(dir, topic_id)?;
+        clean::complete_swaps(dir)?;
         let bases = scan_segment_files(dir)?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::new();
@@ -407,9 +435,9 @@ impl Log {
         let mut dir_unsynced = false;
         for base in bases {
             let expected_base = segments.last().map(|s| s.next_offset).unwrap_or(base);
-            if cut || base != expected_base {
-                // After a cut (or a gap left by lost writes) later segments hold offsets that no
-                // longer follow the log; they go.
+            if cut || base < expected_base {
+                // After a cut (or an overlap) later segments hold offsets that no longer follow
+                // the log; they go. A gap is fine: compaction leaves them.
                 let path = segment_path(dir, base, "log");
                 report.truncated_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 report.segments_deleted += 1;
@@ -483,6 +511,7 @@ impl Log {
             fsync_rounds: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             recovery: report,
+            cleaner: Mutex::new(CleanerState::default()),
         })
     }
 
@@ -847,33 +876,43 @@ impl Log {
         upper_bound_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadSlice, LogError> {
-        let (file, path, start_position, limit_bytes) = {
-            let state = self.read_state();
-            if start_offset < state.log_start_offset || start_offset > state.log_end_offset {
-                return Err(LogError::OffsetOutOfRange {
-                    offset: start_offset,
-                    log_start_offset: state.log_start_offset,
-                    log_end_offset: state.log_end_offset,
-                });
-            }
-            if start_offset == state.log_end_offset || start_offset >= upper_bound_offset {
-                return Ok(ReadSlice::empty(start_offset));
-            }
-            let index = state.segments.partition_point(|s| s.base_offset <= start_offset);
-            let Some(segment) = index.checked_sub(1).and_then(|i| state.segments.get(i)) else {
-                return Ok(ReadSlice::empty(start_offset));
+        let mut index = None;
+        let (file, path, limit_bytes, first_position, first) = loop {
+            let (file, path, start_position, limit_bytes) = {
+                let state = self.read_state();
+                if start_offset < state.log_start_offset || start_offset > state.log_end_offset {
+                    return Err(LogError::OffsetOutOfRange {
+                        offset: start_offset,
+                        log_start_offset: state.log_start_offset,
+                        log_end_offset: state.log_end_offset,
+                    });
+                }
+                if start_offset == state.log_end_offset || start_offset >= upper_bound_offset {
+                    return Ok(ReadSlice::empty(start_offset));
+                }
+                let i = match index {
+                    // The offset fell in a gap that compaction left at a segment's end: the next
+                    // batch is in a later segment.
+                    Some(i) => i,
+                    None => state.segments.partition_point(|s| s.base_offset <= start_offset).saturating_sub(1),
+                };
+                index = Some(i);
+                let Some(segment) = state.segments.get(i) else {
+                    return Ok(ReadSlice::empty(start_offset));
+                };
+                (
+                    Arc::clone(&segment.log_file),
+                    segment.log_path.clone(),
+                    segment.lookup_position(start_offset),
+                    segment.size_bytes,
+                )
             };
-            (
-                Arc::clone(&segment.log_file),
-                segment.log_path.clone(),
-                segment.lookup_position(start_offset),
-                segment.size_bytes,
-            )
+            match find_batch(&file, &path, start_position, limit_bytes, start_offset)? {
+                Some((first_position, first)) => break (file, path, limit_bytes, first_position, first),
+                None => index = index.map(|i| i + 1),
+            }
         };
-        let Some((first_position, first)) = find_batch(&file, &path, start_position, limit_bytes, start_offset)? else {
-            return Err(LogError::Corrupt { path, reason: format!("offset {start_offset} not found in its segment") });
-        };
-        if first.size() > max_bytes && !min_one_batch {
+        if first.base_offset >= upper_bound_offset || (first.size() > max_bytes && !min_one_batch) {
             return Ok(ReadSlice::empty(start_offset));
         }
         let mut end = first_position + first.size() as u64;
@@ -1314,3 +1353,7 @@ mod tests;
 #[cfg(test)]
 #[path = "disk_full_tests.rs"]
 mod disk_full_tests;
+
+#[cfg(test)]
+#[path = "log_clean_tests.rs"]
+mod clean_tests;

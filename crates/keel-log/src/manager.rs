@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::checkpoint::{format_checkpoint, parse_partition_offsets, read_checkpoint, sync_dir, write_atomic};
+use crate::cleaner::{OffsetMap, RecordsCodec};
 use crate::error::{IoContext, LogError};
-use crate::log::{Log, LogConfig, RecoveryReport};
+use crate::log::{CleanReport, Log, LogConfig, RecoveryReport};
 
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
+/// Kafka's `cleaner-offset-checkpoint`: per compacted log, the first offset not yet cleaned.
+pub const CLEANER_OFFSET_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_FILE: &str = ".keel-clean-shutdown";
 const DELETE_SUFFIX: &str = "-delete";
 
@@ -84,6 +87,10 @@ impl LogManager {
             report.errors.push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
             BTreeMap::new()
         });
+        let cleaner_offsets = read_offsets(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+            report.errors.push((CLEANER_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
+            BTreeMap::new()
+        });
         let mut logs = BTreeMap::new();
         for entry in fs::read_dir(data_dir).ctx(data_dir)? {
             let entry = entry.ctx(data_dir)?;
@@ -109,6 +116,7 @@ impl LogManager {
                 if clean_shutdown { i64::MAX } else { recovery_points.get(&key).copied().unwrap_or(0) };
             let log_start_offset = log_starts.get(&key).copied().unwrap_or(0);
             let log = Log::open(&path, "", default_config, recovery_point, log_start_offset, now_ms)?;
+            log.set_cleaner_checkpoint(cleaner_offsets.get(&key).copied());
             report.partitions.push(PartitionRecovery {
                 topic: key.0.clone(),
                 partition: key.1,
@@ -229,7 +237,64 @@ impl LogManager {
             .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.log_start_offset()))
             .collect();
         write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
-        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())
+        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())?;
+        self.write_cleaner_checkpoint(&logs)
+    }
+
+    /// Writes `cleaner-offset-checkpoint`; the caller holds `checkpoint_lock`.
+    fn write_cleaner_checkpoint(&self, logs: &[((String, i32), Arc<Log>)]) -> Result<(), LogError> {
+        let cleaned: Vec<String> = logs
+            .iter()
+            .filter_map(|((topic, partition), log)| {
+                log.cleaner_checkpoint().map(|offset| format!("{topic} {partition} {offset}"))
+            })
+            .collect();
+        write_atomic(&self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE), format_checkpoint(&cleaned).as_bytes())
+    }
+
+    /// One cleaning pass over the compacted log that needs it most (Kafka's
+    /// `grabFilthiestCompactedLog`), skipping logs another cleaner thread holds. Returns the
+    /// log and what the pass did, `Ok(None)` when no log needs cleaning. A pass that fails
+    /// marks its log uncleanable until restart and returns the error with the log's name.
+    #[allow(clippy::type_complexity)]
+    pub fn clean_dirtiest(
+        &self,
+        map: &mut OffsetMap,
+        codec: Option<&dyn RecordsCodec>,
+        now_ms: i64,
+    ) -> Result<Option<((String, i32), CleanReport)>, ((String, i32), LogError)> {
+        let mut best: Option<(f64, (String, i32), Arc<Log>)> = None;
+        for (key, log) in self.all() {
+            // Logs another cleaner thread holds, or that failed a pass, are skipped.
+            if !log.is_available_to_clean() {
+                continue;
+            }
+            match log.cleaning_priority(now_ms) {
+                Ok(Some(priority)) if best.as_ref().is_none_or(|(p, _, _)| priority > *p) => {
+                    best = Some((priority, key, log));
+                }
+                Ok(_) => {}
+                Err(e) => return Err((key, e)),
+            }
+        }
+        let Some((_, key, log)) = best else {
+            return Ok(None);
+        };
+        if !log.begin_cleaning() {
+            return Ok(None);
+        }
+        let result = log.clean(map, codec, now_ms);
+        log.end_cleaning(result.is_err());
+        match result {
+            Ok(Some(report)) => {
+                // Kafka updates the checkpoint after every pass.
+                let _guard = self.checkpoint_lock.lock().unwrap_or_else(PoisonError::into_inner);
+                self.write_cleaner_checkpoint(&self.all()).map_err(|e| (key.clone(), e))?;
+                Ok(Some((key, report)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err((key, e)),
+        }
     }
 
     /// Flushes every log, checkpoints, then writes the clean-shutdown marker (last, so that its
@@ -299,6 +364,42 @@ mod tests {
         assert_eq!(log.log_end_offset(), 3);
         assert_eq!(log.log_start_offset(), 1);
         assert_eq!(manager.all().len(), 1);
+    }
+
+    #[test]
+    fn the_dirtiest_compacted_log_is_cleaned_and_its_checkpoint_survives_a_reopen() {
+        use crate::builder::build_batch;
+        use crate::cleaner::{CompactionPolicy, OffsetMap};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let manager = LogManager::open(dir.path(), LogConfig::default(), now).expect("open");
+        let compacted = LogConfig {
+            segment_bytes: 300,
+            compaction: CompactionPolicy { compact: true, ..CompactionPolicy::default() },
+            ..LogConfig::default()
+        };
+        let plain = LogConfig { segment_bytes: 300, ..LogConfig::default() };
+        for (topic, config) in [("profiles", compacted), ("orders", plain)] {
+            let log = manager.get_or_create(topic, 0, "id", config).expect("create");
+            for i in 0..30u8 {
+                let mut batch = build_batch([(Some(&b"key"[..]), Some(&[i; 20][..]))], now).expect("batch");
+                log.append(&mut batch, 0, now).expect("append");
+            }
+        }
+        let mut map = OffsetMap::new(1 << 20);
+        let ((topic, _), report) =
+            manager.clean_dirtiest(&mut map, None, now).expect("clean").expect("a log needs cleaning");
+        assert_eq!(topic, "profiles");
+        assert!(report.records_removed > 0);
+        // Nothing else: the other log is not compacted.
+        assert!(manager.clean_dirtiest(&mut map, None, now).expect("clean").is_none());
+        let text = fs::read_to_string(dir.path().join(CLEANER_OFFSET_CHECKPOINT_FILE)).expect("checkpoint");
+        assert_eq!(text, format!("0\n1\nprofiles 0 {}\n", report.end_offset));
+        manager.shutdown().expect("shutdown");
+        drop(manager);
+        let manager = LogManager::open(dir.path(), compacted, now).expect("reopen");
+        let log = manager.get("profiles", 0).expect("log");
+        assert_eq!(log.cleaner_checkpoint(), Some(report.end_offset));
     }
 
     #[test]

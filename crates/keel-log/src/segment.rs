@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use crate::batch::{check_batch, BatchHeader, HEADER_BYTES};
+use crate::batch::{check_stored_batch, BatchHeader, HEADER_BYTES};
 use crate::error::{IoContext, LogError};
 use crate::retention::SegmentInfo;
 use crate::txn_index::TxnIndex;
@@ -320,7 +320,7 @@ impl Segment {
                 Err(e) => return Err(e),
             };
             match expected {
-                Some(offset) if header.base_offset != offset => return Ok(false),
+                Some(offset) if header.base_offset < offset => return Ok(false),
                 None => {
                     // The walk starts at the last index entry; it must name this batch.
                     let indexed = self.offset_index.last().map(|e| e.relative_offset);
@@ -368,12 +368,13 @@ impl Segment {
                 Err(e) => return Err(e),
             };
             let end = position + header.size() as u64;
-            if header.base_offset != expected || end > u64::from(u32::MAX) {
+            // Offsets increase; compaction may leave gaps between batches.
+            if header.base_offset < expected || end > u64::from(u32::MAX) {
                 break;
             }
             buf.resize(header.size(), 0);
             self.log_file.read_exact_at(&mut buf, position).ctx(&self.log_path)?;
-            if check_batch(&buf, 0).is_err() {
+            if check_stored_batch(&buf, 0).is_err() {
                 break;
             }
             tail.observe(self.base_offset, position, &header, index_interval_bytes, &mut offset_index, &mut time_index);

@@ -122,6 +122,11 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("log.message.timestamp.type", String, Some("CreateTime"), true, "CreateTime or LogAppendTime."),
     broker!("log.message.timestamp.before.max.ms", Long, Some(LONG_MAX), true, "Maximum age of a record timestamp."),
     broker!("log.message.timestamp.after.max.ms", Long, Some("3600000"), true, "Maximum future skew of a record timestamp."),
+    broker!("log.cleaner.enable", Boolean, Some("true"), false, "Run the log cleaner, which compacts topics with cleanup.policy=compact."),
+    broker!("log.cleaner.threads", Int, Some("1"), false, "Threads of the log cleaner."),
+    broker!("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), false, "Memory of the cleaners' offset maps, shared by all cleaner threads."),
+    broker!("log.cleaner.io.buffer.size", Int, Some("524288"), false, "I/O buffer memory of the cleaner threads."),
+    broker!("log.cleaner.backoff.ms", Long, Some("15000"), false, "How long a cleaner thread sleeps when no log needs cleaning."),
     broker!("log.cleaner.delete.retention.ms", Long, Some("86400000"), true, "How long tombstones are kept on compacted topics."),
     broker!("log.cleaner.min.compaction.lag.ms", Long, Some("0"), true, "Minimum time a record stays uncompacted."),
     broker!("log.cleaner.max.compaction.lag.ms", Long, Some(LONG_MAX), true, "Maximum time a record stays uncompacted."),
@@ -246,9 +251,24 @@ pub fn validate_value(name: &str, kind: ConfigType, value: &str) -> Result<(), C
             return Err(invalid("expected CreateTime or LogAppendTime"));
         }
         "segment.bytes" | "log.segment.bytes" if below(14) => return Err(invalid("must be at least 14")),
+        "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio"
+            if v.parse::<f64>().map_or(true, |r| !(0.0..=1.0).contains(&r)) =>
+        {
+            return Err(invalid("must be between 0 and 1"));
+        }
+        "max.compaction.lag.ms" | "log.cleaner.max.compaction.lag.ms" if below(1) => {
+            return Err(invalid("must be at least 1"));
+        }
         "retention.ms" if below(-1) => return Err(invalid("must be at least -1 (unlimited)")),
         "file.delete.delay.ms"
         | "log.segment.delete.delay.ms"
+        | "delete.retention.ms"
+        | "log.cleaner.delete.retention.ms"
+        | "min.compaction.lag.ms"
+        | "log.cleaner.min.compaction.lag.ms"
+        | "log.cleaner.threads"
+        | "log.cleaner.io.buffer.size"
+        | "log.cleaner.backoff.ms"
         | "message.timestamp.before.max.ms"
         | "message.timestamp.after.max.ms"
         | "log.message.timestamp.before.max.ms"
@@ -479,6 +499,15 @@ mod tests {
         assert!(validate_value("retention.bytes", ConfigType::Long, "-5").is_ok());
         assert!(validate_value("file.delete.delay.ms", ConfigType::Long, "-1").is_err());
         assert!(validate_value("message.timestamp.after.max.ms", ConfigType::Long, "-1").is_err());
+        // ... and for compaction's.
+        assert!(validate_value("min.cleanable.dirty.ratio", ConfigType::Double, "0.01").is_ok());
+        assert!(validate_value("min.cleanable.dirty.ratio", ConfigType::Double, "1.5").is_err());
+        assert!(validate_value("log.cleaner.min.cleanable.ratio", ConfigType::Double, "-0.1").is_err());
+        assert!(validate_value("max.compaction.lag.ms", ConfigType::Long, "0").is_err());
+        assert!(validate_value("min.compaction.lag.ms", ConfigType::Long, "-1").is_err());
+        assert!(validate_value("delete.retention.ms", ConfigType::Long, "-1").is_err());
+        assert!(matches!(statics.set("log.cleaner.threads", "-1"), Err(ConfigError::Invalid { .. })));
+        statics.set("log.cleaner.backoff.ms", "200").expect("valid");
         assert!(matches!(statics.set("log.retention.check.interval.ms", "0"), Err(ConfigError::Invalid { .. })));
         statics.set("num.partitions", " 3 ").expect("valid");
         assert_eq!(statics.get("num.partitions"), Some("3"));

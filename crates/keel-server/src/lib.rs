@@ -3,6 +3,7 @@
 
 pub mod actors;
 pub mod broker;
+pub mod cleaner;
 pub mod config;
 pub mod console;
 pub mod controller;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use keel_cluster::{MetadataImage, NodeId};
-use keel_log::{Log, LogConfig, LogError, LogManager, RetentionPolicy};
+use keel_log::{CompactionPolicy, Log, LogConfig, LogError, LogManager, RetentionPolicy};
 use uuid::Uuid;
 
 use crate::config::ConfigView;
@@ -149,6 +149,34 @@ pub fn log_config(view: &ConfigView<'_>, topic: &str) -> LogConfig {
         file_delete_delay_ms: view
             .topic_i64(topic, "file.delete.delay.ms")
             .map_or(defaults.file_delete_delay_ms, |v| v.max(0)),
+        compaction: compaction_policy(view, topic),
+    }
+}
+
+/// `cleanup.policy` (compact), `min.cleanable.dirty.ratio`, the compaction lags and
+/// `delete.retention.ms` of `topic`.
+fn compaction_policy(view: &ConfigView<'_>, topic: &str) -> CompactionPolicy {
+    let defaults = CompactionPolicy::default();
+    let policy = view.topic(topic, "cleanup.policy").unwrap_or_default();
+    CompactionPolicy {
+        compact: policy.split(',').any(|p| p.trim() == "compact"),
+        min_cleanable_dirty_ratio: view
+            .topic(topic, "min.cleanable.dirty.ratio")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(defaults.min_cleanable_dirty_ratio),
+        min_compaction_lag_ms: view
+            .topic_i64(topic, "min.compaction.lag.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(defaults.min_compaction_lag_ms),
+        max_compaction_lag_ms: view
+            .topic_i64(topic, "max.compaction.lag.ms")
+            .filter(|v| *v >= 1)
+            .unwrap_or(defaults.max_compaction_lag_ms),
+        delete_retention_ms: view
+            .topic_i64(topic, "delete.retention.ms")
+            .filter(|v| *v >= 0)
+            .unwrap_or(defaults.delete_retention_ms),
     }
 }
 

@@ -90,6 +90,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
     let sampler = console.attach(broker.clone(), stop_rx.clone());
+    let cleaners =
+        crate::cleaner::Cleaners::start(crate::cleaner::CleanerConfig::from_statics(&broker.statics), &broker)
+            .context("cannot start the log cleaner")?;
     broker.set_ready(true);
     let _ = ready_tx.send(true);
     println!(
@@ -136,6 +139,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     }
     let _ = background.await;
     let _ = sampler.await;
+    // The cleaners finish their pass before the logs close.
+    tokio::task::block_in_place(|| cleaners.stop());
     // Transaction coordinators first: finishing a transaction may tell a group coordinator.
     broker.transactions.stop().await;
     broker.groups.stop().await;
