@@ -292,7 +292,7 @@ pub fn read_marker(batch: &[u8]) -> Option<crate::producer::Marker> {
 }
 
 /// A zig-zag varint, advancing `buf`.
-fn read_varint(buf: &mut &[u8]) -> Option<i64> {
+pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     let mut value = 0u64;
     for shift in (0..64).step_by(7) {
         let (byte, rest) = buf.split_first()?;

@@ -24,7 +24,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use crate::batch::{BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::{read_varint, BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD_BYTES};
 use crate::producer::AbortedTxn;
 
 /// Kafka's `log.cleaner.dedupe.buffer.size` default: 128 MiB across all cleaner threads.
@@ -311,19 +311,6 @@ pub struct RecordRef<'a> {
     pub bytes: &'a [u8],
 }
 
-fn varint(buf: &mut &[u8]) -> Option<i64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (byte, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
 /// The records of an uncompressed `section` of `records_count` records in a batch based at
 /// `base_offset`. `None` if the bytes do not hold exactly that many well-formed records.
 pub fn parse_records(section: &[u8], base_offset: i64, records_count: i32) -> Option<Vec<RecordRef<'_>>> {
@@ -333,16 +320,16 @@ pub fn parse_records(section: &[u8], base_offset: i64, records_count: i32) -> Op
     let mut rest = section;
     for _ in 0..count {
         let before = rest;
-        let length = usize::try_from(varint(&mut rest)?).ok()?;
+        let length = usize::try_from(read_varint(&mut rest)?).ok()?;
         let prefix = before.len() - rest.len();
         let (mut body, after) = rest.split_at_checked(length)?;
         let bytes = &before[..prefix + length];
         rest = after;
         let (_attributes, tail) = body.split_first()?;
         body = tail;
-        let _timestamp_delta = varint(&mut body)?;
-        let offset_delta = varint(&mut body)?;
-        let key_length = varint(&mut body)?;
+        let _timestamp_delta = read_varint(&mut body)?;
+        let offset_delta = read_varint(&mut body)?;
+        let key_length = read_varint(&mut body)?;
         let key = if key_length < 0 {
             None
         } else {
@@ -350,7 +337,7 @@ pub fn parse_records(section: &[u8], base_offset: i64, records_count: i32) -> Op
             body = tail;
             Some(key)
         };
-        let value_length = varint(&mut body)?;
+        let value_length = read_varint(&mut body)?;
         let value = if value_length < 0 { None } else { Some(body.get(..usize::try_from(value_length).ok()?)?) };
         let offset = base_offset.checked_add(offset_delta)?;
         records.push(RecordRef { offset, key, value, tombstone: value.is_none(), bytes });

@@ -12,7 +12,7 @@ use common::Keel;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 struct Run {
@@ -419,31 +419,8 @@ fn consume_group_members_share_the_partitions() {
 fn consume_reads_committed_transactions_only() {
     let node = Keel::start(&[]);
     ok(&node, &["topic", "create", "ledger", "-p", "1"]);
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", node.bootstrap())
-        .set("transactional.id", "ledger-writer")
-        .create()
-        .expect("transactional producer");
+    let producer = common::write_transactions(&node.bootstrap(), "ledger-writer", "ledger");
     let timeout = Duration::from_secs(30);
-    producer.init_transactions(timeout).expect("init_transactions");
-    let send = |values: &[&str]| {
-        for value in values {
-            producer.send(BaseRecord::<(), str>::to("ledger").payload(*value)).expect("send");
-        }
-        producer.flush(timeout).expect("flush");
-    };
-    producer.begin_transaction().expect("begin");
-    send(&["kept-1", "kept-2"]);
-    producer.commit_transaction(timeout).expect("commit");
-    producer.begin_transaction().expect("begin");
-    send(&["dropped-1", "dropped-2"]);
-    producer.abort_transaction(timeout).expect("abort");
-    producer.begin_transaction().expect("begin");
-    send(&["kept-3"]);
-    producer.commit_transaction(timeout).expect("commit");
-    // An open transaction: its record is not readable yet, and -e stops before it.
-    producer.begin_transaction().expect("begin");
-    send(&["pending"]);
 
     assert_eq!(ok(&node, &["consume", "ledger", "-e"]), "kept-1\nkept-2\nkept-3\n");
     assert_eq!(

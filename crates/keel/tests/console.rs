@@ -314,37 +314,13 @@ fn the_browser_shows_committed_transactions_only() {
     let (status, created) =
         api(&keel, "POST", "/api/topics", Some(json!({ "name": "ledger", "partitions": 1, "replication_factor": 1 })));
     assert_eq!(status, 200, "{created}");
-    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", keel.bootstrap())
-        .set("transactional.id", "console-ledger")
-        .create()
-        .expect("transactional producer");
-    let timeout = Duration::from_secs(30);
-    producer.init_transactions(timeout).expect("init_transactions");
-    let send = |values: &[&str]| {
-        for value in values {
-            producer.send(BaseRecord::<(), str>::to("ledger").payload(*value)).expect("send");
-        }
-        producer.flush(timeout).expect("flush");
-    };
-    producer.begin_transaction().expect("begin");
-    send(&["kept-1"]);
-    producer.commit_transaction(timeout).expect("commit");
-    producer.begin_transaction().expect("begin");
-    send(&["dropped-1", "dropped-2"]);
-    producer.abort_transaction(timeout).expect("abort");
-    producer.begin_transaction().expect("begin");
-    send(&["kept-2"]);
-    producer.commit_transaction(timeout).expect("commit");
-    producer.begin_transaction().expect("begin");
-    send(&["pending"]);
-
+    let producer = common::write_transactions(&keel.bootstrap(), "console-ledger", "ledger");
     let values = |keel: &Keel| -> Vec<String> {
         let (status, page) = api(keel, "GET", "/api/topics/ledger/messages?partition=0&from=beginning", None);
         assert_eq!(status, 200, "{page}");
         page["records"].as_array().expect("records").iter().map(|r| r["value"]["text"].to_string()).collect()
     };
-    assert_eq!(values(&keel), [r#""kept-1""#, r#""kept-2""#]);
-    producer.commit_transaction(timeout).expect("commit");
-    assert_eq!(values(&keel), [r#""kept-1""#, r#""kept-2""#, r#""pending""#]);
+    assert_eq!(values(&keel), [r#""kept-1""#, r#""kept-2""#, r#""kept-3""#]);
+    producer.commit_transaction(Duration::from_secs(30)).expect("commit");
+    assert_eq!(values(&keel), [r#""kept-1""#, r#""kept-2""#, r#""kept-3""#, r#""pending""#]);
 }

@@ -214,3 +214,35 @@ pub fn decode_response<T: Decodable>(mut frame: Bytes, api_key: ApiKey, version:
 pub fn i16_at(bytes: &Bytes, at: usize) -> i16 {
     (&bytes[at..at + 2]).get_i16()
 }
+
+/// Writes to `topic` through a transactional librdkafka producer: "kept-1" and "kept-2"
+/// committed, "dropped-1" and "dropped-2" aborted, "kept-3" committed, and "pending" left in an
+/// open transaction. Returns the producer, to commit or abort it.
+pub fn write_transactions(bootstrap: &str, transactional_id: &str, topic: &str) -> rdkafka::producer::BaseProducer {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("transactional.id", transactional_id)
+        .create()
+        .expect("transactional producer");
+    let timeout = Duration::from_secs(30);
+    producer.init_transactions(timeout).expect("init_transactions");
+    let send = |values: &[&str]| {
+        for value in values {
+            producer.send(BaseRecord::<(), str>::to(topic).payload(*value)).expect("send");
+        }
+        producer.flush(timeout).expect("flush");
+    };
+    producer.begin_transaction().expect("begin");
+    send(&["kept-1", "kept-2"]);
+    producer.commit_transaction(timeout).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send(&["dropped-1", "dropped-2"]);
+    producer.abort_transaction(timeout).expect("abort");
+    producer.begin_transaction().expect("begin");
+    send(&["kept-3"]);
+    producer.commit_transaction(timeout).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send(&["pending"]);
+    producer
+}
