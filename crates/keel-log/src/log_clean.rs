@@ -334,7 +334,10 @@ impl Log {
         }
 
         // 2. Rewrite every segment below the end of the mapped range, group by group.
-        let cleaned: Vec<&SegmentView> = views.iter().filter(|v| v.upper_offset <= end_offset).collect();
+        // Whole segments below the end; an empty segment starting at the end (the active
+        // segment after a truncation to its base) is not below it.
+        let cleaned: Vec<&SegmentView> =
+            views.iter().filter(|v| v.upper_offset <= end_offset && v.info.base_offset < end_offset).collect();
         let infos: Vec<CleanerSegment> = cleaned.iter().map(|v| v.info).collect();
         let mut report =
             CleanReport { first_dirty_offset: range.first_dirty_offset, end_offset, ..CleanReport::default() };

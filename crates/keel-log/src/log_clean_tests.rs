@@ -379,6 +379,16 @@ enum Op {
     Reopen {
         keep_checkpoint: bool,
     },
+    /// Replica truncation to `back` offsets before the end (never below what was cleaned: a
+    /// cleaned key's older values are gone for good, in Kafka too).
+    Truncate {
+        back: u8,
+    },
+    /// DeleteRecords to `ahead` offsets above the log start, then a retention pass, which
+    /// deletes the segments wholly below the new log start.
+    DeleteBefore {
+        ahead: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -386,6 +396,8 @@ fn op() -> impl Strategy<Value = Op> {
         6 => proptest::collection::vec((0u8..6, proptest::option::weighted(0.8, any::<u8>())), 1..4).prop_map(Op::Append),
         2 => any::<bool>().prop_map(|days_later| Op::Clean { days_later }),
         1 => any::<bool>().prop_map(|keep_checkpoint| Op::Reopen { keep_checkpoint }),
+        1 => (0u8..8).prop_map(|back| Op::Truncate { back }),
+        1 => (0u8..8).prop_map(|ahead| Op::DeleteBefore { ahead }),
     ]
 }
 
@@ -395,10 +407,12 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// The log against a model (every record ever appended, by offset): reads return only
-    /// appended records at their offsets; above the cleaner checkpoint everything; below it,
-    /// at most one record per key, the key's last below the checkpoint (a tombstone only
-    /// while `delete.retention.ms` lasts); every key's latest value always.
+    /// The log against a model (every record ever appended, by offset) under random appends,
+    /// rolls (small segments), compaction passes, reopens, truncations, and DeleteRecords with
+    /// retention: reads from the log start return only appended records at their offsets;
+    /// above the cleaner checkpoint everything; below it, at most one record per key, the
+    /// key's last below the checkpoint (a tombstone only while `delete.retention.ms` lasts);
+    /// every key's latest value always; the log end is the model's.
     #[test]
     fn compaction_matches_a_model(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -425,26 +439,61 @@ proptest! {
                 }
                 Op::Reopen { keep_checkpoint } => {
                     let checkpoint = log.cleaner_checkpoint();
+                    // The log start offset comes from its checkpoint file, as LogManager keeps it.
+                    let log_start = log.log_start_offset();
                     log.close().expect("close");
                     drop(log);
-                    log = open(dir.path(), config);
+                    log = Log::open(dir.path(), "topic-id", config, i64::MAX, log_start, wall_ms()).expect("open");
                     if keep_checkpoint {
                         log.set_cleaner_checkpoint(checkpoint);
                     }
                 }
+                Op::Truncate { back } => {
+                    let floor = cleaned_upto.max(log.cleaner_checkpoint().unwrap_or(0));
+                    let target = (log.log_end_offset() - i64::from(back)).max(floor);
+                    // The cleaner's checkpoint may sit inside a batch (it follows the log start):
+                    // skip a cut that would land below it.
+                    let cut = match log.read(target, 1, i64::MAX, true) {
+                        Ok(slice) if !slice.is_empty() => slice.first_offset,
+                        _ => target,
+                    };
+                    if cut < floor {
+                        continue;
+                    }
+                    log.truncate_to(target).expect("truncate");
+                    let end = log.log_end_offset();
+                    // Cut at the start of the batch holding the target; the cleaned range ends
+                    // at a segment boundary, so the cut is never inside it. Below the log start,
+                    // the log start comes down with the end (as Kafka's truncateTo).
+                    prop_assert!(end <= target && end >= floor, "cut at the batch holding {}: end {}", target, end);
+                    prop_assert!(log.log_start_offset() <= end);
+                    model.retain(|r| r.0 < end);
+                }
+                Op::DeleteBefore { ahead } => {
+                    let target = (log.log_start_offset() + i64::from(ahead)).min(log.log_end_offset());
+                    let start = log.delete_records_before(target).expect("delete records");
+                    prop_assert_eq!(start, target.max(log.log_start_offset()));
+                    log.delete_old_segments(wall_ms()).expect("retention");
+                    log.remove_deleted_files(i64::MAX).expect("remove deleted files");
+                    prop_assert_eq!(log.log_start_offset(), start, "retention never moves the log start back");
+                }
             }
-            let read = records(&log);
-            let by_offset: BTreeMap<i64, &Record> = model.iter().map(|r| (r.0, r)).collect();
+            // Reads start at the log start offset: compare from there (the first batch may
+            // begin below it, as in Kafka, where consumers skip those records).
+            let log_start = log.log_start_offset();
+            let visible: Vec<&Record> = model.iter().filter(|r| r.0 >= log_start).collect();
+            let read: Vec<Record> = records(&log).into_iter().filter(|r| r.0 >= log_start).collect();
+            let by_offset: BTreeMap<i64, &Record> = visible.iter().map(|r| (r.0, *r)).collect();
             for record in &read {
                 prop_assert_eq!(Some(&record), by_offset.get(&record.0), "only appended records, at their offsets");
             }
             cleaned_upto = cleaned_upto.max(log.cleaner_checkpoint().unwrap_or(0));
             let checkpoint = cleaned_upto;
-            let above: Vec<&Record> = model.iter().filter(|r| r.0 >= checkpoint).collect();
+            let above: Vec<&Record> = visible.iter().copied().filter(|r| r.0 >= checkpoint).collect();
             let read_above: Vec<&Record> = read.iter().filter(|r| r.0 >= checkpoint).collect();
             prop_assert_eq!(above, read_above, "nothing at or above the checkpoint is cleaned");
             let mut last_below: BTreeMap<&Option<Vec<u8>>, &Record> = BTreeMap::new();
-            for record in model.iter().filter(|r| r.0 < checkpoint) {
+            for record in visible.iter().copied().filter(|r| r.0 < checkpoint) {
                 last_below.insert(&record.1, record);
             }
             for record in read.iter().filter(|r| r.0 < checkpoint) {
@@ -457,4 +506,34 @@ proptest! {
             prop_assert_eq!(log.log_end_offset(), model.len() as i64, "offsets never renumber");
         }
     }
+}
+
+/// A truncation to the active segment's base leaves it empty: a pass cleans the segments below
+/// it, records its checkpoint, and never counts the empty active segment in.
+#[test]
+fn a_pass_after_a_truncation_to_the_active_segments_base_completes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(dir.path(), compacted(250));
+    let v: &[u8] = &[0u8; 8];
+    for records in [
+        vec![(0u8, Some(v))],
+        vec![(0, Some(v))],
+        vec![(0, Some(v)), (0, None)],
+        vec![(0, Some(v))],
+        vec![(0, Some(v))],
+        vec![(0, Some(v))],
+        vec![(0, None), (0, Some(v))],
+    ] {
+        put(&log, &records);
+    }
+    let bases = log.segment_base_offsets();
+    let last_base = *bases.last().expect("segments");
+    log.truncate_to(last_base).expect("truncate");
+    assert_eq!(log.log_end_offset(), last_base);
+    let report = clean(&log, wall_ms()).expect("a pass");
+    assert!(!report.abandoned, "{report:?}");
+    assert_eq!(report.end_offset, last_base);
+    assert_eq!(log.cleaner_checkpoint(), Some(last_base));
+    let offsets: Vec<i64> = records(&log).iter().map(|r| r.0).collect();
+    assert_eq!(offsets, [last_base - 1], "only the key's latest record");
 }
