@@ -14,23 +14,29 @@ stage() { printf '\n==== %s ====\n' "$*"; }
 elapsed() { local s=$(( $(date +%s) - START )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 trap 'rc=$?; if [ $rc -ne 0 ]; then printf "\n==== FAILED (exit %d) after %s ====\n" "$rc" "$(elapsed)"; fi' EXIT
 
+# Installs a Debian package with apt-get (as root, or with passwordless sudo).
+apt_install() {
+    local package="$1" sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            echo "error: $package is not installed and this user cannot install it (not root, no passwordless sudo)." >&2
+            echo "       install it with: apt-get install -y $package" >&2
+            exit 1
+        fi
+    fi
+    echo "installing $package with apt-get"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "$package"
+}
+
 # ---------------------------------------------------------------- kcat
 stage "kcat"
 if command -v kcat >/dev/null 2>&1; then
     echo "kcat present: $(command -v kcat)"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        SUDO=(sudo -n)
-    else
-        echo "error: kcat is not installed and this user cannot install it (not root, no passwordless sudo)." >&2
-        echo "       install it with: apt-get install -y kcat" >&2
-        exit 1
-    fi
-    echo "installing kcat with apt-get"
-    "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y kcat
+    apt_install kcat
 fi
 kcat -V | grep -i '^Version'
 
@@ -40,18 +46,7 @@ stage "chromium"
 if [ -x /usr/bin/chromium ]; then
     echo "chromium present: /usr/bin/chromium"
 else
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=()
-    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        SUDO=(sudo -n)
-    else
-        echo "error: chromium is not installed and this user cannot install it (not root, no passwordless sudo)." >&2
-        echo "       install it with: apt-get install -y chromium" >&2
-        exit 1
-    fi
-    echo "installing chromium with apt-get"
-    "${SUDO[@]}" apt-get update
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    apt_install chromium
 fi
 /usr/bin/chromium --version
 
