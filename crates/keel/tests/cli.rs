@@ -266,12 +266,7 @@ fn group_describe_seek_and_delete() {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(&["billing"]).expect("subscribe");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while consumer.assignment().map(|a| a.count()).unwrap_or(0) < 2 {
-        assert!(std::time::Instant::now() < deadline, "no assignment");
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
+    subscribe_until_assigned(&consumer, "billing", 2);
     let mut offsets = TopicPartitionList::new();
     offsets.add_partition_offset("billing", 1, Offset::Offset(3)).expect("offset");
     consumer.commit(&offsets, rdkafka::consumer::CommitMode::Sync).expect("commit");
@@ -293,12 +288,7 @@ fn group_describe_seek_and_delete() {
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(&["billing"]).expect("subscribe");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while consumer.assignment().map(|a| a.count()).unwrap_or(0) < 2 {
-        assert!(std::time::Instant::now() < deadline, "no assignment");
-        let _ = consumer.poll(Duration::from_millis(100));
-    }
+    subscribe_until_assigned(&consumer, "billing", 2);
     let described = ok(&node, &["group", "describe", "modern", "--format", "json"]);
     let described: serde_json::Value = serde_json::from_str(&described).expect("json");
     assert_eq!(described["protocol_type"], "consumer");
@@ -486,6 +476,16 @@ fn cluster_info_and_health() {
     assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
     assert!(run.stdout.starts_with("unreachable: cannot reach 127.0.0.1:"), "{}", run.stdout);
     assert!(run.stderr.contains("not healthy within 0.5 s"), "{}", run.stderr);
+}
+
+/// Subscribes `consumer` to `topic` and polls until it is assigned `partitions` partitions.
+fn subscribe_until_assigned(consumer: &BaseConsumer, topic: &str, partitions: usize) {
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map(|a| a.count()).unwrap_or(0) < partitions {
+        assert!(std::time::Instant::now() < deadline, "no assignment");
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
 }
 
 /// A loopback address where nothing listens.
