@@ -221,6 +221,19 @@ def is_group_coordinator_noise(m) -> bool:
     return m.topic() is None and "coordinator" in err.str().lower()
 
 
+def wait_until(what: str, check, timeout: float = 30, interval: float = 0.1, detail=lambda: ""):
+    """Calls `check` every `interval` s until it returns something truthy, which it returns;
+    fails after `timeout` s, naming `what` (and `detail()`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} {detail()}".rstrip())
+        time.sleep(interval)
+
+
 def consume_partitions(bootstrap: str, topic: str, partitions, start=OFFSET_BEGINNING, timeout: float = 60, **extra):
     """Read every listed partition from `start` up to its end (partition EOF).
 

@@ -16,6 +16,7 @@ import time
 
 from confluent_kafka import KafkaError, Producer, TopicPartition
 
+import keel_helpers
 from keel_helpers import consume_partitions, consumer, create_topic
 
 T = 30
@@ -39,15 +40,9 @@ def compacted_topic(broker, name: str, **extra) -> None:
     create_topic(broker.bootstrap, name, 1, config=config)
 
 
-def wait_until(what: str, check, timeout: float, interval: float = 0.5, detail=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} {detail()}")
-        time.sleep(interval)
+def wait_until(what: str, check, timeout: float, detail=lambda: ""):
+    # Each check reads the whole topic: every half second is often enough.
+    return keel_helpers.wait_until(what, check, timeout, interval=0.5, detail=detail)
 
 
 def read_all(bootstrap: str, topic: str, **extra) -> dict[int, tuple[bytes, bytes | None]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import ConfigResource, ConfigEntry, AlterConfigOpType
 
-from keel_helpers import admin, consume_partitions, consumer, create_topic
+from keel_helpers import admin, consume_partitions, consumer, create_topic, wait_until
 
 T = 30
 BROKER_SETS = {"log.retention.check.interval.ms": "500"}
@@ -49,17 +49,6 @@ def segments(broker, topic: str) -> list[tuple[int, int]]:
 
 def deleted_files(broker, topic: str) -> list[str]:
     return sorted(f.name for f in partition_dir(broker, topic).glob("*.deleted"))
-
-
-def wait_until(what: str, check, timeout: float = T, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def produce_values(p: Producer, topic: str, start: int, count: int, **kwargs) -> None:

@@ -3,6 +3,7 @@
 //! leave the files, the log end offset and the producer state as they were, keep reads
 //! working, and succeed again once space frees, with nothing for recovery to cut.
 
+use super::tests::read_all;
 use super::*;
 use crate::builder::{build_producer_batch, Producer};
 use crate::producer::Marker;
@@ -47,19 +48,6 @@ fn producer_batch(seq: i32, records: usize, payload: usize) -> Vec<u8> {
 
 fn is_no_space(error: &LogError) -> bool {
     matches!(error, LogError::Io { source, .. } if source.raw_os_error() == Some(28))
-}
-
-/// Every batch from the log start, read through `read`.
-fn read_all(log: &Log) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.log_end_offset() {
-        let slice = log.read(offset, 1 << 20, i64::MAX, true).expect("read");
-        assert!(!slice.is_empty());
-        slice.read_into(&mut out).expect("read_into");
-        offset = slice.last_offset + 1;
-    }
-    out
 }
 
 fn segment_files_total(dir: &Path) -> u64 {

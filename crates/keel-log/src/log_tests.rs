@@ -23,7 +23,7 @@ fn bytes_of(slice: &ReadSlice) -> Vec<u8> {
 }
 
 /// Every batch from the log start, read through `read`.
-fn read_all(log: &Log) -> Vec<u8> {
+pub(super) fn read_all(log: &Log) -> Vec<u8> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.log_end_offset() {
