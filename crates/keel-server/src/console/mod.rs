@@ -136,20 +136,9 @@ fn json(value: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Kafka's name for an error (`UNKNOWN_TOPIC_OR_PARTITION`), from the enum's variant name.
+/// Kafka's name for an error (`UNKNOWN_TOPIC_OR_PARTITION`).
 fn kafka_name(error: ResponseError) -> String {
-    if let ResponseError::Unknown(code) = error {
-        return format!("UNKNOWN_ERROR_CODE_{code}");
-    }
-    let camel = format!("{error:?}");
-    let mut name = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    name
+    keel_protocol::error_name(error.code()).unwrap_or_else(|| format!("UNKNOWN_ERROR_CODE_{}", error.code()))
 }
 
 /// Starts with a capital and ends with a period, for display.
