@@ -260,6 +260,11 @@ impl Metrics {
         self.records_in.get_or_create(&labels).inc_by(records);
     }
 
+    /// `keel_produced_bytes_total` of `topic`.
+    pub fn produced_bytes(&self, topic: &str) -> u64 {
+        self.bytes_in.get(&TopicLabels { topic: topic.to_string() }).map_or(0, |counter| counter.get())
+    }
+
     pub fn fetched(&self, topic: &str, bytes: u64, records: u64) {
         let labels = TopicLabels { topic: topic.to_string() };
         self.bytes_out.get_or_create(&labels).inc_by(bytes);

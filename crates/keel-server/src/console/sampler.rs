@@ -21,7 +21,8 @@ const TOPICS_MAX: usize = 1_000;
 const GROUPS_MAX: usize = 200;
 pub const LAG_PARTITIONS_MAX: usize = 1_000;
 
-/// Totals of one topic at one instant: high watermarks summed over partitions, and bytes on disk.
+/// Totals of one topic at one instant: high watermarks summed over partitions, and the record
+/// batch bytes producers have appended since the broker started (`keel_produced_bytes_total`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TopicTotals {
     pub records: i64,
@@ -137,16 +138,18 @@ pub async fn run(console: Arc<Console>, broker: Arc<Broker>, mut stop: watch::Re
     }
 }
 
-/// Each hosted topic's high-watermark sum and bytes on disk, now.
+/// Each hosted topic's high-watermark sum and bytes produced, now. Bytes come from the produce
+/// counter rather than the log size, which retention and compaction shrink.
 pub fn topic_totals(broker: &Broker) -> TopicSample {
     let mut topics: BTreeMap<String, TopicTotals> = BTreeMap::new();
     for partition in broker.partitions.all() {
         if topics.len() >= TOPICS_MAX && !topics.contains_key(&partition.topic) {
             continue;
         }
-        let totals = topics.entry(partition.topic.clone()).or_default();
-        totals.records += partition.high_watermark();
-        totals.bytes += partition.log.size_bytes();
+        topics.entry(partition.topic.clone()).or_default().records += partition.high_watermark();
+    }
+    for (topic, totals) in topics.iter_mut() {
+        totals.bytes = broker.metrics.produced_bytes(topic);
     }
     TopicSample { at_ms: now_ms(), topics }
 }
