@@ -7,6 +7,7 @@ use super::tests::read_all;
 use super::*;
 use crate::builder::{build_producer_batch, Producer};
 use crate::producer::Marker;
+use std::fs;
 use std::process::Command;
 
 /// A tmpfs of `size` mounted on a fresh temporary directory, unmounted on drop.
@@ -147,7 +148,7 @@ fn a_full_disk_during_rolls_and_snapshots_leaves_a_consistent_log() {
     // writes run into the full disk too.
     let config = LogConfig { segment_bytes: 4096, index_interval_bytes: 1, ..LogConfig::default() };
     check_failed_append_left_no_trace(tmpfs.path(), &dir, config, 300);
-    for offset in snapshot_offsets(&dir).expect("snapshots") {
+    for offset in snapshot_offsets(&OsStorage, &dir).expect("snapshots") {
         let bytes = fs::read(segment_path(&dir, offset, SNAPSHOT_EXTENSION)).expect("snapshot");
         assert!(ProducerStates::decode_snapshot(&bytes).is_ok(), "snapshot {offset} is whole");
     }
@@ -190,12 +191,12 @@ fn a_checkpoint_that_cannot_be_written_leaves_the_old_one_and_no_tmp_file() {
         return;
     };
     let path = tmpfs.path().join("recovery-point-offset-checkpoint");
-    write_atomic(&path, b"0\n1\nt 0 42\n").expect("first checkpoint");
+    write_atomic(&OsStorage, &path, b"0\n1\nt 0 42\n").expect("first checkpoint");
     let filler = tmpfs.path().join("filler");
     let mut file = fs::File::create(&filler).expect("filler");
     let block = vec![0u8; 4096];
     while std::io::Write::write_all(&mut file, &block).is_ok() {}
-    let error = write_atomic(&path, &vec![b'x'; 16 << 10]).expect_err("disk full");
+    let error = write_atomic(&OsStorage, &path, &vec![b'x'; 16 << 10]).expect_err("disk full");
     assert!(is_no_space(&error), "{error}");
     assert_eq!(fs::read(&path).expect("old checkpoint"), b"0\n1\nt 0 42\n");
     assert!(files_named(tmpfs.path(), ".tmp").is_empty(), "the half-written copy is gone");

@@ -14,7 +14,10 @@ pub mod manager;
 pub mod producer;
 pub mod retention;
 mod segment;
+#[cfg(test)]
+mod sim_storage;
 pub mod stats;
+pub mod storage;
 pub mod testing;
 mod txn_index;
 
@@ -24,6 +27,7 @@ pub use error::LogError;
 pub use log::{AppendInfo, CleanReport, Log, LogConfig, ReadSlice, RecoveryReport};
 pub use manager::{LogManager, ManagerRecoveryReport, PartitionRecovery};
 pub use retention::{DeletionReason, RetentionPolicy};
+pub use storage::{OsStorage, Storage, StorageFile};
 
 #[cfg(test)]
 mod static_checks {

@@ -8,10 +8,7 @@
 //! compaction bookkeeping) is never held with another lock. A cleaning pass reads and writes
 //! files without any of them and takes `append_lock` only to swap its segments in.
 
-use std::fs;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::RwLockWriteGuard;
@@ -30,6 +27,7 @@ use crate::segment::{
     encode_offset_entries, encode_time_entries, find_batch, read_bytes_at, segment_path, Segment, NO_TIMESTAMP,
     OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES,
 };
+use crate::storage::{remove_if_exists, OsStorage, Storage, StorageFile};
 
 pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 pub const LEADER_EPOCH_CHECKPOINT_FILE: &str = "leader-epoch-checkpoint";
@@ -109,7 +107,7 @@ pub struct RecoveryReport {
 #[derive(Debug, Clone)]
 pub struct ReadSlice {
     /// `None` for an empty read.
-    pub file: Option<Arc<File>>,
+    pub file: Option<Arc<dyn StorageFile>>,
     pub position: u64,
     pub len: usize,
     /// Base offset of the first batch (the start offset for an empty read).
@@ -181,6 +179,7 @@ struct CleanerState {
 
 /// One partition replica. `Send + Sync`; share it as `Arc<Log>`.
 pub struct Log {
+    storage: Arc<dyn Storage>,
     dir: PathBuf,
     topic_id: String,
     append_lock: Mutex<()>,
@@ -225,10 +224,11 @@ fn truncate_epochs_from_start(epochs: &mut Vec<(i32, i64)>, offset: i64) -> Opti
 
 /// Reads `partition.metadata`, writing it when missing. An empty `topic_id` accepts whatever is
 /// on disk (the manager opening existing logs does not know the id).
-fn ensure_partition_metadata(dir: &Path, topic_id: &str) -> Result<String, LogError> {
+fn ensure_partition_metadata(fs: &dyn Storage, dir: &Path, topic_id: &str) -> Result<String, LogError> {
     let path = dir.join(PARTITION_METADATA_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => {
+    match fs.read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
             let found = text
                 .lines()
                 .find_map(|l| l.strip_prefix("topic_id:"))
@@ -242,7 +242,7 @@ fn ensure_partition_metadata(dir: &Path, topic_id: &str) -> Result<String, LogEr
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if !topic_id.is_empty() {
                 let text = format!("version: 0\ntopic_id: {topic_id}\n");
-                write_atomic(&path, text.as_bytes())?;
+                write_atomic(fs, &path, text.as_bytes())?;
             }
             Ok(topic_id.to_string())
         }
@@ -250,9 +250,9 @@ fn ensure_partition_metadata(dir: &Path, topic_id: &str) -> Result<String, LogEr
     }
 }
 
-fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
+fn read_epochs(fs: &dyn Storage, dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
     let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-    let Some(lines) = read_checkpoint(&path)? else {
+    let Some(lines) = read_checkpoint(fs, &path)? else {
         return Ok(Vec::new());
     };
     let mut epochs = Vec::with_capacity(lines.len());
@@ -275,13 +275,12 @@ fn read_epochs(dir: &Path) -> Result<Vec<(i32, i64)>, LogError> {
 
 /// Segment bases of the `.log` files in `dir`; removes leftover `.tmp` files, orphan indexes and
 /// the `.deleted` files of segments whose deletion was pending when the node stopped.
-fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
+fn scan_segment_files(fs: &dyn Storage, dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut bases = Vec::new();
     let mut index_files = Vec::new();
     let mut deleted_base_max: Option<i64> = None;
-    for entry in fs::read_dir(dir).ctx(dir)? {
-        let entry = entry.ctx(dir)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (name, _) in fs.list_dir(dir).ctx(dir)? {
+        let path = dir.join(&name);
         let parse_base = |stem: &str| {
             (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse::<i64>().ok()).flatten()
         };
@@ -291,9 +290,9 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
                 .find_map(|ext| deleted.strip_suffix(ext))
                 .and_then(parse_base);
             deleted_base_max = deleted_base_max.max(base);
-            fs::remove_file(entry.path()).ctx(&entry.path())?;
+            fs.remove_file(&path).ctx(&path)?;
         } else if name.ends_with(".tmp") {
-            fs::remove_file(entry.path()).ctx(&entry.path())?;
+            fs.remove_file(&path).ctx(&path)?;
         } else if let Some(base) = name.strip_suffix(".log").and_then(parse_base) {
             bases.push(base);
         } else if let Some(base) = name
@@ -302,7 +301,7 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
             .or_else(|| name.strip_suffix(".txnindex"))
             .and_then(parse_base)
         {
-            index_files.push((base, entry.path()));
+            index_files.push((base, path));
         }
     }
     // Retention deletes a prefix of the segments, renaming them oldest first; if a crash kept a
@@ -311,13 +310,13 @@ fn scan_segment_files(dir: &Path) -> Result<Vec<i64>, LogError> {
     if let Some(deleted) = deleted_base_max {
         for base in bases.iter().filter(|&&base| base < deleted) {
             let path = segment_path(dir, *base, "log");
-            fs::remove_file(&path).ctx(&path)?;
+            fs.remove_file(&path).ctx(&path)?;
         }
         bases.retain(|&base| base >= deleted);
     }
     for (base, path) in index_files {
         if !bases.contains(&base) {
-            fs::remove_file(&path).ctx(&path)?;
+            fs.remove_file(&path).ctx(&path)?;
         }
     }
     bases.sort_unstable();
@@ -329,10 +328,9 @@ const SNAPSHOT_EXTENSION: &str = "snapshot";
 const SNAPSHOTS_KEPT: usize = 3;
 
 /// Offsets of the `<offset>.snapshot` files in `dir`.
-fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>, LogError> {
+fn snapshot_offsets(fs: &dyn Storage, dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut offsets = Vec::new();
-    for entry in fs::read_dir(dir).ctx(dir)? {
-        let name = entry.ctx(dir)?.file_name().to_string_lossy().into_owned();
+    for (name, _) in fs.list_dir(dir).ctx(dir)? {
         if let Some(stem) = name.strip_suffix(".snapshot") {
             if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
                 if let Ok(offset) = stem.parse() {
@@ -344,14 +342,11 @@ fn snapshot_offsets(dir: &Path) -> Result<Vec<i64>, LogError> {
     Ok(offsets)
 }
 
-fn delete_snapshots(dir: &Path, doomed: impl Fn(i64) -> bool) -> Result<(), LogError> {
-    for offset in snapshot_offsets(dir)? {
+fn delete_snapshots(fs: &dyn Storage, dir: &Path, doomed: impl Fn(i64) -> bool) -> Result<(), LogError> {
+    for offset in snapshot_offsets(fs, dir)? {
         if doomed(offset) {
             let path = segment_path(dir, offset, SNAPSHOT_EXTENSION);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(&path),
-                _ => {}
-            }
+            remove_if_exists(fs, &path).ctx(&path)?;
         }
     }
     Ok(())
@@ -362,17 +357,18 @@ fn delete_snapshots(dir: &Path, doomed: impl Fn(i64) -> bool) -> Result<(), LogE
 /// after it replayed. Aborted-transaction entries at or after the snapshot are rebuilt by the
 /// replay.
 fn rebuild_producer_state(
+    fs: &dyn Storage,
     dir: &Path,
     segments: &mut [Segment],
     log_end_offset: i64,
 ) -> Result<ProducerStates, LogError> {
-    delete_snapshots(dir, |offset| offset > log_end_offset)?;
-    let mut offsets = snapshot_offsets(dir)?;
+    delete_snapshots(fs, dir, |offset| offset > log_end_offset)?;
+    let mut offsets = snapshot_offsets(fs, dir)?;
     offsets.sort_unstable();
     let mut loaded = None;
     for &offset in offsets.iter().rev() {
         let path = segment_path(dir, offset, SNAPSHOT_EXTENSION);
-        let bytes = fs::read(&path).ctx(&path)?;
+        let bytes = fs.read(&path).ctx(&path)?;
         match ProducerStates::decode_snapshot(&bytes) {
             Ok(states) => {
                 loaded = Some((offset, states));
@@ -380,7 +376,7 @@ fn rebuild_producer_state(
             }
             // An unreadable snapshot (a torn write that escaped the atomic rename, a bit flip)
             // goes; an older one, or the full replay, takes its place.
-            Err(_) => fs::remove_file(&path).ctx(&path)?,
+            Err(_) => fs.remove_file(&path).ctx(&path)?,
         }
     }
     let first_base = segments.first().map_or(0, |s| s.base_offset);
@@ -392,8 +388,12 @@ fn rebuild_producer_state(
     for segment in segments.iter_mut().filter(|s| s.next_offset > start) {
         let mut position = segment.lookup_position(start);
         while position < segment.size_bytes {
-            let header: BatchHeader =
-                crate::segment::read_header_at(&segment.log_file, &segment.log_path, position, segment.size_bytes)?;
+            let header: BatchHeader = crate::segment::read_header_at(
+                segment.log_file.as_ref(),
+                &segment.log_path,
+                position,
+                segment.size_bytes,
+            )?;
             position += header.size() as u64;
             if header.base_offset < start || header.producer_id < 0 {
                 continue;
@@ -424,10 +424,24 @@ impl Log {
         log_start_offset: i64,
         now_ms: i64,
     ) -> Result<Log, LogError> {
-        fs::create_dir_all(dir).ctx(dir)?;
-        let topic_id = ensure_partition_metadata(dir, topic_id)?;
-        clean::complete_swaps(dir)?;
-        let bases = scan_segment_files(dir)?;
+        Log::open_in(OsStorage::shared(), dir, topic_id, config, recovery_point, log_start_offset, now_ms)
+    }
+
+    /// `open` on `storage` instead of the operating system's file system.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        topic_id: &str,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        let fs = storage.as_ref();
+        fs.create_dir_all(dir).ctx(dir)?;
+        let topic_id = ensure_partition_metadata(fs, dir, topic_id)?;
+        clean::complete_swaps(fs, dir)?;
+        let bases = scan_segment_files(fs, dir)?;
         let mut report = RecoveryReport::default();
         let mut segments: Vec<Segment> = Vec::new();
         let mut revalidate = false;
@@ -439,20 +453,17 @@ impl Log {
                 // After a cut (or an overlap) later segments hold offsets that no longer follow
                 // the log; they go. A gap is fine: compaction leaves them.
                 let path = segment_path(dir, base, "log");
-                report.truncated_bytes += fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.truncated_bytes += fs.read(&path).map(|bytes| bytes.len() as u64).unwrap_or(0);
                 report.segments_deleted += 1;
                 for extension in ["log", "index", "timeindex", "txnindex"] {
                     let path = segment_path(dir, base, extension);
-                    match fs::remove_file(&path) {
-                        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(&path),
-                        _ => {}
-                    }
+                    remove_if_exists(fs, &path).ctx(&path)?;
                 }
                 cut = true;
                 dir_unsynced = true;
                 continue;
             }
-            let mut segment = Segment::open(dir, base, false)?;
+            let mut segment = Segment::open(&storage, dir, base, false)?;
             let mut recover_this = revalidate;
             if !revalidate {
                 if !segment.load_trusted()? {
@@ -475,21 +486,22 @@ impl Log {
             segments.push(segment);
         }
         if segments.is_empty() {
-            segments.push(Segment::open(dir, log_start_offset.max(0), true)?);
+            segments.push(Segment::open(&storage, dir, log_start_offset.max(0), true)?);
             dir_unsynced = true;
         }
         let first_base = segments.first().map_or(0, |s| s.base_offset);
         let log_end_offset = segments.last().map_or(0, |s| s.next_offset);
-        let producers = rebuild_producer_state(dir, &mut segments, log_end_offset)?;
+        let producers = rebuild_producer_state(fs, dir, &mut segments, log_end_offset)?;
         let first_unstable_offset = producers.first_unstable_offset();
         let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
-        let mut epochs = read_epochs(dir)?;
+        let mut epochs = read_epochs(fs, dir)?;
         let epoch_count = epochs.len();
         epochs.retain(|&(_, start)| start < log_end_offset);
         if epochs.len() != epoch_count {
-            write_atomic(&dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+            write_atomic(fs, &dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
         }
         Ok(Log {
+            storage,
             dir: dir.to_path_buf(),
             topic_id,
             append_lock: Mutex::new(()),
@@ -689,7 +701,11 @@ impl Log {
             _ => {
                 let mut epochs = self.read_state().epochs.clone();
                 epochs.push((leader_epoch, log_end_offset));
-                write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+                write_atomic(
+                    self.storage.as_ref(),
+                    &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                    epochs_text(&epochs).as_bytes(),
+                )?;
                 Some(epochs)
             }
         };
@@ -859,7 +875,7 @@ impl Log {
                 }
             }
             self.write_producer_snapshot(log_end_offset)?;
-            let segment = Segment::open(&self.dir, log_end_offset, true)?;
+            let segment = Segment::open(&self.storage, &self.dir, log_end_offset, true)?;
             let mut state = self.write_state();
             state.segments.push(segment);
             state.dir_unsynced = true;
@@ -907,7 +923,7 @@ impl Log {
                     segment.size_bytes,
                 )
             };
-            match find_batch(&file, &path, start_position, limit_bytes, start_offset)? {
+            match find_batch(file.as_ref(), &path, start_position, limit_bytes, start_offset)? {
                 Some((first_position, first)) => break (file, path, limit_bytes, first_position, first),
                 None => index = index.map(|i| i + 1),
             }
@@ -918,7 +934,7 @@ impl Log {
         let mut end = first_position + first.size() as u64;
         let mut last_offset = first.last_offset();
         while end < limit_bytes {
-            let header = crate::segment::read_header_at(&file, &path, end, limit_bytes)?;
+            let header = crate::segment::read_header_at(file.as_ref(), &path, end, limit_bytes)?;
             let len = (end - first_position) as usize + header.size();
             if header.base_offset >= upper_bound_offset || len > max_bytes {
                 break;
@@ -998,7 +1014,7 @@ impl Log {
         let started = std::time::Instant::now();
         let mut synced = files.iter().try_for_each(|(file, path)| file.sync_data().ctx(path));
         if synced.is_ok() && sync_directory {
-            synced = sync_dir(&self.dir);
+            synced = sync_dir(self.storage.as_ref(), &self.dir);
         }
         if !files.is_empty() || sync_directory {
             crate::stats::FSYNC_DURATION.observe(started.elapsed());
@@ -1046,9 +1062,9 @@ impl Log {
                 segment.size_bytes,
             )
         };
-        match find_batch(&file, &path, position, limit_bytes, offset)? {
+        match find_batch(file.as_ref(), &path, position, limit_bytes, offset)? {
             Some((position, header)) => {
-                Ok(Some((header.base_offset, read_bytes_at(&file, &path, position, header.size())?)))
+                Ok(Some((header.base_offset, read_bytes_at(file.as_ref(), &path, position, header.size())?)))
             }
             None => Ok(None),
         }
@@ -1072,9 +1088,9 @@ impl Log {
         };
         for (file, path, mut position, limit_bytes) in candidates {
             while position < limit_bytes {
-                let header = crate::segment::read_header_at(&file, &path, position, limit_bytes)?;
+                let header = crate::segment::read_header_at(file.as_ref(), &path, position, limit_bytes)?;
                 if header.last_offset() >= log_start_offset && header.max_timestamp >= timestamp_ms {
-                    let bytes = read_bytes_at(&file, &path, position, header.size())?;
+                    let bytes = read_bytes_at(file.as_ref(), &path, position, header.size())?;
                     return Ok(Some((header.base_offset, bytes)));
                 }
                 position += header.size() as u64;
@@ -1127,11 +1143,15 @@ impl Log {
             (truncate_epochs_from_start(&mut state.epochs, offset), state.log_start_offset)
         };
         if let Some(epochs) = epochs {
-            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+            write_atomic(
+                self.storage.as_ref(),
+                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
         }
         lock(&self.producers).remove_below(log_start_offset);
         if let Some(first_base) = self.read_state().segments.first().map(|s| s.base_offset) {
-            delete_snapshots(&self.dir, |offset| offset < first_base)?;
+            delete_snapshots(self.storage.as_ref(), &self.dir, |offset| offset < first_base)?;
         }
         Ok(log_start_offset)
     }
@@ -1160,7 +1180,7 @@ impl Log {
         // (Kafka's rule; `deletable_segments` never selects an empty active segment).
         let rolled = if count == segment_count {
             self.write_producer_snapshot(log_end_offset)?;
-            Some(Segment::open(&self.dir, log_end_offset, true)?)
+            Some(Segment::open(&self.storage, &self.dir, log_end_offset, true)?)
         } else {
             None
         };
@@ -1182,13 +1202,17 @@ impl Log {
         for segment in &removed {
             let paths: [&Path; 4] =
                 [&segment.log_path, &segment.index_path, &segment.timeindex_path, &segment.txn_index.path];
-            renamed.extend(rename_to_deleted(&paths)?);
+            renamed.extend(rename_to_deleted(self.storage.as_ref(), &paths)?);
         }
         self.write_state()
             .pending_deletions
             .push(PendingDeletion { paths: renamed, due_ms: now_ms.saturating_add(config.file_delete_delay_ms) });
         if let Some(epochs) = epochs {
-            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+            write_atomic(
+                self.storage.as_ref(),
+                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
         }
         // Producers whose every write is gone are forgotten, as are their older snapshots.
         let (log_start_offset, first_base) = {
@@ -1196,7 +1220,7 @@ impl Log {
             (state.log_start_offset, state.segments.first().map_or(log_end_offset, |s| s.base_offset))
         };
         lock(&self.producers).remove_below(log_start_offset);
-        delete_snapshots(&self.dir, |offset| offset < first_base)?;
+        delete_snapshots(self.storage.as_ref(), &self.dir, |offset| offset < first_base)?;
         self.remove_deleted_files(now_ms)?;
         Ok((removed.len(), reason))
     }
@@ -1212,7 +1236,7 @@ impl Log {
             due
         };
         for (i, pending) in due.iter().enumerate() {
-            if let Err(error) = remove_files(&pending.paths) {
+            if let Err(error) = remove_files(self.storage.as_ref(), &pending.paths) {
                 // Try again at the next sweep.
                 self.write_state().pending_deletions.extend(due[i..].iter().cloned());
                 return Err(error);
@@ -1237,7 +1261,7 @@ impl Log {
         // Producer state after the cut: from the newest snapshot at or below it, replayed.
         let mut state = self.write_state();
         let log_end_offset = state.log_end_offset;
-        let producers = rebuild_producer_state(&self.dir, &mut state.segments, log_end_offset)?;
+        let producers = rebuild_producer_state(self.storage.as_ref(), &self.dir, &mut state.segments, log_end_offset)?;
         state.first_unstable_offset = producers.first_unstable_offset();
         drop(state);
         *lock(&self.producers) = producers;
@@ -1252,20 +1276,21 @@ impl Log {
         let index = state.segments.partition_point(|s| s.base_offset <= offset);
         let removed: Vec<Segment> = if index == 0 {
             // Before the first segment: start over empty at `offset`.
-            let fresh = Segment::open(&self.dir, offset.max(0), true)?;
+            let fresh = Segment::open(&self.storage, &self.dir, offset.max(0), true)?;
             let old = std::mem::replace(&mut state.segments, vec![fresh]);
             state.log_start_offset = offset.max(0);
             // Pending `.deleted` files may be of segments above the fresh one, which `open` would
             // take for a deletion in progress: they go now.
             for pending in std::mem::take(&mut state.pending_deletions) {
-                remove_files(&pending.paths)?;
+                remove_files(self.storage.as_ref(), &pending.paths)?;
             }
             old
         } else {
             let removed = state.segments.split_off(index);
             if let Some(segment) = state.segments.last_mut() {
                 let position = segment.lookup_position(offset);
-                let found = find_batch(&segment.log_file, &segment.log_path, position, segment.size_bytes, offset)?;
+                let found =
+                    find_batch(segment.log_file.as_ref(), &segment.log_path, position, segment.size_bytes, offset)?;
                 if let Some((position, _)) = found {
                     segment.truncate_at(position)?;
                 }
@@ -1287,7 +1312,11 @@ impl Log {
             segment.delete_files()?;
         }
         if let Some(epochs) = epochs {
-            write_atomic(&self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE), epochs_text(&epochs).as_bytes())?;
+            write_atomic(
+                self.storage.as_ref(),
+                &self.dir.join(LEADER_EPOCH_CHECKPOINT_FILE),
+                epochs_text(&epochs).as_bytes(),
+            )?;
         }
         Ok(())
     }
@@ -1304,12 +1333,12 @@ impl Log {
     /// `<offset>.snapshot`, keeping the newest few snapshots. Called under `append_lock`.
     fn write_producer_snapshot(&self, offset: i64) -> Result<(), LogError> {
         let bytes = lock(&self.producers).encode_snapshot();
-        write_atomic(&segment_path(&self.dir, offset, SNAPSHOT_EXTENSION), &bytes)?;
-        let mut offsets = snapshot_offsets(&self.dir)?;
+        write_atomic(self.storage.as_ref(), &segment_path(&self.dir, offset, SNAPSHOT_EXTENSION), &bytes)?;
+        let mut offsets = snapshot_offsets(self.storage.as_ref(), &self.dir)?;
         offsets.sort_unstable();
         let keep_from = offsets.len().saturating_sub(SNAPSHOTS_KEPT);
         let oldest_kept = offsets.get(keep_from).copied().unwrap_or(i64::MIN);
-        delete_snapshots(&self.dir, |o| o < oldest_kept)
+        delete_snapshots(self.storage.as_ref(), &self.dir, |o| o < oldest_kept)
     }
 
     /// The last stable offset: the first offset of the earliest open transaction, or the log

@@ -14,8 +14,6 @@
 //! a mix.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -30,6 +28,7 @@ use crate::cleaner::{
 use crate::error::{IoContext, LogError};
 use crate::retention::PendingDeletion;
 use crate::segment::{encode_offset_entries, encode_time_entries, read_header_at, segment_path, IndexTail, Segment};
+use crate::storage::{remove_if_exists, Storage, StorageFile};
 use crate::txn_index::TxnIndex;
 
 const CLEANED_SUFFIX: &str = ".cleaned";
@@ -61,7 +60,7 @@ struct SegmentView {
     info: CleanerSegment,
     /// The next segment's base (or the log end for the last).
     upper_offset: i64,
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     path: PathBuf,
     modified: SystemTime,
 }
@@ -78,12 +77,11 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Calls `each` with every batch of the first `limit_bytes` of `file`.
 fn for_each_batch(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     limit_bytes: u64,
     mut each: impl FnMut(&BatchHeader, &[u8]) -> Result<(), LogError>,
 ) -> Result<(), LogError> {
-    use std::os::unix::fs::FileExt;
     let mut buf = Vec::new();
     let mut position = 0;
     while position < limit_bytes {
@@ -108,7 +106,9 @@ fn section_of(header: &BatchHeader, batch: &[u8], codec: Option<&dyn RecordsCode
 struct CleanedWriter {
     base_offset: i64,
     log_path: PathBuf,
-    out: BufWriter<File>,
+    file: Arc<dyn StorageFile>,
+    /// Batches not yet written, starting at `position - buffer.len()`.
+    buffer: Vec<u8>,
     position: u64,
     tail: IndexTail,
     offset_entries: Vec<crate::segment::OffsetEntry>,
@@ -117,13 +117,21 @@ struct CleanedWriter {
 }
 
 impl CleanedWriter {
-    fn create(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<CleanedWriter, LogError> {
+    const BUFFER_BYTES: usize = 1 << 20;
+
+    fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<CleanedWriter, LogError> {
         let log_path = with_suffix(&segment_path(dir, base_offset, "log"), CLEANED_SUFFIX);
-        let file = File::create(&log_path).ctx(&log_path)?;
+        let file = storage.open(&log_path, true).ctx(&log_path)?;
         Ok(CleanedWriter {
             base_offset,
             log_path,
-            out: BufWriter::with_capacity(1 << 20, file),
+            file,
+            buffer: Vec::new(),
             position: 0,
             tail: IndexTail::new(),
             offset_entries: Vec::new(),
@@ -143,8 +151,19 @@ impl CleanedWriter {
             &mut self.offset_entries,
             &mut self.time_entries,
         );
-        self.out.write_all(batch).ctx(&self.log_path)?;
+        self.buffer.extend_from_slice(batch);
         self.position += batch.len() as u64;
+        if self.buffer.len() >= CleanedWriter::BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered batches to the file.
+    fn flush(&mut self) -> Result<(), LogError> {
+        let start = self.position - self.buffer.len() as u64;
+        self.file.write_all_at(&self.buffer, start).ctx(&self.log_path)?;
+        self.buffer.clear();
         Ok(())
     }
 }
@@ -197,7 +216,7 @@ impl Log {
         let mut views = Vec::with_capacity(state.segments.len());
         for (i, segment) in state.segments.iter().enumerate() {
             let retention = segment.retention_info()?;
-            let modified = segment.log_file.metadata().and_then(|m| m.modified()).ctx(&segment.log_path)?;
+            let modified = segment.log_file.modified().ctx(&segment.log_path)?;
             views.push(SegmentView {
                 info: CleanerSegment {
                     base_offset: segment.base_offset,
@@ -227,7 +246,7 @@ impl Log {
         if policy.max_compaction_lag_ms < i64::MAX {
             // The first batch's timestamp of each segment, for `max.compaction.lag.ms`.
             for view in views.iter_mut().filter(|v| v.info.size_bytes > 0) {
-                let header = read_header_at(&view.file, &view.path, 0, view.info.size_bytes)?;
+                let header = read_header_at(view.file.as_ref(), &view.path, 0, view.info.size_bytes)?;
                 view.info.first_timestamp_ms = header.base_timestamp;
             }
         }
@@ -308,7 +327,7 @@ impl Log {
                 }
                 break;
             }
-            for_each_batch(&view.file, &view.path, view.info.size_bytes, |header, batch| {
+            for_each_batch(view.file.as_ref(), &view.path, view.info.size_bytes, |header, batch| {
                 if header.is_control() {
                     tracker.on_control_batch(header, read_marker(batch).map(|m| m.commit));
                     return Ok(());
@@ -381,7 +400,8 @@ impl Log {
     ) -> Result<CleanedGroup, LogError> {
         let base_offset = group[0].info.base_offset;
         let config = self.config();
-        let mut writer = CleanedWriter::create(&self.dir, base_offset, config.index_interval_bytes)?;
+        let mut writer =
+            CleanedWriter::create(self.storage.as_ref(), &self.dir, base_offset, config.index_interval_bytes)?;
         tracker.kept_aborted.clear();
         for view in group {
             // Kafka's legacy delete horizon: a segment last written before now − delete.retention.ms
@@ -389,7 +409,7 @@ impl Log {
             let modified_ms = millis(view.modified);
             let retain_deletes = modified_ms > horizon_ms;
             let mut kept_delete = false;
-            for_each_batch(&view.file, &view.path, view.info.size_bytes, |header, batch| {
+            for_each_batch(view.file.as_ref(), &view.path, view.info.size_bytes, |header, batch| {
                 let producer_last =
                     header.producer_id >= 0 && last_batches.get(&header.producer_id) == Some(&header.last_offset());
                 let (record_count, retained, records) = if header.is_control() {
@@ -462,35 +482,36 @@ impl Log {
                 stats.deletes_due_ms = Some(stats.deletes_due_ms.map_or(modified_ms, |due| due.min(modified_ms)));
             }
         }
-        let CleanedWriter { log_path, out, position, offset_entries, time_entries, .. } = writer;
-        let file = out.into_inner().map_err(|e| e.into_error()).ctx(&log_path)?;
+        writer.flush()?;
+        let CleanedWriter { log_path, file, position, offset_entries, time_entries, .. } = writer;
         // The cleaned segment is as old as the newest of the segments it replaces (Kafka's
         // `setLastModified`), so that the delete horizon keeps counting from there.
         let newest = group.iter().map(|v| v.modified).max().unwrap_or(UNIX_EPOCH);
         file.set_modified(newest).ctx(&log_path)?;
-        file.sync_all().ctx(&log_path)?;
+        file.sync_data().ctx(&log_path)?;
+        let fs = self.storage.as_ref();
         let write_synced = |extension: &str, bytes: &[u8]| -> Result<(), LogError> {
             let path = with_suffix(&segment_path(&self.dir, base_offset, extension), CLEANED_SUFFIX);
-            let file = File::create(&path).ctx(&path)?;
-            (&file).write_all(bytes).ctx(&path)?;
-            file.sync_all().ctx(&path)
+            let file = fs.open(&path, true).ctx(&path)?;
+            file.write_all_at(bytes, 0).ctx(&path)?;
+            file.sync_data().ctx(&path)
         };
         write_synced("index", &encode_offset_entries(&offset_entries))?;
         write_synced("timeindex", &encode_time_entries(&time_entries))?;
         if !tracker.kept_aborted.is_empty() {
             let path = with_suffix(&segment_path(&self.dir, base_offset, "txnindex"), CLEANED_SUFFIX);
-            let _ = fs::remove_file(&path);
-            let mut index = TxnIndex::empty(path.clone());
+            let _ = remove_if_exists(fs, &path);
+            let mut index = TxnIndex::empty(Arc::clone(&self.storage), path.clone());
             for entry in tracker.kept_aborted.drain(..) {
                 index.append(entry)?;
             }
             if let Some((file, path)) = index.take_unsynced() {
-                file.sync_all().ctx(&path)?;
+                file.sync_data().ctx(&path)?;
             }
         }
         let end_offset = group.last().map_or(base_offset, |v| v.upper_offset);
         write_synced(REPLACES, format!("{end_offset}\n").as_bytes())?;
-        sync_dir(&self.dir)?;
+        sync_dir(fs, &self.dir)?;
         Ok(CleanedGroup { base_offset, size_bytes: position })
     }
 
@@ -501,6 +522,7 @@ impl Log {
         let cleaned_path =
             |extension: &str| with_suffix(&segment_path(&self.dir, base_offset, extension), CLEANED_SUFFIX);
         let swap_path = |extension: &str| with_suffix(&segment_path(&self.dir, base_offset, extension), SWAP_SUFFIX);
+        let fs = self.storage.as_ref();
         let _append = lock(&self.append_lock);
         let position = {
             let state = self.read_state();
@@ -512,7 +534,7 @@ impl Log {
             if !unchanged {
                 drop(state);
                 for extension in SEGMENT_EXTENSIONS.iter().chain(&[REPLACES]) {
-                    let _ = fs::remove_file(cleaned_path(extension));
+                    let _ = remove_if_exists(fs, &cleaned_path(extension));
                 }
                 return Ok(false);
             }
@@ -520,19 +542,19 @@ impl Log {
         };
         // The commit point is `B.log.swap`; everything it needs is renamed first.
         for extension in ["index", "timeindex", "txnindex", REPLACES, "log"] {
-            match fs::rename(cleaned_path(extension), swap_path(extension)) {
+            match fs.rename(&cleaned_path(extension), &swap_path(extension)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).ctx(&cleaned_path(extension)),
                 _ => {}
             }
         }
-        sync_dir(&self.dir)?;
+        sync_dir(fs, &self.dir)?;
         // The old segments' files wait for `file.delete.delay.ms`; open readers keep them.
         let mut replaced = Vec::new();
         for view in group {
             for extension in SEGMENT_EXTENSIONS {
                 let path = segment_path(&self.dir, view.info.base_offset, extension);
                 let target = with_suffix(&path, REPLACED_SUFFIX);
-                match fs::rename(&path, &target) {
+                match fs.rename(&path, &target) {
                     Ok(()) => replaced.push(target),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(e).ctx(&path),
@@ -540,13 +562,13 @@ impl Log {
             }
         }
         for extension in SEGMENT_EXTENSIONS {
-            match fs::rename(swap_path(extension), segment_path(&self.dir, base_offset, extension)) {
+            match fs.rename(&swap_path(extension), &segment_path(&self.dir, base_offset, extension)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).ctx(&swap_path(extension)),
                 _ => {}
             }
         }
-        let _ = fs::remove_file(swap_path(REPLACES));
-        let mut segment = Segment::open(&self.dir, base_offset, false)?;
+        let _ = remove_if_exists(fs, &swap_path(REPLACES));
+        let mut segment = Segment::open(&self.storage, &self.dir, base_offset, false)?;
         if !segment.load_trusted()? {
             segment.recover(self.config().index_interval_bytes)?;
         }
@@ -571,20 +593,20 @@ fn parse_base(stem: &str) -> Option<i64> {
 
 /// The end of the offsets a `.swap` segment replaces: from its `replaces` file, or else (the
 /// file lost) the segment's own last offset + 1, Kafka's rule.
-fn swap_end_offset(dir: &Path, base_offset: i64) -> Result<i64, LogError> {
+fn swap_end_offset(fs: &dyn Storage, dir: &Path, base_offset: i64) -> Result<i64, LogError> {
     for suffix in [SWAP_SUFFIX, CLEANED_SUFFIX] {
         let path = with_suffix(&segment_path(dir, base_offset, REPLACES), suffix);
-        if let Ok(text) = fs::read_to_string(&path) {
-            if let Ok(end) = text.trim().parse::<i64>() {
+        if let Ok(bytes) = fs.read(&path) {
+            if let Ok(end) = String::from_utf8_lossy(&bytes).trim().parse::<i64>() {
                 return Ok(end);
             }
         }
     }
     let path = with_suffix(&segment_path(dir, base_offset, "log"), SWAP_SUFFIX);
-    let file = File::open(&path).ctx(&path)?;
-    let len = file.metadata().ctx(&path)?.len();
+    let file = fs.open(&path, false).ctx(&path)?;
+    let len = file.size().ctx(&path)?;
     let mut end = base_offset + 1;
-    let _ = for_each_batch(&file, &path, len, |header, _| {
+    let _ = for_each_batch(file.as_ref(), &path, len, |header, _| {
         end = header.last_offset() + 1;
         Ok(())
     });
@@ -593,15 +615,13 @@ fn swap_end_offset(dir: &Path, base_offset: i64) -> Result<i64, LogError> {
 
 /// At open: finishes every swap a crash interrupted and removes the leftovers of unfinished
 /// passes (see the module docs). Returns whether anything changed.
-pub(super) fn complete_swaps(dir: &Path) -> Result<bool, LogError> {
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).ctx(dir)? {
-        names.push(entry.ctx(dir)?.file_name().to_string_lossy().into_owned());
-    }
+pub(super) fn complete_swaps(fs: &dyn Storage, dir: &Path) -> Result<bool, LogError> {
+    let mut names: Vec<String> = fs.list_dir(dir).ctx(dir)?.into_iter().map(|(name, _)| name).collect();
+    names.sort();
     let swaps: Vec<i64> = names.iter().filter_map(|n| n.strip_suffix(".log.swap")).filter_map(parse_base).collect();
     let mut changed = false;
     for base_offset in swaps {
-        let end_offset = swap_end_offset(dir, base_offset)?;
+        let end_offset = swap_end_offset(fs, dir, base_offset)?;
         // The old segments inside the swap's range go.
         let doomed: Vec<i64> = names
             .iter()
@@ -612,18 +632,15 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<bool, LogError> {
         for base in doomed {
             for extension in SEGMENT_EXTENSIONS {
                 let path = segment_path(dir, base, extension);
-                match fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).ctx(&path),
-                    _ => {}
-                }
+                remove_if_exists(fs, &path).ctx(&path)?;
             }
         }
         for extension in ["index", "timeindex", "txnindex", "log"] {
             let target = segment_path(dir, base_offset, extension);
             for suffix in [SWAP_SUFFIX, CLEANED_SUFFIX] {
                 let source = with_suffix(&target, suffix);
-                if source.exists() {
-                    fs::rename(&source, &target).ctx(&source)?;
+                if fs.exists(&source) {
+                    fs.rename(&source, &target).ctx(&source)?;
                     break;
                 }
             }
@@ -633,14 +650,12 @@ pub(super) fn complete_swaps(dir: &Path) -> Result<bool, LogError> {
     for name in &names {
         if name.ends_with(CLEANED_SUFFIX) || name.ends_with(SWAP_SUFFIX) {
             let path = dir.join(name);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).ctx(&path),
-                _ => changed = true,
-            }
+            remove_if_exists(fs, &path).ctx(&path)?;
+            changed = true;
         }
     }
     if changed {
-        sync_dir(dir)?;
+        sync_dir(fs, dir)?;
     }
     Ok(changed)
 }

@@ -8,6 +8,7 @@ use crate::cleaner::{parse_records, OffsetMap};
 use crate::producer::{Marker, Origin};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::fs;
 use std::time::SystemTime;
 
 const DAY_MS: i64 = 86_400_000;

@@ -5,7 +5,7 @@ use super::*;
 use crate::batch::BatchHeader;
 use crate::testing::test_batch;
 use proptest::prelude::*;
-use std::fs::OpenOptions;
+use std::fs::{self, OpenOptions};
 use std::sync::Barrier;
 
 fn small_config() -> LogConfig {
@@ -851,7 +851,7 @@ mod producers {
         assert!(fenced.is_err());
         // A crash (no close): the state comes back from the last roll's snapshot plus a replay.
         drop(log);
-        assert!(snapshot_offsets(dir.path()).unwrap().len() > 1, "segments rolled and were snapshotted");
+        assert!(snapshot_offsets(&OsStorage, dir.path()).unwrap().len() > 1, "segments rolled and were snapshotted");
         let log = open(dir.path(), small_config(), 0);
         let retry = log.append(&mut batch(7, 0, 27, 3, false), 0, 0).unwrap();
         assert!(retry.duplicate && retry.base_offset == 27);
@@ -860,7 +860,7 @@ mod producers {
         log.close().unwrap();
         let end = log.log_end_offset();
         drop(log);
-        assert!(snapshot_offsets(dir.path()).unwrap().contains(&end));
+        assert!(snapshot_offsets(&OsStorage, dir.path()).unwrap().contains(&end));
         let log = open(dir.path(), small_config(), i64::MAX);
         assert_eq!(log.producer_states().entry(7).unwrap().last_seq(), 30);
     }
@@ -879,7 +879,7 @@ mod producers {
         OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 10).unwrap();
         let log = open(dir.path(), LogConfig::default(), 0);
         assert_eq!(log.log_end_offset(), 2);
-        assert!(!snapshot_offsets(dir.path()).unwrap().contains(&4));
+        assert!(!snapshot_offsets(&OsStorage, dir.path()).unwrap().contains(&4));
         assert_eq!(log.producer_states().entry(1).unwrap().last_seq(), 1);
         // The producer's retry of the lost batch is written, not taken for a duplicate.
         let retry = log.append(&mut batch(1, 0, 2, 2, false), 0, 0).unwrap();

@@ -1,7 +1,6 @@
 //! `LogManager`: a data directory's partition logs and the broker-wide checkpoint files.
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -11,6 +10,7 @@ use crate::checkpoint::{format_checkpoint, parse_partition_offsets, read_checkpo
 use crate::cleaner::{OffsetMap, RecordsCodec};
 use crate::error::{IoContext, LogError};
 use crate::log::{CleanReport, Log, LogConfig, RecoveryReport};
+use crate::storage::{OsStorage, Storage};
 
 pub const RECOVERY_POINT_CHECKPOINT_FILE: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
@@ -57,6 +57,7 @@ fn partition_dir_name(topic: &str, partition: i32) -> String {
 
 /// Owns the data directory: one `Log` per `<topic>-<partition>` directory.
 pub struct LogManager {
+    storage: Arc<dyn Storage>,
     data_dir: PathBuf,
     default_config: LogConfig,
     logs: RwLock<BTreeMap<PartitionKey, Arc<Log>>>,
@@ -65,8 +66,8 @@ pub struct LogManager {
     report: ManagerRecoveryReport,
 }
 
-fn read_offsets(path: &Path) -> Result<BTreeMap<PartitionKey, i64>, LogError> {
-    let lines = read_checkpoint(path)?.unwrap_or_default();
+fn read_offsets(storage: &dyn Storage, path: &Path) -> Result<BTreeMap<PartitionKey, i64>, LogError> {
+    let lines = read_checkpoint(storage, path)?.unwrap_or_default();
     Ok(parse_partition_offsets(path, &lines)?.into_iter().collect())
 }
 
@@ -74,38 +75,49 @@ impl LogManager {
     /// Opens every partition log in `data_dir` (creating the directory), recovering after an
     /// unclean shutdown from the checkpointed recovery points.
     pub fn open(data_dir: &Path, default_config: LogConfig, now_ms: i64) -> Result<LogManager, LogError> {
-        fs::create_dir_all(data_dir).ctx(data_dir)?;
+        LogManager::open_in(OsStorage::shared(), data_dir, default_config, now_ms)
+    }
+
+    /// `open` on `storage` instead of the operating system's file system.
+    pub fn open_in(
+        storage: Arc<dyn Storage>,
+        data_dir: &Path,
+        default_config: LogConfig,
+        now_ms: i64,
+    ) -> Result<LogManager, LogError> {
+        let fs = storage.as_ref();
+        fs.create_dir_all(data_dir).ctx(data_dir)?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_FILE);
-        let clean_shutdown = marker.exists();
+        let clean_shutdown = fs.exists(&marker);
         let mut report = ManagerRecoveryReport { clean_shutdown, ..ManagerRecoveryReport::default() };
         // A checkpoint that cannot be read only costs a longer recovery, never data.
-        let recovery_points = read_offsets(&data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+        let recovery_points = read_offsets(fs, &data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE)).unwrap_or_else(|e| {
             report.errors.push((RECOVERY_POINT_CHECKPOINT_FILE.to_string(), e.to_string()));
             BTreeMap::new()
         });
-        let log_starts = read_offsets(&data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+        let log_starts = read_offsets(fs, &data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
             report.errors.push((LOG_START_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
             BTreeMap::new()
         });
-        let cleaner_offsets = read_offsets(&data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
+        let cleaner_offsets = read_offsets(fs, &data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE)).unwrap_or_else(|e| {
             report.errors.push((CLEANER_OFFSET_CHECKPOINT_FILE.to_string(), e.to_string()));
             BTreeMap::new()
         });
         let mut logs = BTreeMap::new();
-        for entry in fs::read_dir(data_dir).ctx(data_dir)? {
-            let entry = entry.ctx(data_dir)?;
-            let path = entry.path();
-            if !entry.file_type().ctx(&path)?.is_dir() {
+        let mut entries = fs.list_dir(data_dir).ctx(data_dir)?;
+        entries.sort();
+        for (name, is_dir) in entries {
+            let path = data_dir.join(&name);
+            if !is_dir {
                 continue;
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
             // Directories of other components (the cluster metadata log) share the data dir.
             if name.starts_with(RESERVED_PREFIX) {
                 continue;
             }
             if name.ends_with(DELETE_SUFFIX) {
                 // A delete interrupted by a crash; finish it.
-                fs::remove_dir_all(&path).ctx(&path)?;
+                fs.remove_dir_all(&path).ctx(&path)?;
                 continue;
             }
             let Some(key) = parse_partition_dir(&name) else {
@@ -115,7 +127,15 @@ impl LogManager {
             let recovery_point =
                 if clean_shutdown { i64::MAX } else { recovery_points.get(&key).copied().unwrap_or(0) };
             let log_start_offset = log_starts.get(&key).copied().unwrap_or(0);
-            let log = Log::open(&path, "", default_config, recovery_point, log_start_offset, now_ms)?;
+            let log = Log::open_in(
+                Arc::clone(&storage),
+                &path,
+                "",
+                default_config,
+                recovery_point,
+                log_start_offset,
+                now_ms,
+            )?;
             log.set_cleaner_checkpoint(cleaner_offsets.get(&key).copied());
             report.partitions.push(PartitionRecovery {
                 topic: key.0.clone(),
@@ -126,10 +146,11 @@ impl LogManager {
         }
         if clean_shutdown {
             // From here on a crash is unclean again.
-            fs::remove_file(&marker).ctx(&marker)?;
-            sync_dir(data_dir)?;
+            fs.remove_file(&marker).ctx(&marker)?;
+            sync_dir(fs, data_dir)?;
         }
         Ok(LogManager {
+            storage,
             data_dir: data_dir.to_path_buf(),
             default_config,
             logs: RwLock::new(logs),
@@ -180,8 +201,9 @@ impl LogManager {
         }
         // The API takes no clock; a new log's segment age only needs wall time.
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let log = Arc::new(Log::open(&self.data_dir.join(name), topic_id, config, 0, 0, now_ms)?);
-        sync_dir(&self.data_dir)?;
+        let path = self.data_dir.join(name);
+        let log = Arc::new(Log::open_in(Arc::clone(&self.storage), &path, topic_id, config, 0, 0, now_ms)?);
+        sync_dir(self.storage.as_ref(), &self.data_dir)?;
         logs.insert(key, Arc::clone(&log));
         Ok(log)
     }
@@ -198,7 +220,7 @@ impl LogManager {
         }
         let name = partition_dir_name(topic, partition);
         let path = self.data_dir.join(&name);
-        if removed.is_none() && !path.exists() {
+        if removed.is_none() && !self.storage.exists(&path) {
             return Ok(());
         }
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -210,13 +232,13 @@ impl LogManager {
             prefix_len -= 1;
         }
         let doomed = self.data_dir.join(format!("{}{suffix}", &topic[..prefix_len]));
-        match fs::rename(&path, &doomed) {
+        match self.storage.rename(&path, &doomed) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).ctx(&path),
         }
-        sync_dir(&self.data_dir)?;
-        fs::remove_dir_all(&doomed).ctx(&doomed)
+        sync_dir(self.storage.as_ref(), &self.data_dir)?;
+        self.storage.remove_dir_all(&doomed).ctx(&doomed)
     }
 
     pub fn all(&self) -> Vec<((String, i32), Arc<Log>)> {
@@ -236,8 +258,16 @@ impl LogManager {
             .iter()
             .map(|((topic, partition), log)| format!("{topic} {partition} {}", log.log_start_offset()))
             .collect();
-        write_atomic(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE), format_checkpoint(&recovery).as_bytes())?;
-        write_atomic(&self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE), format_checkpoint(&starts).as_bytes())?;
+        write_atomic(
+            self.storage.as_ref(),
+            &self.data_dir.join(RECOVERY_POINT_CHECKPOINT_FILE),
+            format_checkpoint(&recovery).as_bytes(),
+        )?;
+        write_atomic(
+            self.storage.as_ref(),
+            &self.data_dir.join(LOG_START_OFFSET_CHECKPOINT_FILE),
+            format_checkpoint(&starts).as_bytes(),
+        )?;
         self.write_cleaner_checkpoint(&logs)
     }
 
@@ -249,7 +279,11 @@ impl LogManager {
                 log.cleaner_checkpoint().map(|offset| format!("{topic} {partition} {offset}"))
             })
             .collect();
-        write_atomic(&self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE), format_checkpoint(&cleaned).as_bytes())
+        write_atomic(
+            self.storage.as_ref(),
+            &self.data_dir.join(CLEANER_OFFSET_CHECKPOINT_FILE),
+            format_checkpoint(&cleaned).as_bytes(),
+        )
     }
 
     /// One cleaning pass over the compacted log that needs it most (Kafka's
@@ -314,13 +348,15 @@ impl LogManager {
         }
         match first_error {
             Some(error) => Err(error),
-            None => write_atomic(&self.data_dir.join(CLEAN_SHUTDOWN_FILE), b""),
+            None => write_atomic(self.storage.as_ref(), &self.data_dir.join(CLEAN_SHUTDOWN_FILE), b""),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
     use crate::testing::test_batch;
 

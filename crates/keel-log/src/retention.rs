@@ -7,11 +7,11 @@
 //! high watermark, and an empty active segment is never deleted; a non-empty active segment
 //! that qualifies is rolled first by the caller, so the log always keeps an active segment.
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, LogError};
+use crate::storage::{remove_if_exists, Storage};
 
 /// Kafka's suffix for a segment file waiting for `file.delete.delay.ms`.
 pub const DELETED_SUFFIX: &str = ".deleted";
@@ -117,13 +117,13 @@ pub(crate) struct PendingDeletion {
 
 /// Renames each existing file of `paths` to `<name>.deleted`; returns the new paths. A reader
 /// holding the file open keeps reading it; the name is what goes.
-pub(crate) fn rename_to_deleted(paths: &[&Path]) -> Result<Vec<PathBuf>, LogError> {
+pub(crate) fn rename_to_deleted(storage: &dyn Storage, paths: &[&Path]) -> Result<Vec<PathBuf>, LogError> {
     let mut renamed = Vec::with_capacity(paths.len());
     for path in paths {
         let mut target = path.as_os_str().to_owned();
         target.push(DELETED_SUFFIX);
         let target = PathBuf::from(target);
-        match fs::rename(path, &target) {
+        match storage.rename(path, &target) {
             Ok(()) => renamed.push(target),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).ctx(path),
@@ -133,19 +133,19 @@ pub(crate) fn rename_to_deleted(paths: &[&Path]) -> Result<Vec<PathBuf>, LogErro
 }
 
 /// Removes the files of `pending`; a file already gone is fine.
-pub(crate) fn remove_files(paths: &[PathBuf]) -> Result<(), LogError> {
+pub(crate) fn remove_files(storage: &dyn Storage, paths: &[PathBuf]) -> Result<(), LogError> {
     for path in paths {
-        match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e).ctx(path),
-            _ => {}
-        }
+        remove_if_exists(storage, path).ctx(path)?;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+    use crate::storage::OsStorage;
 
     /// Segments of `sizes` bytes, 10 offsets each, the i-th with largest timestamp `times[i]`.
     fn segments(sizes: &[u64], times: &[i64]) -> Vec<SegmentInfo> {
@@ -267,11 +267,11 @@ mod tests {
         let a = dir.path().join("00000000000000000000.log");
         let b = dir.path().join("00000000000000000000.index");
         fs::write(&a, b"data").expect("write");
-        let renamed = rename_to_deleted(&[&a, &b]).expect("rename");
+        let renamed = rename_to_deleted(&OsStorage, &[&a, &b]).expect("rename");
         assert_eq!(renamed, vec![dir.path().join("00000000000000000000.log.deleted")]);
         assert!(!a.exists() && renamed[0].exists());
-        remove_files(&renamed).expect("remove");
-        remove_files(&renamed).expect("removing again is fine");
+        remove_files(&OsStorage, &renamed).expect("remove");
+        remove_files(&OsStorage, &renamed).expect("removing again is fine");
         assert!(!renamed[0].exists());
     }
 }

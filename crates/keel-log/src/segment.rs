@@ -2,8 +2,6 @@
 //!
 //! A segment is plain data; the locking lives in `log.rs`.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -11,6 +9,7 @@ use std::time::UNIX_EPOCH;
 use crate::batch::{check_stored_batch, BatchHeader, HEADER_BYTES};
 use crate::error::{IoContext, LogError};
 use crate::retention::SegmentInfo;
+use crate::storage::{remove_if_exists, Storage, StorageFile};
 use crate::txn_index::TxnIndex;
 
 pub(crate) const OFFSET_ENTRY_BYTES: u64 = 8;
@@ -121,7 +120,7 @@ impl IndexTail {
 
 /// Reads and sanity-checks the batch header at `position`, which must lie below `limit_bytes`.
 pub(crate) fn read_header_at(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     position: u64,
     limit_bytes: u64,
@@ -142,7 +141,7 @@ pub(crate) fn read_header_at(
 
 /// Walks headers from `position` to the first batch whose last offset is ≥ `offset`.
 pub(crate) fn find_batch(
-    file: &File,
+    file: &dyn StorageFile,
     path: &Path,
     mut position: u64,
     limit_bytes: u64,
@@ -158,7 +157,12 @@ pub(crate) fn find_batch(
     Ok(None)
 }
 
-pub(crate) fn read_bytes_at(file: &File, path: &Path, position: u64, len: usize) -> Result<Vec<u8>, LogError> {
+pub(crate) fn read_bytes_at(
+    file: &dyn StorageFile,
+    path: &Path,
+    position: u64,
+    len: usize,
+) -> Result<Vec<u8>, LogError> {
     let mut out = vec![0u8; len];
     file.read_exact_at(&mut out, position).ctx(path)?;
     Ok(out)
@@ -169,9 +173,10 @@ pub(crate) struct Segment {
     pub log_path: PathBuf,
     pub index_path: PathBuf,
     pub timeindex_path: PathBuf,
-    pub log_file: Arc<File>,
-    pub index_file: Arc<File>,
-    pub timeindex_file: Arc<File>,
+    pub storage: Arc<dyn Storage>,
+    pub log_file: Arc<dyn StorageFile>,
+    pub index_file: Arc<dyn StorageFile>,
+    pub timeindex_file: Arc<dyn StorageFile>,
     /// Bytes of whole batches; readers never look past it.
     pub size_bytes: u64,
     /// Last offset + 1, or `base_offset` when empty.
@@ -187,37 +192,38 @@ pub(crate) struct Segment {
     pub txn_index: TxnIndex,
 }
 
-fn open_rw(path: &Path, fresh: bool) -> Result<File, LogError> {
-    // Never O_APPEND: positional writes on an O_APPEND file ignore the position on Linux.
-    OpenOptions::new().read(true).write(true).create(true).truncate(fresh).open(path).ctx(path)
-}
-
 impl Segment {
     /// Opens (or with `fresh`, creates empty) the three files of the segment at `base_offset`.
     /// The in-memory state is empty until `load_trusted` or `recover`.
-    pub(crate) fn open(dir: &Path, base_offset: i64, fresh: bool) -> Result<Segment, LogError> {
+    pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        fresh: bool,
+    ) -> Result<Segment, LogError> {
         let log_path = segment_path(dir, base_offset, "log");
         let index_path = segment_path(dir, base_offset, "index");
         let timeindex_path = segment_path(dir, base_offset, "timeindex");
-        let log_file = open_rw(&log_path, fresh)?;
-        let index_file = open_rw(&index_path, fresh)?;
-        let timeindex_file = open_rw(&timeindex_path, fresh)?;
+        let log_file = storage.open(&log_path, fresh).ctx(&log_path)?;
+        let index_file = storage.open(&index_path, fresh).ctx(&index_path)?;
+        let timeindex_file = storage.open(&timeindex_path, fresh).ctx(&timeindex_path)?;
         let txnindex_path = segment_path(dir, base_offset, "txnindex");
         let txn_index = if fresh {
-            let stale = TxnIndex::empty(txnindex_path);
+            let stale = TxnIndex::empty(Arc::clone(storage), txnindex_path);
             stale.delete_file()?;
             stale
         } else {
-            TxnIndex::load(txnindex_path)?
+            TxnIndex::load(Arc::clone(storage), txnindex_path)?
         };
         Ok(Segment {
             base_offset,
             log_path,
             index_path,
             timeindex_path,
-            log_file: Arc::new(log_file),
-            index_file: Arc::new(index_file),
-            timeindex_file: Arc::new(timeindex_file),
+            storage: Arc::clone(storage),
+            log_file,
+            index_file,
+            timeindex_file,
             size_bytes: 0,
             next_offset: base_offset,
             offset_index: Vec::new(),
@@ -230,16 +236,9 @@ impl Segment {
         })
     }
 
-    pub(crate) fn file_len(file: &File, path: &Path) -> Result<u64, LogError> {
-        file.metadata().map(|m| m.len()).ctx(path)
-    }
-
     pub(crate) fn delete_files(&self) -> Result<(), LogError> {
         for path in [&self.log_path, &self.index_path, &self.timeindex_path] {
-            match fs::remove_file(path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).ctx(path),
-                _ => {}
-            }
+            remove_if_exists(self.storage.as_ref(), path).ctx(path)?;
         }
         self.txn_index.delete_file()
     }
@@ -250,7 +249,7 @@ impl Segment {
         let largest_timestamp_ms = if self.tail.max_timestamp >= 0 {
             self.tail.max_timestamp
         } else {
-            let modified = self.log_file.metadata().and_then(|m| m.modified()).ctx(&self.log_path)?;
+            let modified = self.log_file.modified().ctx(&self.log_path)?;
             modified.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
         };
         Ok(SegmentInfo {
@@ -265,9 +264,9 @@ impl Segment {
     /// the last index entry. `Ok(false)` means something is inconsistent and the caller must
     /// `recover` the segment.
     pub(crate) fn load_trusted(&mut self) -> Result<bool, LogError> {
-        self.size_bytes = Segment::file_len(&self.log_file, &self.log_path)?;
-        let index_bytes = fs::read(&self.index_path).ctx(&self.index_path)?;
-        let time_bytes = fs::read(&self.timeindex_path).ctx(&self.timeindex_path)?;
+        self.size_bytes = self.log_file.size().ctx(&self.log_path)?;
+        let index_bytes = self.storage.read(&self.index_path).ctx(&self.index_path)?;
+        let time_bytes = self.storage.read(&self.timeindex_path).ctx(&self.timeindex_path)?;
         if index_bytes.len() as u64 % OFFSET_ENTRY_BYTES != 0 || time_bytes.len() as u64 % TIME_ENTRY_BYTES != 0 {
             return Ok(false);
         }
@@ -314,7 +313,7 @@ impl Segment {
         };
         let mut next_offset = self.base_offset;
         while position < self.size_bytes {
-            let header = match read_header_at(&self.log_file, &self.log_path, position, self.size_bytes) {
+            let header = match read_header_at(self.log_file.as_ref(), &self.log_path, position, self.size_bytes) {
                 Ok(header) => header,
                 Err(LogError::Corrupt { .. }) => return Ok(false),
                 Err(e) => return Err(e),
@@ -354,7 +353,7 @@ impl Segment {
     /// Re-validates every batch (header, magic, CRC, counts, contiguous offsets), cuts the file
     /// at the first invalid one, and rebuilds both indexes. Returns the bytes cut.
     pub(crate) fn recover(&mut self, index_interval_bytes: u32) -> Result<u64, LogError> {
-        let file_bytes = Segment::file_len(&self.log_file, &self.log_path)?;
+        let file_bytes = self.log_file.size().ctx(&self.log_path)?;
         let mut position = 0u64;
         let mut expected = self.base_offset;
         let mut tail = IndexTail::new();
@@ -362,7 +361,7 @@ impl Segment {
         let mut time_index = Vec::new();
         let mut buf = Vec::new();
         while position < file_bytes {
-            let header = match read_header_at(&self.log_file, &self.log_path, position, file_bytes) {
+            let header = match read_header_at(self.log_file.as_ref(), &self.log_path, position, file_bytes) {
                 Ok(header) => header,
                 Err(LogError::Corrupt { .. }) => break,
                 Err(e) => return Err(e),

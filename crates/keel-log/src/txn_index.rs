@@ -2,14 +2,13 @@
 //! entry per transaction aborted by a marker in the segment (version i16 = 0, producerId i64,
 //! firstOffset i64, lastOffset i64, lastStableOffset i64). Created on the first entry.
 
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::{IoContext, LogError};
 use crate::producer::AbortedTxn;
+use crate::storage::{remove_if_exists, Storage, StorageFile};
 
 pub(crate) const ENTRY_BYTES: usize = 34;
 const ENTRY_VERSION: i16 = 0;
@@ -17,7 +16,8 @@ const ENTRY_VERSION: i16 = 0;
 pub(crate) struct TxnIndex {
     pub path: PathBuf,
     pub entries: Vec<AbortedTxn>,
-    file: Option<Arc<File>>,
+    storage: Arc<dyn Storage>,
+    file: Option<Arc<dyn StorageFile>>,
     pub unsynced: bool,
 }
 
@@ -39,16 +39,16 @@ fn i64_at(buf: &[u8], at: usize) -> i64 {
 
 impl TxnIndex {
     /// An index with no file yet.
-    pub(crate) fn empty(path: PathBuf) -> TxnIndex {
-        TxnIndex { path, entries: Vec::new(), file: None, unsynced: false }
+    pub(crate) fn empty(storage: Arc<dyn Storage>, path: PathBuf) -> TxnIndex {
+        TxnIndex { path, entries: Vec::new(), storage, file: None, unsynced: false }
     }
 
     /// Reads the index at `path` if it exists. A torn last entry (a crash mid-write) is dropped;
     /// the entries the log replays after its snapshot are rebuilt anyway.
-    pub(crate) fn load(path: PathBuf) -> Result<TxnIndex, LogError> {
-        let bytes = match fs::read(&path) {
+    pub(crate) fn load(storage: Arc<dyn Storage>, path: PathBuf) -> Result<TxnIndex, LogError> {
+        let bytes = match storage.read(&path) {
             Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TxnIndex::empty(path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(TxnIndex::empty(storage, path)),
             Err(e) => return Err(e).ctx(&path),
         };
         let mut entries = Vec::with_capacity(bytes.len() / ENTRY_BYTES);
@@ -66,20 +66,18 @@ impl TxnIndex {
                 last_stable_offset: i64_at(chunk, 26),
             });
         }
-        let mut index = TxnIndex { path, entries, file: None, unsynced: false };
+        let mut index = TxnIndex { path, entries, storage, file: None, unsynced: false };
         if bytes.len() % ENTRY_BYTES != 0 {
             index.rewrite()?;
         }
         Ok(index)
     }
 
-    fn file(&mut self) -> Result<Arc<File>, LogError> {
+    fn file(&mut self) -> Result<Arc<dyn StorageFile>, LogError> {
         if let Some(file) = &self.file {
             return Ok(Arc::clone(file));
         }
-        let file = Arc::new(
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&self.path).ctx(&self.path)?,
-        );
+        let file = self.storage.open(&self.path, false).ctx(&self.path)?;
         self.file = Some(Arc::clone(&file));
         Ok(file)
     }
@@ -113,7 +111,7 @@ impl TxnIndex {
     }
 
     /// The open file, if the index has one and it has unsynced writes.
-    pub(crate) fn take_unsynced(&mut self) -> Option<(Arc<File>, PathBuf)> {
+    pub(crate) fn take_unsynced(&mut self) -> Option<(Arc<dyn StorageFile>, PathBuf)> {
         if !std::mem::take(&mut self.unsynced) {
             return None;
         }
@@ -121,16 +119,17 @@ impl TxnIndex {
     }
 
     pub(crate) fn delete_file(&self) -> Result<(), LogError> {
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx(&self.path),
-            _ => Ok(()),
-        }
+        remove_if_exists(self.storage.as_ref(), &self.path).ctx(&self.path)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::{self, OpenOptions};
+    use std::os::unix::fs::FileExt;
+
     use super::*;
+    use crate::storage::OsStorage;
 
     fn entry(first_offset: i64, last_offset: i64) -> AbortedTxn {
         AbortedTxn { producer_id: 7, first_offset, last_offset, last_stable_offset: last_offset + 1 }
@@ -140,18 +139,18 @@ mod tests {
     fn entries_survive_a_reload_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("00000000000000000000.txnindex");
-        let mut index = TxnIndex::load(path.clone()).unwrap();
+        let mut index = TxnIndex::load(OsStorage::shared(), path.clone()).unwrap();
         assert!(index.entries.is_empty() && !path.exists(), "no file until the first entry");
         index.append(entry(0, 5)).unwrap();
         index.append(entry(6, 9)).unwrap();
         assert_eq!(fs::metadata(&path).unwrap().len(), 2 * ENTRY_BYTES as u64);
-        assert_eq!(TxnIndex::load(path.clone()).unwrap().entries, vec![entry(0, 5), entry(6, 9)]);
+        assert_eq!(TxnIndex::load(OsStorage::shared(), path.clone()).unwrap().entries, vec![entry(0, 5), entry(6, 9)]);
         index.truncate_from(9).unwrap();
-        assert_eq!(TxnIndex::load(path.clone()).unwrap().entries, vec![entry(0, 5)]);
+        assert_eq!(TxnIndex::load(OsStorage::shared(), path.clone()).unwrap().entries, vec![entry(0, 5)]);
         // A torn entry is dropped.
         let file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all_at(&[0u8; 10], ENTRY_BYTES as u64).unwrap();
-        let reloaded = TxnIndex::load(path.clone()).unwrap();
+        let reloaded = TxnIndex::load(OsStorage::shared(), path.clone()).unwrap();
         assert_eq!(reloaded.entries, vec![entry(0, 5)]);
         assert_eq!(fs::metadata(&path).unwrap().len(), ENTRY_BYTES as u64);
     }

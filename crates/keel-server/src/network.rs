@@ -15,7 +15,6 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseKind};
 use keel_log::ReadSlice;
 use keel_protocol::fetch_encoding::{encode_fetch_response, RecordsSource};
 use keel_protocol::{decode_request, encode_response, frame_length, DecodeError, FRAME_LENGTH_BYTES};
-use std::os::unix::fs::FileExt;
 use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -267,8 +266,9 @@ async fn write_fetch(
         written = split;
         let Some(Some(slice)) = output.slices.get(index) else { continue };
         let Some(file) = &slice.file else { continue };
-        if sendfile {
-            send_file(writer, file, slice.position, slice.len).await?;
+        // Storage that is not the operating system's file system has nothing to sendfile.
+        if let (true, Some(os_file)) = (sendfile, file.os_file()) {
+            send_file(writer, os_file, slice.position, slice.len).await?;
         } else {
             if scratch.len() < slice.len {
                 scratch.resize(slice.len, 0);
