@@ -475,7 +475,7 @@ impl Log {
                 }
             }
             if recover_this {
-                let truncated = segment.recover(config.index_interval_bytes)?;
+                let truncated = segment.recover(config.index_interval_bytes, recovery_point)?;
                 report.segments_recovered += 1;
                 report.truncated_bytes += truncated;
                 cut |= truncated > 0;
@@ -863,17 +863,11 @@ impl Log {
             (needs_roll, state.log_end_offset)
         };
         if needs_roll {
-            // The producer state as of the new segment's base goes to a snapshot, once the
-            // aborted-transaction entries before it are on disk (recovery trusts them).
-            let unsynced = self.write_state().segments.last_mut().and_then(|s| s.txn_index.take_unsynced());
-            if let Some((file, path)) = unsynced {
-                // A failed fsync fails the log, as in `flush_round`: the entries may never
-                // reach the disk, and a retry could not tell.
-                if let Err(e) = file.sync_data().ctx(&path) {
-                    self.failed.store(true, Ordering::Release);
-                    return Err(e);
-                }
-            }
+            // Everything before the new segment is fsynced first (Kafka schedules the same
+            // flush at a roll): a segment's name never survives a power loss that its
+            // predecessors' data did not, which would leave a hole below the log end. The
+            // snapshot below also relies on the aborted-transaction entries being on disk.
+            self.exclusive_flush(|| self.flush_round())?;
             self.write_producer_snapshot(log_end_offset)?;
             let segment = Segment::open(&self.storage, &self.dir, log_end_offset, true)?;
             let mut state = self.write_state();
@@ -1256,8 +1250,9 @@ impl Log {
         self.check_failed()?;
         let _append = lock(&self.append_lock);
         // Excluding flushes keeps a flush that snapshotted the old log end from publishing a
-        // durable offset past the cut.
-        self.exclusive_flush(|| self.truncate_locked(offset))?;
+        // durable offset past the cut. The cut is fsynced before returning: after a power loss
+        // the truncated batches must not come back under offsets that new batches now hold.
+        self.exclusive_flush(|| self.truncate_locked(offset).and_then(|()| self.flush_round()))?;
         // Producer state after the cut: from the newest snapshot at or below it, replayed.
         let mut state = self.write_state();
         let log_end_offset = state.log_end_offset;
@@ -1386,3 +1381,7 @@ mod disk_full_tests;
 #[cfg(test)]
 #[path = "log_clean_tests.rs"]
 mod clean_tests;
+
+#[cfg(test)]
+#[path = "fault_tests.rs"]
+mod fault_tests;

@@ -570,7 +570,8 @@ impl Log {
         let _ = remove_if_exists(fs, &swap_path(REPLACES));
         let mut segment = Segment::open(&self.storage, &self.dir, base_offset, false)?;
         if !segment.load_trusted()? {
-            segment.recover(self.config().index_interval_bytes)?;
+            // The cleaned files were fsynced before the swap: nothing to write again.
+            segment.recover(self.config().index_interval_bytes, i64::MAX)?;
         }
         let mut state = self.write_state();
         state.segments.splice(position..position + group.len(), [segment]);

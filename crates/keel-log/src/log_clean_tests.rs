@@ -6,6 +6,7 @@ use super::*;
 use crate::builder::{build_batch, build_producer_batch, Producer};
 use crate::cleaner::{parse_records, OffsetMap};
 use crate::producer::{Marker, Origin};
+use crate::sim_storage::{PowerLoss, SimHandle, SimStorage};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -390,6 +391,14 @@ enum Op {
     DeleteBefore {
         ahead: u8,
     },
+    /// An `acks=all` wait: everything appended is fsynced.
+    Flush,
+    /// The machine loses power (what was not fsynced goes, or with `torn` a random prefix of
+    /// it stays) and the log reopens from its checkpoints.
+    PowerLoss {
+        torn: bool,
+        seed: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -399,6 +408,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(|keep_checkpoint| Op::Reopen { keep_checkpoint }),
         1 => (0u8..8).prop_map(|back| Op::Truncate { back }),
         1 => (0u8..8).prop_map(|ahead| Op::DeleteBefore { ahead }),
+        1 => Just(Op::Flush),
+        1 => (any::<bool>(), any::<u64>()).prop_map(|(torn, seed)| Op::PowerLoss { torn, seed }),
     ]
 }
 
@@ -409,16 +420,24 @@ proptest! {
     })]
 
     /// The log against a model (every record ever appended, by offset) under random appends,
-    /// rolls (small segments), compaction passes, reopens, truncations, and DeleteRecords with
-    /// retention: reads from the log start return only appended records at their offsets;
+    /// rolls (small segments), compaction passes, reopens, truncations, DeleteRecords with
+    /// retention, flushes and power losses (on the simulated file system): a power loss keeps
+    /// at least everything flushed, and the model loses what the log lost past that; reads
+    /// from the log start return only appended records at their offsets;
     /// above the cleaner checkpoint everything; below it, at most one record per key, the
     /// key's last below the checkpoint (a tombstone only while `delete.retention.ms` lasts);
     /// every key's latest value always; the log end is the model's.
     #[test]
     fn compaction_matches_a_model(ops in proptest::collection::vec(op(), 1..60)) {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = SimStorage::new();
+        let storage = SimHandle::shared(&sim);
+        let dir = Path::new("/data/t-0");
         let config = compacted(250);
-        let mut log = open(dir.path(), config);
+        let open_at = |recovery_point: i64, log_start: i64| {
+            Log::open_in(Arc::clone(&storage), dir, "topic-id", config, recovery_point, log_start, wall_ms())
+                .expect("open")
+        };
+        let mut log = open_at(i64::MAX, 0);
         let mut model: Vec<Record> = Vec::new();
         let mut tombstones_may_go = false;
         let mut cleaned_upto = 0;
@@ -444,19 +463,37 @@ proptest! {
                     let log_start = log.log_start_offset();
                     log.close().expect("close");
                     drop(log);
-                    log = Log::open(dir.path(), "topic-id", config, i64::MAX, log_start, wall_ms()).expect("open");
+                    log = open_at(i64::MAX, log_start);
                     if keep_checkpoint {
                         log.set_cleaner_checkpoint(checkpoint);
                     }
+                }
+                Op::Flush => {
+                    log.flush_to(i64::MAX).expect("flush");
+                }
+                Op::PowerLoss { torn, seed } => {
+                    // The checkpoints as LogManager would have written them just before.
+                    let durable = log.durable_offset();
+                    let log_start = log.log_start_offset();
+                    let checkpoint = log.cleaner_checkpoint();
+                    drop(log);
+                    sim.power_loss(if torn { PowerLoss::Torn(seed) } else { PowerLoss::DropUnsynced });
+                    log = open_at(durable, log_start);
+                    let end = log.log_end_offset();
+                    prop_assert!(end >= durable, "a power loss took fsynced offsets: end {} < durable {}", end, durable);
+                    log.set_cleaner_checkpoint(checkpoint.filter(|&c| c <= end));
+                    model.retain(|r| r.0 < end);
+                    cleaned_upto = cleaned_upto.min(end);
                 }
                 Op::Truncate { back } => {
                     let floor = cleaned_upto.max(log.cleaner_checkpoint().unwrap_or(0));
                     let target = (log.log_end_offset() - i64::from(back)).max(floor);
                     // The cleaner's checkpoint may sit inside a batch (it follows the log start):
                     // skip a cut that would land below it.
-                    let cut = match log.read(target, 1, i64::MAX, true) {
-                        Ok(slice) if !slice.is_empty() => slice.first_offset,
-                        _ => target,
+                    // (Also below the log start, where reads are refused.)
+                    let cut = match log.batch_containing(target).expect("batch") {
+                        Some((base_offset, _)) => base_offset.min(target),
+                        None => target,
                     };
                     if cut < floor {
                         continue;

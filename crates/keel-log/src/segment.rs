@@ -352,7 +352,13 @@ impl Segment {
 
     /// Re-validates every batch (header, magic, CRC, counts, contiguous offsets), cuts the file
     /// at the first invalid one, and rebuilds both indexes. Returns the bytes cut.
-    pub(crate) fn recover(&mut self, index_interval_bytes: u32) -> Result<u64, LogError> {
+    ///
+    /// The batches holding offsets at or past `recovery_point` were never known to be durable:
+    /// they are written again, so that the next fsync stores them. After a failed fsync the
+    /// kernel may keep the data in the page cache marked clean, where this run reads it, while
+    /// no later fsync would ever write it (Linux since 4.13), and a power loss would then take
+    /// it together with the acknowledged data behind it.
+    pub(crate) fn recover(&mut self, index_interval_bytes: u32, recovery_point: i64) -> Result<u64, LogError> {
         let file_bytes = self.log_file.size().ctx(&self.log_path)?;
         let mut position = 0u64;
         let mut expected = self.base_offset;
@@ -375,6 +381,9 @@ impl Segment {
             self.log_file.read_exact_at(&mut buf, position).ctx(&self.log_path)?;
             if check_stored_batch(&buf, 0).is_err() {
                 break;
+            }
+            if header.last_offset() >= recovery_point {
+                self.log_file.write_all_at(&buf, position).ctx(&self.log_path)?;
             }
             tail.observe(self.base_offset, position, &header, index_interval_bytes, &mut offset_index, &mut time_index);
             expected = header.last_offset() + 1;
