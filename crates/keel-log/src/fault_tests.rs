@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::batch::check_stored_batch;
 use crate::builder::{build_marker_batch, build_producer_batch, Producer};
+use crate::manager::LogManager;
 use crate::producer::Marker;
 use crate::sim_storage::{PowerLoss, SimHandle, SimStorage};
 
@@ -406,4 +407,52 @@ fn a_bit_flip_is_cut_by_recovery_and_never_served() {
     let (last_acked_base, _) = run.acked.last().expect("acked");
     assert!(!kept.contains_key(last_acked_base), "the flipped batch is not served");
     assert_acked_present(&log, &run.acked[..run.acked.len() - 1], "bit flip");
+}
+
+#[test]
+fn the_manager_and_its_checkpoints_survive_power_loss() {
+    let data_dir = Path::new("/data");
+    for seed in 0..80u64 {
+        let sim = SimStorage::new();
+        let storage = SimHandle::shared(&sim);
+        let manager = LogManager::open_in(Arc::clone(&storage), data_dir, config(), 0).expect("open");
+        let shutdown = seed % 4 == 0;
+        let context = format!("seed {seed}, clean shutdown {shutdown}");
+        // Per partition: the acknowledged batches, and every appended one.
+        let mut acked: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
+        let mut appended: [Vec<(i64, Vec<u8>)>; 2] = Default::default();
+        for step in 0..(1 + seed % 40) {
+            let partition = (step % 2) as usize;
+            let log = manager.get_or_create("t", partition as i32, "topic-id", config()).expect("log");
+            let mut batch = crate::testing::test_batch(2, 1000 + step as i64, 100 + step as usize);
+            let info = log.append(&mut batch, 0, 0).expect("append");
+            if step % 3 != 2 {
+                log.flush_to(info.log_end_offset).expect("flush");
+                acked[partition].push((info.base_offset, batch.clone()));
+            }
+            appended[partition].push((info.base_offset, batch));
+            if step % 7 == 6 {
+                manager.checkpoint().expect("checkpoint");
+            }
+        }
+        if shutdown {
+            manager.shutdown().expect("shutdown");
+        }
+        drop(manager);
+        sim.power_loss(if seed % 2 == 0 { PowerLoss::DropUnsynced } else { PowerLoss::Torn(seed) });
+        let manager = LogManager::open_in(Arc::clone(&storage), data_dir, config(), 0).expect("reopen");
+        assert_eq!(manager.recovery_report().clean_shutdown, shutdown, "{context}");
+        for partition in 0..2 {
+            // After a clean shutdown everything appended is there, not only what was acked.
+            let expected = if shutdown { &appended[partition] } else { &acked[partition] };
+            match manager.get("t", partition as i32) {
+                Some(log) => assert_acked_present(&log, expected, &context),
+                None => assert!(expected.is_empty(), "{context}: partition {partition} lost"),
+            }
+        }
+        // A second start after an unclean one is unclean too until a shutdown.
+        drop(manager);
+        let manager = LogManager::open_in(Arc::clone(&storage), data_dir, config(), 0).expect("reopen");
+        assert!(!manager.recovery_report().clean_shutdown, "{context}");
+    }
 }
