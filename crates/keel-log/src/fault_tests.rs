@@ -107,6 +107,13 @@ impl Workload {
         Ok(())
     }
 
+    /// The process dies: what it acknowledged, and the durable offset its last checkpoint
+    /// could have recorded.
+    fn finish(self) -> RunResult {
+        let recovery_point = self.log.durable_offset();
+        RunResult { acked: self.acked, last_acked_seq: self.last_acked_seq, recovery_point }
+    }
+
     /// Runs up to `steps` operations, retrying a failed one twice; stops at the first
     /// operation that fails three times or when the log has failed. Returns that error.
     fn run(&mut self, steps: usize) -> Option<LogError> {
@@ -211,8 +218,7 @@ fn run_workload(sim: &Arc<SimStorage>, steps: usize, close: bool, context: &str)
     if close {
         let _ = workload.log.close();
     }
-    let recovery_point = workload.log.durable_offset();
-    RunResult { acked: workload.acked, last_acked_seq: workload.last_acked_seq, recovery_point }
+    workload.finish()
 }
 
 /// After a run: kill -9 (the page cache survives), then a power loss; both reopen cleanly with
@@ -247,30 +253,29 @@ fn the_clean_workload_survives_crash_and_power_loss() {
     crash_then_power_loss(&sim, &run, "clean");
 }
 
-#[test]
-fn a_failed_write_anywhere_loses_nothing_acknowledged() {
+/// Runs the workload once per write it makes, failing that write after `keep_bytes(n)` of its
+/// bytes, and checks the promises after each.
+fn fail_every_write(keep_bytes: impl Fn(u64) -> usize) {
     let (writes, _) = clean_run_counts();
     for n in 0..writes {
         let sim = SimStorage::new();
-        sim.fail_write(n, 0);
-        let context = format!("write {n} failed");
+        let keep = keep_bytes(n);
+        sim.fail_write(n, keep);
+        let context = format!("write {n} failed after {keep} bytes");
         let run = run_workload(&sim, STEPS, true, &context);
         crash_then_power_loss(&sim, &run, &context);
     }
 }
 
 #[test]
+fn a_failed_write_anywhere_loses_nothing_acknowledged() {
+    fail_every_write(|_| 0);
+}
+
+#[test]
 fn a_torn_write_anywhere_loses_nothing_acknowledged() {
-    let (writes, _) = clean_run_counts();
-    for n in 0..writes {
-        let sim = SimStorage::new();
-        // Torn at a byte that moves around: inside headers, records and index entries.
-        let keep_bytes = 1 + (n as usize * 37) % 300;
-        sim.fail_write(n, keep_bytes);
-        let context = format!("write {n} torn after {keep_bytes} bytes");
-        let run = run_workload(&sim, STEPS, true, &context);
-        crash_then_power_loss(&sim, &run, &context);
-    }
+    // Torn at a byte that moves around: inside headers, records and index entries.
+    fail_every_write(|n| 1 + (n as usize * 37) % 300);
 }
 
 #[test]
@@ -300,12 +305,7 @@ fn a_failed_fsync_anywhere_fails_the_log_and_loses_nothing_acknowledged() {
             assert_acked_present(&workload.log, &workload.acked, &context);
             let _ = workload.log.close();
         }
-        let run = RunResult {
-            recovery_point: workload.log.durable_offset(),
-            acked: workload.acked,
-            last_acked_seq: workload.last_acked_seq,
-        };
-        drop(workload.log);
+        let run = workload.finish();
         crash_then_power_loss(&sim, &run, &context);
     }
     assert!(failed_logs > 20, "most fsync faults hit a data flush ({failed_logs} of {syncs})");
@@ -377,12 +377,7 @@ fn a_full_disk_fails_appends_keeps_reads_and_recovers_when_space_frees() {
             }
             assert_eq!(workload.acked.len(), STEPS, "{context}");
             sim.set_capacity(None);
-            let run = RunResult {
-                recovery_point: workload.log.durable_offset(),
-                acked: workload.acked,
-                last_acked_seq: workload.last_acked_seq,
-            };
-            drop(workload.log);
+            let run = workload.finish();
             crash_then_power_loss(&sim, &run, &context);
         }
     }
