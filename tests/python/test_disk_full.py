@@ -27,13 +27,14 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from keel_helpers import Broker, admin, consume_partitions, consumer, create_topic, wait_for_topic
+from keel_helpers import Broker, admin, consume_partitions, consumer, create_topic, wait_for_topic, wait_until
 
 TMPFS_SIZE = "16m"
 FILLER_BYTES = 4 << 20
@@ -78,6 +79,11 @@ def fill_disk(path: Path) -> None:
                 return
     finally:
         os.close(fd)
+
+
+def metrics_text(broker: Broker) -> str:
+    with urllib.request.urlopen(broker.http + "/metrics", timeout=10) as response:
+        return response.read().decode()
 
 
 def value_of(seq: int) -> bytes:
@@ -343,13 +349,24 @@ def test_metadata_log_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_n
             "retry.backoff.max.ms": 500,
         })
         p.produce(topic_name, value=value_of(0), partition=0, on_delivery=on_delivery)
-        p.poll(3)
+        # The broker answers InitProducerId with Kafka's retriable "no block yet" error.
+        init_refused = 'keel_request_errors_total{api="InitProducerId",error="COORDINATOR_LOAD_IN_PROGRESS"}'
+
+        def init_refused_yet() -> bool:
+            p.poll(0.5)
+            return init_refused in metrics_text(broker)
+
+        wait_until("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS", init_refused_yet, timeout=60)
         assert not acked, "a record was acknowledged before the producer could get an id"
 
         # Space frees: the metadata log resumes by itself.
         pid = broker.proc.pid
         filler.unlink()
         wait_for_topic(broker.bootstrap, stalled_topic, 64, timeout=30, client=a)
+        # Its late commit opened its partitions: it takes records.
+        stalled_writer = Writer(broker.bootstrap, stalled_topic)
+        stalled_writer.write(5)
+        assert not stalled_writer.errors, stalled_writer.errors[:3]
         assert p.flush(60) == 0 and not errors, errors[:3]
         assert acked == {0: 0}
         create_topic(broker.bootstrap, after_topic)
