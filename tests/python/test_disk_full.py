@@ -34,7 +34,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import NewTopic
 
-from keel_helpers import Broker, admin, consume_partitions, consumer, create_topic, wait_for_topic, wait_until
+from keel_helpers import STOP_TIMEOUT_S, Broker, admin, consume_partitions, consumer, create_topic, wait_for_topic, wait_until
 
 TMPFS_SIZE = "16m"
 FILLER_BYTES = 4 << 20
@@ -385,5 +385,34 @@ def test_metadata_log_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_n
         wait_for_topic(broker.bootstrap, stalled_topic, 64)
         check_log_holds(broker.bootstrap, after_topic, writer.acked)
         assert "panicked" not in broker.log_path.read_text(errors="replace")
+    finally:
+        broker.stop()
+
+
+def test_shutdown_ends_a_metadata_write_waiting_for_space(tmpfs: Path, tmp_path: Path, topic_name: str):
+    """SIGTERM while the metadata log waits for space: the broker exits (the stalled write gives
+    up; it was never acknowledged) instead of waiting for space forever."""
+    filler = tmpfs / "filler"
+    broker = Broker(tmpfs / "data", tmp_path / "keel.log")
+    try:
+        broker.start()
+        create_topic(broker.bootstrap, topic_name)
+        fill_disk(filler)
+        a = admin(broker.bootstrap)
+        stalled = f"{topic_name}-stalled"
+        futures = a.create_topics([NewTopic(stalled, 64, 1)], operation_timeout=2, request_timeout=30)
+        with pytest.raises(KafkaException) as refused:
+            futures[stalled].result(timeout=40)
+        assert refused.value.args[0].code() == KafkaError.REQUEST_TIMED_OUT, refused.value
+
+        broker.proc.terminate()
+        rc = broker.proc.wait(timeout=STOP_TIMEOUT_S)
+        print(f"exit code {rc} after SIGTERM on the full disk")
+        assert "metadata log: stopped while waiting for disk space" in broker.log_path.read_text(errors="replace")
+
+        filler.unlink()
+        broker.restart()
+        assert topic_name in a.list_topics(timeout=10).topics
+        create_topic(broker.bootstrap, f"{topic_name}-after")
     finally:
         broker.stop()
