@@ -13,21 +13,28 @@ every record is either acknowledged at an offset or failed with the broker's err
 - the filler is deleted and producing succeeds again without a restart;
 - after kill -9 and a restart on the same tmpfs, every acknowledged record is still there, in
   order, at its offset, and new records continue from the end.
+
+The cluster metadata log rides out a full disk too: a CreateTopics answers REQUEST_TIMED_OUT at
+its timeout instead of hanging, an idempotent producer's InitProducerId is answered with a
+retriable error, and once space frees both go through without a restart.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
-from keel_helpers import Broker, consume_partitions, consumer, create_topic
+from keel_helpers import STOP_TIMEOUT_S, Broker, admin, consume_partitions, consumer, create_topic, wait_for_topic, wait_until
 
 TMPFS_SIZE = "16m"
 FILLER_BYTES = 4 << 20
@@ -56,6 +63,27 @@ def tmpfs(tmp_path):
     finally:
         if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def fill_disk(path: Path) -> None:
+    """Writes `path` until the file system refuses with ENOSPC: not one page is left free."""
+    chunk = b"\xa5" * (64 << 10)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while True:
+            try:
+                os.write(fd, chunk)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+                return
+    finally:
+        os.close(fd)
+
+
+def metrics_text(broker: Broker) -> str:
+    with urllib.request.urlopen(broker.http + "/metrics", timeout=10) as response:
+        return response.read().decode()
 
 
 def value_of(seq: int) -> bytes:
@@ -215,8 +243,8 @@ def test_full_disk_fails_writes_keeps_reads_and_recovers(tmpfs: Path, tmp_path: 
 def test_idempotent_producer_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_name: str):
     """An idempotent producer retries KAFKA_STORAGE_ERROR; once space frees every record is
     written exactly once, in order: a failed append never advanced the producer's sequence.
-    The producer gets its id before the disk fills: a producer-id block is a write to the
-    cluster metadata log, which stops on a full disk until a restart (docs/known-gaps.md)."""
+    The producer gets its id before the disk fills, so that only its appends meet the full disk
+    (test_metadata_log_rides_out_a_full_disk covers InitProducerId on a full disk)."""
     filler = tmpfs / "filler"
     filler.write_bytes(b"\0" * FILLER_BYTES)
     broker = Broker(tmpfs / "data", tmp_path / "keel.log")
@@ -264,5 +292,127 @@ def test_idempotent_producer_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, 
         expected = dict(fill.acked)
         expected.update(acked)
         check_log_holds(broker.bootstrap, topic_name, expected)
+    finally:
+        broker.stop()
+
+
+def test_metadata_log_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_name: str):
+    """With the disk full, a CreateTopics (a write to the cluster metadata log) answers
+    REQUEST_TIMED_OUT at its timeout and the broker keeps serving; once space frees, without a
+    restart, the stalled topic appears, new topics are created, produced to and consumed, and an
+    idempotent producer started on the full disk gets its producer id. Topics created after the
+    recovery survive kill -9."""
+    filler = tmpfs / "filler"
+    broker = Broker(tmpfs / "data", tmp_path / "keel.log")
+    stalled_topic, after_topic = f"{topic_name}-stalled", f"{topic_name}-after"
+    try:
+        broker.start()
+        create_topic(broker.bootstrap, topic_name)
+        fill_disk(filler)
+        assert shutil.disk_usage(tmpfs).free < 64 << 10, "the disk is not full"
+
+        # Many partitions: the topic's log entry needs new pages, not just the log's slack.
+        a = admin(broker.bootstrap)
+        futures = a.create_topics([NewTopic(stalled_topic, 64, 1)], operation_timeout=3, request_timeout=30)
+        with pytest.raises(KafkaException) as refused:
+            futures[stalled_topic].result(timeout=40)
+        print(f"CreateTopics on the full disk: {refused.value}")
+        assert refused.value.args[0].code() == KafkaError.REQUEST_TIMED_OUT, refused.value
+        # A second one waits for the first within its own timeout, no longer.
+        futures = a.create_topics([NewTopic(f"{topic_name}-queued", 1, 1)], operation_timeout=2, request_timeout=30)
+        with pytest.raises(KafkaException) as refused:
+            futures[f"{topic_name}-queued"].result(timeout=40)
+        assert refused.value.args[0].code() == KafkaError.REQUEST_TIMED_OUT, refused.value
+
+        # The broker is up and serves metadata and reads of what exists.
+        assert broker.proc.poll() is None, "the broker died on the full disk"
+        assert topic_name in a.list_topics(timeout=10).topics
+        read_all(broker.bootstrap, topic_name)
+
+        # An idempotent producer starts on the full disk: its InitProducerId needs a new
+        # producer-id block, which the client retries until the metadata log commits again.
+        acked: dict[int, int] = {}
+        errors = []
+
+        def on_delivery(err, msg):
+            if err is None:
+                acked[int(msg.value()[:12])] = msg.offset()
+            else:
+                errors.append(err)
+
+        p = Producer({
+            "bootstrap.servers": broker.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": 90000,
+            "retry.backoff.ms": 100,
+            "retry.backoff.max.ms": 500,
+        })
+        p.produce(topic_name, value=value_of(0), partition=0, on_delivery=on_delivery)
+        # The broker answers InitProducerId with Kafka's retriable "no block yet" error.
+        init_refused = 'keel_request_errors_total{api="InitProducerId",error="COORDINATOR_LOAD_IN_PROGRESS"}'
+
+        def init_refused_yet() -> bool:
+            p.poll(0.5)
+            return init_refused in metrics_text(broker)
+
+        wait_until("InitProducerId answered COORDINATOR_LOAD_IN_PROGRESS", init_refused_yet, timeout=60)
+        assert not acked, "a record was acknowledged before the producer could get an id"
+
+        # Space frees: the metadata log resumes by itself.
+        pid = broker.proc.pid
+        filler.unlink()
+        wait_for_topic(broker.bootstrap, stalled_topic, 64, timeout=30, client=a)
+        # Its late commit opened its partitions: it takes records.
+        stalled_writer = Writer(broker.bootstrap, stalled_topic)
+        stalled_writer.write(5)
+        assert not stalled_writer.errors, stalled_writer.errors[:3]
+        assert p.flush(60) == 0 and not errors, errors[:3]
+        assert acked == {0: 0}
+        create_topic(broker.bootstrap, after_topic)
+        writer = Writer(broker.bootstrap, after_topic)
+        writer.write(20)
+        assert not writer.errors, writer.errors[:3]
+        check_log_holds(broker.bootstrap, after_topic, writer.acked)
+        assert broker.proc.pid == pid and broker.proc.poll() is None
+        log = broker.log_path.read_text(errors="replace")
+        assert "metadata log: disk full" in log and "disk space is back" in log
+
+        # A crash and a restart: the topics created after the recovery are still there.
+        broker.kill9()
+        broker.restart()
+        wait_for_topic(broker.bootstrap, after_topic, 1)
+        wait_for_topic(broker.bootstrap, stalled_topic, 64)
+        check_log_holds(broker.bootstrap, after_topic, writer.acked)
+        assert "panicked" not in broker.log_path.read_text(errors="replace")
+    finally:
+        broker.stop()
+
+
+def test_shutdown_ends_a_metadata_write_waiting_for_space(tmpfs: Path, tmp_path: Path, topic_name: str):
+    """SIGTERM while the metadata log waits for space: the broker exits (the stalled write gives
+    up; it was never acknowledged) instead of waiting for space forever."""
+    filler = tmpfs / "filler"
+    broker = Broker(tmpfs / "data", tmp_path / "keel.log")
+    try:
+        broker.start()
+        create_topic(broker.bootstrap, topic_name)
+        fill_disk(filler)
+        a = admin(broker.bootstrap)
+        stalled = f"{topic_name}-stalled"
+        futures = a.create_topics([NewTopic(stalled, 64, 1)], operation_timeout=2, request_timeout=30)
+        with pytest.raises(KafkaException) as refused:
+            futures[stalled].result(timeout=40)
+        assert refused.value.args[0].code() == KafkaError.REQUEST_TIMED_OUT, refused.value
+
+        broker.proc.terminate()
+        rc = broker.proc.wait(timeout=STOP_TIMEOUT_S)
+        print(f"exit code {rc} after SIGTERM on the full disk")
+        assert "metadata log: stopped while waiting for disk space" in broker.log_path.read_text(errors="replace")
+
+        filler.unlink()
+        broker.restart()
+        assert topic_name in a.list_topics(timeout=10).topics
+        create_topic(broker.bootstrap, f"{topic_name}-after")
     finally:
         broker.stop()

@@ -2,6 +2,9 @@
 //! [`MetadataRecord`]s go through openraft (a quorum of one node for now), are made durable in
 //! the log under the metadata directory, and are applied to the [`MetadataImage`] that readers
 //! get from [`MetadataStore::image`] or [`MetadataStore::subscribe`].
+//!
+//! A full disk stalls the log's writes instead of failing them (see [`crate::raft::disk_full`]):
+//! proposals then wait until space frees, reads of the image go on, and nothing needs a restart.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,6 +17,7 @@ use openraft::{BasicNode, Config, SnapshotPolicy};
 use tokio::sync::watch;
 
 use crate::metadata::{MetadataImage, MetadataRecord, NodeId};
+use crate::raft::disk_full::StopSignal;
 use crate::raft::file::{FileError, FRAME_BYTES_MAX};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -88,6 +92,15 @@ struct Inner {
     node_id: NodeId,
     dir: PathBuf,
     image_rx: watch::Receiver<Arc<MetadataImage>>,
+    /// Ends writes stalled on a full disk, so shutdown (and the runtime's exit) never waits for
+    /// space.
+    stop: StopSignal,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
 }
 
 impl std::fmt::Debug for MetadataStore {
@@ -107,14 +120,16 @@ impl MetadataStore {
     pub async fn open(dir: &Path, node_id: NodeId) -> Result<MetadataStore, MetadataError> {
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let dir = dir.to_path_buf();
+        let stop = StopSignal::default();
         let (log_store, state_machine, image_rx) = {
             let dir = dir.clone();
+            let stop = stop.clone();
             tokio::task::spawn_blocking(move || -> Result<_, MetadataError> {
-                let (log_store, recovery) = LogStore::open(&dir)?;
+                let (log_store, recovery) = LogStore::open_with_stop(&dir, stop.clone())?;
                 if recovery != Default::default() {
                     tracing::warn!(dir = %dir.display(), ?recovery, "recovered the metadata log after a crash");
                 }
-                let (state_machine, image_rx) = StateMachine::open(&dir)?;
+                let (state_machine, image_rx) = StateMachine::open_with_stop(&dir, stop)?;
                 Ok((log_store, state_machine, image_rx))
             })
             .await
@@ -132,12 +147,12 @@ impl MetadataStore {
         let raft = Raft::new(raft_id, Arc::new(config), NetworkFactory, log_store, state_machine)
             .await
             .map_err(MetadataError::from)?;
-        let store = MetadataStore { inner: Arc::new(Inner { raft, node_id, dir, image_rx }) };
+        let store = MetadataStore { inner: Arc::new(Inner { raft, node_id, dir, image_rx, stop }) };
         match store.start(raft_id).await {
             Ok(()) => Ok(store),
             Err(e) => {
                 // Do not leave a raft running behind a failed open.
-                let _ = store.inner.raft.shutdown().await;
+                let _ = store.shutdown().await;
                 Err(e)
             }
         }
@@ -185,6 +200,10 @@ impl MetadataStore {
 
     /// Commits `records` as one log entry, applied atomically and in order, and returns its log
     /// index once it is committed, durable and applied to the image.
+    ///
+    /// While the disk is full this waits until space frees (or the store shuts down); a caller
+    /// that must answer in time bounds the wait itself, knowing that a proposal it stopped
+    /// waiting for can still commit later.
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, MetadataError> {
         let batch = MetadataBatch { records };
         let bytes = serde_json::to_vec(&batch).map_err(|e| MetadataError::Raft(format!("encode proposal: {e}")))?.len();
@@ -216,9 +235,11 @@ impl MetadataStore {
         self.inner.node_id
     }
 
-    /// Stops raft. Every acknowledged proposal is already fsynced, so nothing is lost; later
-    /// calls on any clone fail with [`MetadataError::ShutDown`]. Calling it twice is harmless.
+    /// Stops raft. Every acknowledged proposal is already fsynced, so nothing is lost; a write
+    /// stalled on a full disk gives up (its proposal was never acknowledged). Later calls on any
+    /// clone fail with [`MetadataError::ShutDown`]. Calling it twice is harmless.
     pub async fn shutdown(&self) -> Result<(), MetadataError> {
+        self.inner.stop.stop();
         self.inner.raft.shutdown().await.map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
     }
 }

@@ -34,7 +34,8 @@ pub struct Broker {
     /// The transaction coordinators running here, one per `__transaction_state` partition.
     pub transactions: crate::transactions::Transactions,
     /// Serializes controller decisions: each is validated against the image it is proposed on.
-    pub controller: Mutex<()>,
+    /// Shared so that a proposal outliving its request's deadline keeps it until it commits.
+    pub controller: Arc<Mutex<()>>,
     pub producer_ids: crate::producer_ids::ProducerIds,
     pub metrics: crate::metrics::Metrics,
     /// Bumped after every append; long-polling fetches wait for it to change.
@@ -63,7 +64,7 @@ impl Broker {
             partitions: Partitions::default(),
             groups: Default::default(),
             transactions: Default::default(),
-            controller: Mutex::new(()),
+            controller: Arc::new(Mutex::new(())),
             producer_ids: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             appends: watch::channel(0).0,

@@ -4,11 +4,22 @@
 //! Each operation takes the controller lock, validates against the current image, proposes the
 //! records through the metadata log, and reconciles hosted partitions before returning, so a
 //! client that created a topic can produce to it at once.
+//!
+//! Every operation has a deadline (the request's timeout, or [`CONTROLLER_TIMEOUT`]). A proposal
+//! can stall, chiefly while the metadata log's disk is full; the caller then gets
+//! REQUEST_TIMED_OUT at its deadline, as from Kafka's controller, while the proposal keeps the
+//! controller lock until it commits (and its partitions are reconciled) or fails. So the next
+//! decision is still validated against an image that holds every earlier one, and waits (within
+//! its own deadline) instead of piling more proposals behind the stalled one.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use keel_cluster::{ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState};
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::broker::Broker;
@@ -19,6 +30,31 @@ use crate::error::ApiError;
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
 /// Kafka's `MAX_PARTITIONS_PER_BATCH`: the most partitions one request may create.
 pub const PARTITIONS_PER_REQUEST_MAX: i64 = 10_000;
+/// How long a controller operation waits for the metadata log when its request carries no
+/// timeout (or a non-positive one): topic auto-creation, config changes, producer-id blocks.
+pub const CONTROLLER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The deadline of an operation whose request asked for `timeout_ms` (Kafka's `timeoutMs`);
+/// zero or less means [`CONTROLLER_TIMEOUT`].
+pub fn deadline_after_ms(timeout_ms: i32) -> Instant {
+    let timeout = u64::try_from(timeout_ms).ok().filter(|ms| *ms > 0).map(Duration::from_millis);
+    Instant::now() + timeout.unwrap_or(CONTROLLER_TIMEOUT)
+}
+
+/// The default deadline of an operation that names none.
+pub fn default_deadline() -> Instant {
+    Instant::now() + CONTROLLER_TIMEOUT
+}
+
+fn timed_out(what: &str) -> ApiError {
+    ApiError::with(
+        ResponseError::RequestTimedOut,
+        format!(
+            "{what} within the request timeout: the metadata log is not committing (is its disk full?); \
+             a change already proposed may still take effect"
+        ),
+    )
+}
 
 fn too_many_partitions() -> ApiError {
     ApiError::with(
@@ -240,11 +276,15 @@ impl Broker {
 
     /// Creates topics; one result per spec, in order.
     pub async fn create_topics(
-        &self,
+        self: &Arc<Self>,
         specs: Vec<TopicSpec>,
         validate_only: bool,
+        deadline: Instant,
     ) -> Vec<Result<CreatedTopic, ApiError>> {
-        let _guard = self.controller.lock().await;
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(error) => return specs.iter().map(|_| Err(error.clone())).collect(),
+        };
         let mut image = (*self.image()).clone();
         let mut results = Vec::with_capacity(specs.len());
         let mut records = Vec::new();
@@ -279,26 +319,55 @@ impl Broker {
         if validate_only || records.is_empty() {
             return results;
         }
-        if let Err(error) = self.commit(records).await {
+        if let Err(error) = self.commit(guard, records, deadline).await {
             return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
         }
         results
     }
 
-    /// Proposes records and brings hosted partitions in line with the new image.
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
-        self.metadata
-            .propose(records)
+    /// Takes the controller lock, waiting no later than `deadline` (REQUEST_TIMED_OUT then).
+    pub(crate) async fn lock_controller(&self, deadline: Instant) -> Result<OwnedMutexGuard<()>, ApiError> {
+        tokio::time::timeout_at(deadline, Arc::clone(&self.controller).lock_owned())
             .await
-            .map_err(|error| ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")))?;
-        let reconciled =
-            self.reconcile().map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
-        self.topics_changed().await;
-        reconciled
+            .map_err(|_| timed_out("the controller did not become free"))
+    }
+
+    /// Proposes records and brings hosted partitions in line with the new image, answering no
+    /// later than `deadline`. The work goes on after the deadline, holding `guard` until the
+    /// proposal commits or fails: a late commit still reconciles its partitions, and no decision
+    /// is validated against an image that misses it.
+    pub(crate) async fn commit(
+        self: &Arc<Self>,
+        guard: OwnedMutexGuard<()>,
+        records: Vec<MetadataRecord>,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let broker = Arc::clone(self);
+        let only_producer_ids = records.iter().all(|r| matches!(r, MetadataRecord::ProducerIds { .. }));
+        let commit = tokio::spawn(async move {
+            let _guard = guard;
+            broker
+                .metadata
+                .propose(records)
+                .await
+                .map_err(|error| ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")))?;
+            if only_producer_ids {
+                return Ok(());
+            }
+            let reconciled =
+                broker.reconcile().map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
+            broker.topics_changed().await;
+            reconciled
+        });
+        match tokio::time::timeout_at(deadline, commit).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(ApiError::with(ResponseError::UnknownServerError, format!("metadata commit: {join}"))),
+            Err(_) => Err(timed_out("the metadata change was not committed")),
+        }
     }
 
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.
-    pub async fn auto_create_topic(&self, name: &str) -> Result<bool, ApiError> {
+    pub async fn auto_create_topic(self: &Arc<Self>, name: &str) -> Result<bool, ApiError> {
         // The offsets topic has its own partition count and configs, whoever asks first.
         if name == crate::groups::OFFSETS_TOPIC {
             return self.ensure_offsets_topic().await.map(|_| true);
@@ -313,7 +382,7 @@ impl Broker {
             assignments: BTreeMap::new(),
             configs: BTreeMap::new(),
         };
-        match self.create_topics(vec![spec], false).await.pop() {
+        match self.create_topics(vec![spec], false, default_deadline()).await.pop() {
             Some(Ok(_)) => Ok(true),
             // A concurrent request created it first.
             Some(Err(error)) if error.code == ResponseError::TopicAlreadyExists => Ok(true),
@@ -323,8 +392,11 @@ impl Broker {
     }
 
     /// Deletes topics by name; one result per name.
-    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, ApiError>> {
-        let _guard = self.controller.lock().await;
+    pub async fn delete_topics(self: &Arc<Self>, names: Vec<String>, deadline: Instant) -> Vec<Result<Uuid, ApiError>> {
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(error) => return names.iter().map(|_| Err(error.clone())).collect(),
+        };
         let image = self.image();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(names.len());
@@ -342,7 +414,7 @@ impl Broker {
             }
         }
         if !records.is_empty() {
-            if let Err(error) = self.commit(records).await {
+            if let Err(error) = self.commit(guard, records, deadline).await {
                 return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
             }
         }
@@ -351,13 +423,14 @@ impl Broker {
 
     /// Raises a topic's partition count to `count`.
     pub async fn create_partitions(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         count: i32,
         assignments: Option<Vec<Vec<NodeId>>>,
         validate_only: bool,
+        deadline: Instant,
     ) -> Result<(), ApiError> {
-        let _guard = self.controller.lock().await;
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
         let topic = image.topic(name).ok_or_else(|| {
             ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
@@ -399,19 +472,20 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        self.commit(Self::partition_records(topic.topic_id, current, assignment)).await
+        self.commit(guard, Self::partition_records(topic.topic_id, current, assignment), deadline).await
     }
 
     /// Applies config changes to one resource: `(name, Some(value))` sets, `(name, None)`
     /// removes. With `replace` (the legacy AlterConfigs) every config not named is removed.
     pub async fn alter_configs(
-        &self,
+        self: &Arc<Self>,
         resource: ConfigResource,
         changes: Vec<(String, Option<String>)>,
         replace: bool,
         validate_only: bool,
     ) -> Result<(), ApiError> {
-        let _guard = self.controller.lock().await;
+        let deadline = default_deadline();
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
         let current: BTreeMap<String, String> = match &resource {
             ConfigResource::Topic(name) => image
@@ -477,7 +551,7 @@ impl Broker {
         if records.is_empty() {
             return Ok(());
         }
-        self.commit(records).await
+        self.commit(guard, records, deadline).await
     }
 }
 

@@ -120,7 +120,7 @@ impl Broker {
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet; returns its partition count.
-    pub async fn ensure_offsets_topic(&self) -> Result<i32, ApiError> {
+    pub async fn ensure_offsets_topic(self: &Arc<Self>) -> Result<i32, ApiError> {
         self.ensure_internal_topic(
             OFFSETS_TOPIC,
             "offsets.topic.num.partitions",
@@ -134,7 +134,7 @@ impl Broker {
     /// replication factor of the broker configs named (at most the live brokers) and `configs`;
     /// returns its partition count.
     pub async fn ensure_internal_topic(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         partitions_config: &str,
         replication_config: &str,
@@ -155,7 +155,7 @@ impl Broker {
             assignments: BTreeMap::new(),
             configs: configs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
         };
-        match self.create_topics(vec![spec], false).await.pop() {
+        match self.create_topics(vec![spec], false, crate::controller::default_deadline()).await.pop() {
             Some(Ok(created)) => Ok(created.num_partitions),
             Some(Err(error)) if error.code == kafka_protocol::error::ResponseError::TopicAlreadyExists => {
                 Ok(self.image().topic(name).map_or(partitions, |t| t.partitions.len() as i32))
@@ -166,7 +166,7 @@ impl Broker {
     }
 
     /// The coordinator partition of `group_id`, creating the offsets topic on first use.
-    pub async fn coordinator_partition(&self, group_id: &str) -> Result<i32, ApiError> {
+    pub async fn coordinator_partition(self: &Arc<Self>, group_id: &str) -> Result<i32, ApiError> {
         let partitions = self.ensure_offsets_topic().await?;
         Ok(partition_for(group_id, partitions))
     }

@@ -1,5 +1,10 @@
 //! Producer ids: handed out from blocks that the controller records in the metadata log
 //! (Kafka's `ProducerIdsRecord`), so an id is never given twice, across restarts too.
+//!
+//! Taking a block waits for the metadata log no longer than the controller's deadline; when the
+//! log does not commit in time (its disk is full) InitProducerId answers
+//! COORDINATOR_LOAD_IN_PROGRESS, as Kafka's broker does while its next block is not there yet, and
+//! clients retry. A block whose proposal commits after that is simply never handed out.
 
 use std::sync::Arc;
 
@@ -8,6 +13,7 @@ use keel_cluster::{MetadataRecord, PRODUCER_ID_BLOCK_SIZE};
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
+use crate::controller::default_deadline;
 use crate::error::ApiError;
 
 /// The block this broker is handing out: `next..end`.
@@ -19,22 +25,35 @@ pub struct ProducerIds {
 impl ProducerIds {
     /// A fresh producer id, taking a new block from the metadata log when this one is used up.
     pub async fn next(&self, broker: &Arc<Broker>) -> Result<i64, ApiError> {
-        let mut block = self.block.lock().await;
+        let deadline = default_deadline();
+        let mut block = tokio::time::timeout_at(deadline, self.block.lock())
+            .await
+            .map_err(|_| not_loaded("another request is still taking a producer id block"))?;
         if block.0 >= block.1 {
-            let _controller = broker.controller.lock().await;
+            let controller = broker.lock_controller(deadline).await.map_err(|e| retriable(&e))?;
             let start = broker.image().next_producer_id;
             let end = start.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
                 ApiError::with(ResponseError::UnknownServerError, "the producer id space is exhausted")
             })?;
-            broker
-                .metadata
-                .propose(vec![MetadataRecord::ProducerIds { node_id: broker.node_id, next_producer_id: end }])
-                .await
-                .map_err(|e| ApiError::with(ResponseError::CoordinatorNotAvailable, format!("metadata log: {e}")))?;
+            let record = MetadataRecord::ProducerIds { node_id: broker.node_id, next_producer_id: end };
+            broker.commit(controller, vec![record], deadline).await.map_err(|e| retriable(&e))?;
             *block = (start, end);
         }
         let id = block.0;
         block.0 += 1;
         Ok(id)
+    }
+}
+
+fn not_loaded(why: &str) -> ApiError {
+    ApiError::with(ResponseError::CoordinatorLoadInProgress, format!("no producer id block yet: {why}"))
+}
+
+/// The error InitProducerId gives when no block could be taken: retriable either way.
+fn retriable(error: &ApiError) -> ApiError {
+    let why = error.message.as_deref().unwrap_or("the metadata log did not answer");
+    match error.code {
+        ResponseError::RequestTimedOut => not_loaded(why),
+        _ => ApiError::with(ResponseError::CoordinatorNotAvailable, format!("metadata log: {why}")),
     }
 }

@@ -144,8 +144,12 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     // Transaction coordinators first: finishing a transaction may tell a group coordinator.
     broker.transactions.stop().await;
     broker.groups.stop().await;
-    tokio::task::block_in_place(|| broker.logs.shutdown()).context("cannot flush the logs")?;
-    broker.metadata.shutdown().await.context("cannot stop the metadata log")?;
+    let flushed = tokio::task::block_in_place(|| broker.logs.shutdown());
+    // Stopped even when the flush failed: it also ends a metadata write waiting for disk space,
+    // which would otherwise keep the process from exiting.
+    let stopped = broker.metadata.shutdown().await;
+    flushed.context("cannot flush the logs")?;
+    stopped.context("cannot stop the metadata log")?;
     http.abort();
     println!("keel node {} stopped cleanly", broker.node_id);
     Ok(())

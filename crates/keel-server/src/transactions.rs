@@ -83,7 +83,7 @@ pub type Transactions = crate::actors::PartitionActors<Command>;
 
 impl Broker {
     /// Creates `__transaction_state` if it does not exist yet; returns its partition count.
-    pub async fn ensure_transaction_topic(&self) -> Result<i32, ApiError> {
+    pub async fn ensure_transaction_topic(self: &Arc<Self>) -> Result<i32, ApiError> {
         self.ensure_internal_topic(
             TXN_TOPIC,
             "transaction.state.log.num.partitions",

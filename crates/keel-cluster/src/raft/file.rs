@@ -97,14 +97,26 @@ pub(crate) fn write_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), F
 }
 
 /// [`write_atomic`] for raw bytes.
+///
+/// A failed replace removes its tmp file (best effort), so it neither holds space on a full disk
+/// nor lingers; `path` still holds the old value, or the new one if only the final directory
+/// fsync failed. Calling it again redoes every step.
 pub(crate) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let tmp = tmp_path(path);
+    let written = replace_with(path, &tmp, bytes);
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn replace_with(path: &Path, tmp: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let mut file =
-        OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| FileError::io(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| FileError::io(&tmp, e))?;
-    file.sync_all().map_err(|e| FileError::io(&tmp, e))?;
+        OpenOptions::new().write(true).create(true).truncate(true).open(tmp).map_err(|e| FileError::io(tmp, e))?;
+    file.write_all(bytes).map_err(|e| FileError::io(tmp, e))?;
+    file.sync_all().map_err(|e| FileError::io(tmp, e))?;
     drop(file);
-    fs::rename(&tmp, path).map_err(|e| FileError::io(path, e))?;
+    fs::rename(tmp, path).map_err(|e| FileError::io(path, e))?;
     sync_dir(path)
 }
 

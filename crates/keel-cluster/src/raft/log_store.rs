@@ -8,6 +8,10 @@
 //! - the vote, committed and purged state are replaced by write-tmp, fsync, rename, fsync-dir, so
 //!   each file holds either its old or its new value.
 //!
+//! A write the full disk refuses (ENOSPC, EDQUOT) is undone and retried until space frees (see
+//! [`super::disk_full`]); both rules hold across the retries, since each retry redoes the whole
+//! write and fsync and openraft hears of success only after one of them succeeded.
+//!
 //! Entries are also kept in memory (metadata is small); reads never touch the disk.
 
 // The error types are openraft's, fixed by the traits implemented here.
@@ -24,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
 
+use super::disk_full::{self, StopSignal};
 use super::file::{self, FileError, Frame};
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::store::MetadataError;
@@ -74,6 +79,8 @@ struct LogFile {
     offsets: BTreeMap<u64, u64>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// Ends a write stalled on a full disk when the store stops.
+    stop: StopSignal,
 }
 
 /// What opening found, for the caller to report.
@@ -91,10 +98,15 @@ impl LogStore {
     ///
     /// Does blocking I/O: call it from a blocking context.
     pub fn open(dir: &Path) -> Result<(LogStore, Recovery), MetadataError> {
-        Self::open_files(dir).map_err(MetadataError::from)
+        Self::open_with_stop(dir, StopSignal::default())
     }
 
-    fn open_files(dir: &Path) -> Result<(LogStore, Recovery), FileError> {
+    /// [`LogStore::open`] whose writes stalled on a full disk give up once `stop` is set.
+    pub fn open_with_stop(dir: &Path, stop: StopSignal) -> Result<(LogStore, Recovery), MetadataError> {
+        Self::open_files(dir, stop).map_err(MetadataError::from)
+    }
+
+    fn open_files(dir: &Path, stop: StopSignal) -> Result<(LogStore, Recovery), FileError> {
         fs::create_dir_all(dir).map_err(|e| FileError::io(dir, e))?;
         let path = dir.join(LOG_FILE);
         for name in [LOG_FILE, VOTE_FILE, COMMITTED_FILE, PURGED_FILE] {
@@ -184,7 +196,7 @@ impl LogStore {
             }
         }
 
-        let log_file = LogFile { dir: dir.to_path_buf(), path, file, end_offset, offsets, vote, committed };
+        let log_file = LogFile { dir: dir.to_path_buf(), path, file, end_offset, offsets, vote, committed, stop };
         let shared = SharedLog { entries, last_purged };
         Ok((LogStore { file: Arc::new(Mutex::new(log_file)), shared: Arc::new(Mutex::new(shared)) }, recovery))
     }
@@ -254,16 +266,21 @@ impl LogFile {
             new_offsets.push((entry.log_id.index, self.end_offset + buf.len() as u64));
             buf.extend_from_slice(&frame);
         }
-        let written = self
-            .file
-            .seek(SeekFrom::Start(self.end_offset))
-            .and_then(|_| self.file.write_all(&buf))
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Best effort: leave no half-written frame behind for the next append to follow.
-            let _ = self.file.set_len(self.end_offset);
-            return Err(FileError::io(&self.path, e));
-        }
+        let (file, path, end_offset) = (&mut self.file, &self.path, self.end_offset);
+        disk_full::retry_while_disk_full(&self.stop, disk_full::BACKOFF, "append", || {
+            // Every try writes all the frames again: after a failed write or fsync, what the page
+            // cache holds past `end_offset` is unknown.
+            let written = file
+                .seek(SeekFrom::Start(end_offset))
+                .and_then(|_| file.write_all(&buf))
+                .and_then(|()| file.sync_data());
+            written.map_err(|e| {
+                // Best effort: leave no half-written frame behind (and free its blocks); a frame
+                // left by a crash here is torn and cut off on open.
+                let _ = file.set_len(end_offset);
+                FileError::io(path, e)
+            })
+        })?;
         self.end_offset += buf.len() as u64;
         self.offsets.extend(new_offsets);
         Ok(())
@@ -274,11 +291,19 @@ impl LogFile {
         let Some(&offset) = self.offsets.get(&index) else {
             return Ok(());
         };
-        self.file.set_len(offset).map_err(|e| FileError::io(&self.path, e))?;
-        self.file.sync_data().map_err(|e| FileError::io(&self.path, e))?;
+        let (file, path) = (&mut self.file, &self.path);
+        disk_full::retry_while_disk_full(&self.stop, disk_full::BACKOFF, "truncate", || {
+            file.set_len(offset).and_then(|()| file.sync_data()).map_err(|e| FileError::io(path, e))
+        })?;
         self.end_offset = offset;
         self.offsets.split_off(&index);
         Ok(())
+    }
+
+    /// Atomically replaces one of the state files, riding out a full disk.
+    fn replace_state<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<(), FileError> {
+        let path = self.dir.join(name);
+        disk_full::retry_while_disk_full(&self.stop, disk_full::BACKOFF, name, || file::write_atomic(&path, value))
     }
 }
 
@@ -318,7 +343,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
         self.blocking(move |file, _| {
-            file::write_atomic(&file.dir.join(VOTE_FILE), &vote)
+            file.replace_state(VOTE_FILE, &vote)
                 .map_err(|e| storage_error(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
             file.vote = Some(vote);
             Ok(())
@@ -332,7 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.blocking(move |file, _| {
-            file::write_atomic(&file.dir.join(COMMITTED_FILE), &committed)
+            file.replace_state(COMMITTED_FILE, &committed)
                 .map_err(|e| storage_error(ErrorSubject::Store, ErrorVerb::Write, &e))?;
             file.committed = committed;
             Ok(())
@@ -385,7 +410,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point is made durable first; the frames stay in the file (metadata is small)
         // and are skipped on open.
         self.blocking(move |file, shared| {
-            file::write_atomic(&file.dir.join(PURGED_FILE), &log_id)
+            file.replace_state(PURGED_FILE, &log_id)
                 .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
             let mut shared = lock(shared)?;
             shared.last_purged = Some(log_id);

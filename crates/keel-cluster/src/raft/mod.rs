@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing outside this module names an openraft type except
 //! [`crate::store`], which owns the `Raft` instance.
 
+pub mod disk_full;
 pub(crate) mod file;
 pub mod log_store;
 pub mod network;

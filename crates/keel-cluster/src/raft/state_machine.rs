@@ -4,7 +4,8 @@
 //! The image is rebuilt on open by replaying the log (openraft re-applies every entry up to the
 //! durable committed id). Snapshots are only built or installed on request for now (the snapshot
 //! policy is `Never`); when one is, it is persisted before it replaces the state, so a purge of
-//! the log it covers never loses data.
+//! the log it covers never loses data. Persisting a snapshot rides out a full disk like the log's
+//! writes do (see [`super::disk_full`]).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::disk_full::{self, StopSignal};
 use super::file::{self, FileError};
 use super::log_store::storage_error;
 use super::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -119,6 +121,7 @@ pub struct StateMachine {
     dir: PathBuf,
     applied: Applied,
     image_tx: watch::Sender<Arc<MetadataImage>>,
+    stop: StopSignal,
 }
 
 impl StateMachine {
@@ -126,10 +129,22 @@ impl StateMachine {
     ///
     /// Does blocking I/O: call it from a blocking context.
     pub fn open(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), MetadataError> {
-        Self::open_files(dir).map_err(MetadataError::from)
+        Self::open_with_stop(dir, StopSignal::default())
     }
 
-    fn open_files(dir: &Path) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), FileError> {
+    /// [`StateMachine::open`] whose snapshot writes stalled on a full disk give up once `stop`
+    /// is set.
+    pub fn open_with_stop(
+        dir: &Path,
+        stop: StopSignal,
+    ) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), MetadataError> {
+        Self::open_files(dir, stop).map_err(MetadataError::from)
+    }
+
+    fn open_files(
+        dir: &Path,
+        stop: StopSignal,
+    ) -> Result<(StateMachine, watch::Receiver<Arc<MetadataImage>>), FileError> {
         let path = dir.join(SNAPSHOT_FILE);
         file::remove_stale_tmp(&path)?;
         let applied = match file::read_atomic::<StoredSnapshot>(&path)? {
@@ -141,7 +156,7 @@ impl StateMachine {
             },
         };
         let (image_tx, image_rx) = watch::channel(Arc::new(applied.image.clone()));
-        Ok((StateMachine { dir: dir.to_path_buf(), applied, image_tx }, image_rx))
+        Ok((StateMachine { dir: dir.to_path_buf(), applied, image_tx, stop }, image_rx))
     }
 
     fn publish(&self) {
@@ -153,6 +168,7 @@ impl StateMachine {
 pub struct SnapshotBuilder {
     dir: PathBuf,
     applied: Applied,
+    stop: StopSignal,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -167,18 +183,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot_id: format!("{index}-{}", Uuid::new_v4().simple()),
         };
         let stored = StoredSnapshot { meta: meta.clone(), image };
-        persist_snapshot(&self.dir, stored).await?;
+        persist_snapshot(&self.dir, stored, &self.stop).await?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
-async fn persist_snapshot(dir: &Path, stored: StoredSnapshot) -> Result<(), StorageError> {
+async fn persist_snapshot(dir: &Path, stored: StoredSnapshot, stop: &StopSignal) -> Result<(), StorageError> {
     let path = dir.join(SNAPSHOT_FILE);
     let signature = stored.meta.signature();
-    tokio::task::spawn_blocking(move || file::write_atomic(&path, &stored))
-        .await
-        .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, &e))?
-        .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write, &e))
+    let stop = stop.clone();
+    tokio::task::spawn_blocking(move || {
+        disk_full::retry_while_disk_full(&stop, disk_full::BACKOFF, SNAPSHOT_FILE, || {
+            file::write_atomic(&path, &stored)
+        })
+    })
+    .await
+    .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature.clone())), ErrorVerb::Write, &e))?
+    .map_err(|e| storage_error(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write, &e))
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -218,7 +239,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { dir: self.dir.clone(), applied: self.applied.clone() }
+        SnapshotBuilder { dir: self.dir.clone(), applied: self.applied.clone(), stop: self.stop.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -239,7 +260,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|e| storage_error(subject(), ErrorVerb::Read, &openraft::AnyError::error(e)))?;
         rebuilt.applied_index = meta.last_log_id.map_or(0, |id| id.index);
         // Durable before it replaces the state: openraft purges the log the snapshot covers.
-        persist_snapshot(&self.dir, StoredSnapshot { meta: meta.clone(), image }).await?;
+        persist_snapshot(&self.dir, StoredSnapshot { meta: meta.clone(), image }, &self.stop).await?;
         self.applied =
             Applied { image: rebuilt, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
         self.publish();

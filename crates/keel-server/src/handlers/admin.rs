@@ -24,10 +24,11 @@ use super::metadata::CLUSTER_OPERATIONS_ALL;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::config::TOPIC_CONFIGS;
-use crate::controller::TopicSpec;
+use crate::controller::{deadline_after_ms, TopicSpec};
 use crate::error::ApiError;
 
 pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let deadline = deadline_after_ms(request.timeout_ms);
     let names: Vec<TopicName> = request.topics.iter().map(|t| t.name.clone()).collect();
     let specs = request
         .topics
@@ -48,7 +49,7 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
                 .collect::<BTreeMap<_, _>>(),
         })
         .collect();
-    let results = broker.create_topics(specs, request.validate_only).await;
+    let results = broker.create_topics(specs, request.validate_only, deadline).await;
     let image = broker.image();
     let mut response = CreateTopicsResponse::default();
     for (name, result) in names.into_iter().zip(results) {
@@ -92,6 +93,7 @@ pub async fn create_topics(broker: &Arc<Broker>, request: CreateTopicsRequest, v
 }
 
 pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+    let deadline = deadline_after_ms(request.timeout_ms);
     let image = broker.image();
     // v6 names topics by name or id; earlier versions by name only.
     let wanted: Vec<(Option<String>, Uuid)> = if version >= 6 {
@@ -107,7 +109,7 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
         request.topic_names.into_iter().map(|n| (Some(n.0.to_string()), Uuid::nil())).collect()
     };
     let known: Vec<String> = wanted.iter().filter_map(|(name, _)| name.clone()).collect();
-    let mut results = broker.delete_topics(known).await.into_iter();
+    let mut results = broker.delete_topics(known, deadline).await.into_iter();
     let mut response = DeleteTopicsResponse::default();
     for (name, topic_id) in wanted {
         let mut result = DeletableTopicResult::default();
@@ -135,13 +137,15 @@ pub async fn delete_topics(broker: &Arc<Broker>, request: DeleteTopicsRequest, v
 }
 
 pub async fn create_partitions(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let deadline = deadline_after_ms(request.timeout_ms);
     let mut response = CreatePartitionsResponse::default();
     for topic in request.topics {
         let assignments = topic
             .assignments
             .map(|a| a.into_iter().map(|p| p.broker_ids.into_iter().map(|id| id.0).collect()).collect());
-        let result =
-            broker.create_partitions(topic.name.0.as_str(), topic.count, assignments, request.validate_only).await;
+        let result = broker
+            .create_partitions(topic.name.0.as_str(), topic.count, assignments, request.validate_only, deadline)
+            .await;
         let mut topic_result = CreatePartitionsTopicResult::default();
         topic_result.name = topic.name;
         if let Err(error) = result {

@@ -126,7 +126,12 @@ fn error_topic(name: Option<&str>, topic_id: Uuid, error: ResponseError) -> Meta
     topic
 }
 
-async fn named_topic(broker: &Broker, name: &str, allow_auto_create: bool, include_ops: bool) -> MetadataResponseTopic {
+async fn named_topic(
+    broker: &Arc<Broker>,
+    name: &str,
+    allow_auto_create: bool,
+    include_ops: bool,
+) -> MetadataResponseTopic {
     if let Some(topic) = broker.image().topic(name) {
         return topic_response(&broker.image(), topic, include_ops);
     }
