@@ -451,3 +451,29 @@ fn the_manager_and_its_checkpoints_survive_power_loss() {
         assert!(!manager.recovery_report().clean_shutdown, "{context}");
     }
 }
+
+#[test]
+fn a_corrupt_segment_below_the_recovery_point_is_recovered_not_refused() {
+    let sim = SimStorage::new();
+    let run = run_workload(&sim, STEPS, true, "corrupt trusted segment");
+    let storage = SimHandle::shared(&sim);
+    // Without snapshots the producer state is replayed from the first segment, whose second
+    // batch gets a batch length that runs past the segment: a disk that changed fsynced data.
+    for (name, _) in storage.list_dir(&dir()).expect("list") {
+        if name.ends_with(".snapshot") {
+            storage.remove_file(&dir().join(name)).expect("remove snapshot");
+        }
+    }
+    let (second_base, _) = &run.acked[1];
+    let first = segment_path(&dir(), 0, "log");
+    let position = run.acked[0].1.len() as u64;
+    assert!(sim.flip_bit(&first, position + 8), "the length field of the batch at {second_base}");
+    // After a clean shutdown everything is trusted; the replay finds the bad header.
+    let log = Log::open_in(Arc::clone(&storage), &dir(), "topic-id", config(), i64::MAX, 0, 0).expect("opens");
+    let report = log.recovery_report();
+    assert!(report.reopened_after_corruption && report.truncated_bytes > 0, "{report:?}");
+    assert_eq!(log.log_end_offset(), *second_base, "cut at the corrupt batch");
+    assert_acked_present(&log, &run.acked[..1], "corrupt trusted segment");
+    let info = log.append(&mut crate::testing::test_batch(1, 0, 10), 1, 0).expect("append");
+    assert_eq!(info.base_offset, *second_base);
+}

@@ -101,6 +101,9 @@ pub struct RecoveryReport {
     pub segments_deleted: usize,
     /// Segments whose index files were found invalid and rebuilt.
     pub indexes_rebuilt: usize,
+    /// A segment trusted below the recovery point was found corrupt, and the whole log was
+    /// re-validated.
+    pub reopened_after_corruption: bool,
 }
 
 /// A range of whole batches in one segment file, for copying or `sendfile`.
@@ -429,6 +432,32 @@ impl Log {
 
     /// `open` on `storage` instead of the operating system's file system.
     pub fn open_in(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        topic_id: &str,
+        config: LogConfig,
+        recovery_point: i64,
+        log_start_offset: i64,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        let open = |recovery_point| {
+            Log::open_from(Arc::clone(&storage), dir, topic_id, config, recovery_point, log_start_offset, now_ms)
+        };
+        match open(recovery_point) {
+            // Segments below the recovery point are trusted after a light check; if replaying
+            // the producer state finds one corrupt (a disk that lost or changed fsynced data),
+            // everything is re-validated instead, as after a crash with no checkpoint: the log
+            // is cut at the first bad batch rather than refusing to open.
+            Err(LogError::Corrupt { .. }) if recovery_point > 0 => {
+                let mut log = open(0)?;
+                log.recovery.reopened_after_corruption = true;
+                Ok(log)
+            }
+            result => result,
+        }
+    }
+
+    fn open_from(
         storage: Arc<dyn Storage>,
         dir: &Path,
         topic_id: &str,

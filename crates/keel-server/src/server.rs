@@ -60,6 +60,18 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     for (dir, error) in &report.errors {
         tracing::warn!(%dir, %error, "skipped");
     }
+    for recovered in &report.partitions {
+        let partition = &recovered.report;
+        if partition.truncated_bytes > 0 || partition.reopened_after_corruption {
+            tracing::warn!(
+                topic = %recovered.topic,
+                partition = recovered.partition,
+                truncated_bytes = partition.truncated_bytes,
+                corrupt_below_recovery_point = partition.reopened_after_corruption,
+                "recovery cut the log at its first invalid batch"
+            );
+        }
+    }
     let metadata = MetadataStore::open(&options.data_dir.join("__cluster_metadata"), options.node_id)
         .await
         .context("cannot open the cluster metadata log")?;
