@@ -15,7 +15,7 @@ pub const MAGIC_V2: i8 = 2;
 pub const CRC_START: usize = 21;
 
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 0x08;
 pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
 pub(crate) const ATTR_CONTROL: i16 = 0x20;
 

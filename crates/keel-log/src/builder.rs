@@ -4,7 +4,7 @@
 use crate::batch::{recompute_crc, ATTR_CONTROL, ATTR_TRANSACTIONAL, HEADER_BYTES, LOG_OVERHEAD_BYTES, MAGIC_V2};
 use crate::producer::Marker;
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     // Kafka record fields are zig-zag varints.
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
     loop {

@@ -465,22 +465,61 @@ fn set_crc(batch: &mut [u8]) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// A batch holding `records` (whole record bytes, uncompressed) under `header`'s fields:
-/// base offset, last offset delta, timestamps, producer id, epoch and base sequence,
-/// attributes (so the compression bits still name the original codec: the caller compresses
-/// the section when they are not none) and leader epoch. New length, count and CRC.
+/// A batch holding `records` (whole record bytes, uncompressed) under `original`'s fields:
+/// base offset, last offset delta, producer id, epoch and base sequence, attributes (so the
+/// compression bits still name the original codec: the caller compresses the section when they
+/// are not none) and leader epoch. New length, count and CRC, and timestamps re-based as
+/// Kafka's `buildRetainedRecordsInto` does: the base timestamp is the first kept record's and
+/// the max timestamp the kept records' greatest; under LogAppendTime every record reads the
+/// batch's max timestamp, which stays.
 pub fn rebuild_batch(original: &[u8], records: &[&[u8]]) -> Vec<u8> {
+    let i64_at = |at: usize| i64::from_be_bytes(original[at..at + 8].try_into().unwrap_or_default());
+    let (old_base, old_max) = (i64_at(27), i64_at(35));
+    let attributes = i16::from_be_bytes([original[21], original[22]]);
+    let log_append_time = attributes & crate::batch::ATTR_LOG_APPEND_TIME != 0;
     let section_bytes: usize = records.iter().map(|r| r.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_BYTES + section_bytes);
+    let mut out = Vec::with_capacity(HEADER_BYTES + section_bytes + records.len() * 8);
     out.extend_from_slice(&original[..HEADER_BYTES]);
-    for record in records {
-        out.extend_from_slice(record);
+    let split: Option<Vec<(i64, u8, &[u8])>> = records.iter().map(|r| split_record(r, old_base)).collect();
+    match split {
+        Some(parts) if !parts.is_empty() => {
+            let timestamp = |absolute: i64| if log_append_time { old_max } else { absolute };
+            let base = timestamp(parts[0].0);
+            let max = parts.iter().map(|p| timestamp(p.0)).max().unwrap_or(old_max);
+            let mut body = Vec::new();
+            for (absolute, record_attributes, rest) in parts {
+                body.clear();
+                body.push(record_attributes);
+                crate::builder::put_varint(&mut body, timestamp(absolute).wrapping_sub(base));
+                body.extend_from_slice(rest);
+                crate::builder::put_varint(&mut out, body.len() as i64);
+                out.extend_from_slice(&body);
+            }
+            out[27..35].copy_from_slice(&base.to_be_bytes());
+            out[35..43].copy_from_slice(&max.to_be_bytes());
+        }
+        // Not records this crate can read (never the case for what `parse_records` returned):
+        // copied as they are, under the original timestamps.
+        _ => records.iter().for_each(|record| out.extend_from_slice(record)),
     }
     let batch_length = (out.len() - LOG_OVERHEAD_BYTES) as i32;
     set_i32(&mut out, 8, batch_length);
     set_i32(&mut out, 57, records.len() as i32);
     set_crc(&mut out);
     out
+}
+
+/// One whole record (length prefix included) as its absolute timestamp under `base_timestamp`,
+/// its attributes byte and the bytes after its timestamp delta.
+fn split_record(record: &[u8], base_timestamp: i64) -> Option<(i64, u8, &[u8])> {
+    let mut rest = record;
+    let length = usize::try_from(read_varint(&mut rest)?).ok()?;
+    if rest.len() != length {
+        return None;
+    }
+    let (&attributes, mut rest) = rest.split_first()?;
+    let delta = read_varint(&mut rest)?;
+    Some((base_timestamp.wrapping_add(delta), attributes, rest))
 }
 
 /// Kafka's `writeEmptyHeader`: the header of `original` with no records, uncompressed, its
@@ -729,9 +768,71 @@ mod tests {
         let kept = parse_records(&rebuilt[HEADER_BYTES..], 500, 1).expect("records");
         assert_eq!((kept[0].offset, kept[0].key), (501, Some(&b"b"[..])));
 
+        assert_eq!((header.base_timestamp, header.max_timestamp), (77, 77));
+
         let empty = empty_batch(&batch);
         let header = check_stored_batch(&empty, 0).expect("valid");
         assert_eq!((header.records_count, header.size()), (0, HEADER_BYTES));
         assert_eq!((header.base_offset, header.last_offset(), header.base_sequence), (500, 502, 40));
+    }
+
+    /// A batch of keyed records at `base_timestamp` + each delta (Kafka's record layout).
+    fn batch_with_timestamps(base_timestamp: i64, deltas: &[i64], log_append_time: bool) -> Vec<u8> {
+        let keys: Vec<Vec<u8>> = (0..deltas.len()).map(|i| vec![b'k', i as u8]).collect();
+        let mut batch = build_batch(keys.iter().map(|k| (Some(&k[..]), Some(&b"v"[..]))), 0).expect("batch");
+        batch.truncate(HEADER_BYTES);
+        for (i, delta) in deltas.iter().enumerate() {
+            let mut body = vec![0u8];
+            crate::builder::put_varint(&mut body, *delta);
+            crate::builder::put_varint(&mut body, i as i64);
+            for field in [&keys[i][..], b"v"] {
+                crate::builder::put_varint(&mut body, field.len() as i64);
+                body.extend_from_slice(field);
+            }
+            crate::builder::put_varint(&mut body, 0);
+            crate::builder::put_varint(&mut batch, body.len() as i64);
+            batch.extend_from_slice(&body);
+        }
+        let max = base_timestamp + deltas.iter().max().copied().unwrap_or(0);
+        batch[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
+        batch[35..43].copy_from_slice(&max.to_be_bytes());
+        if log_append_time {
+            batch[22] |= crate::batch::ATTR_LOG_APPEND_TIME as u8;
+        }
+        let batch_length = (batch.len() - LOG_OVERHEAD_BYTES) as i32;
+        set_i32(&mut batch, 8, batch_length);
+        set_crc(&mut batch);
+        batch
+    }
+
+    /// The absolute timestamps of a batch's records.
+    fn record_timestamps(batch: &[u8]) -> Vec<i64> {
+        let header = check_stored_batch(batch, 0).expect("valid");
+        let records = parse_records(&batch[HEADER_BYTES..], 0, header.records_count).expect("records");
+        records.iter().map(|r| split_record(r.bytes, header.base_timestamp).expect("record").0).collect()
+    }
+
+    #[test]
+    fn rebuilt_batches_rebase_their_timestamps_as_kafka_does() {
+        // Records at 1005, 1000 and 1009.
+        let batch = batch_with_timestamps(1000, &[5, 0, 9], false);
+        assert_eq!(record_timestamps(&batch), [1005, 1000, 1009]);
+        let parsed = parse_records(&batch[HEADER_BYTES..], 0, 3).expect("records");
+        let rebuilt = rebuild_batch(&batch, &[parsed[0].bytes, parsed[1].bytes]);
+        let header = check_stored_batch(&rebuilt, 0).expect("valid");
+        assert_eq!((header.base_timestamp, header.max_timestamp), (1005, 1005), "the first kept, the greatest kept");
+        assert_eq!(record_timestamps(&rebuilt), [1005, 1000], "every record keeps its timestamp");
+        let kept = parse_records(&rebuilt[HEADER_BYTES..], 0, 2).expect("records");
+        assert_eq!((kept[0].offset, kept[1].offset, kept[1].key), (0, 1, Some(&[b'k', 1][..])));
+        let rebuilt = rebuild_batch(&batch, &[parsed[2].bytes]);
+        let header = check_stored_batch(&rebuilt, 0).expect("valid");
+        assert_eq!((header.base_timestamp, header.max_timestamp, header.last_offset()), (1009, 1009, 2));
+
+        // LogAppendTime: the records read the batch's max timestamp, which stays.
+        let batch = batch_with_timestamps(1000, &[5, 0, 9], true);
+        let parsed = parse_records(&batch[HEADER_BYTES..], 0, 3).expect("records");
+        let rebuilt = rebuild_batch(&batch, &[parsed[1].bytes]);
+        let header = check_stored_batch(&rebuilt, 0).expect("valid");
+        assert_eq!((header.base_timestamp, header.max_timestamp), (1009, 1009));
     }
 }
