@@ -448,7 +448,9 @@ impl Log {
             // the producer state finds one corrupt (a disk that lost or changed fsynced data),
             // everything is re-validated instead, as after a crash with no checkpoint: the log
             // is cut at the first bad batch rather than refusing to open.
-            Err(LogError::Corrupt { .. }) if recovery_point > 0 => {
+            Err(LogError::Corrupt { path, .. })
+                if recovery_point > 0 && path.extension().is_some_and(|extension| extension == "log") =>
+            {
                 let mut log = open(0)?;
                 log.recovery.reopened_after_corruption = true;
                 Ok(log)
@@ -475,14 +477,18 @@ impl Log {
         let mut segments: Vec<Segment> = Vec::new();
         let mut revalidate = false;
         let mut cut = false;
-        let mut dir_unsynced = false;
+        // The names in the directory may not be durable: the previous process can have died
+        // (or failed an fsync) between creating a segment and fsyncing the directory. The
+        // first flush syncs the directory once, so that batches acknowledged from now on
+        // never sit in a file whose name a power loss would take.
+        let mut dir_unsynced = true;
         for base in bases {
             let expected_base = segments.last().map(|s| s.next_offset).unwrap_or(base);
             if cut || base < expected_base {
                 // After a cut (or an overlap) later segments hold offsets that no longer follow
                 // the log; they go. A gap is fine: compaction leaves them.
                 let path = segment_path(dir, base, "log");
-                report.truncated_bytes += fs.read(&path).map(|bytes| bytes.len() as u64).unwrap_or(0);
+                report.truncated_bytes += fs.open(&path, false).and_then(|file| file.size()).unwrap_or(0);
                 report.segments_deleted += 1;
                 for extension in ["log", "index", "timeindex", "txnindex"] {
                     let path = segment_path(dir, base, extension);
@@ -1202,6 +1208,9 @@ impl Log {
         // The log always keeps an active segment: when everything goes, roll a new one first
         // (Kafka's rule; `deletable_segments` never selects an empty active segment).
         let rolled = if count == segment_count {
+            // As at any roll: everything before the new segment is on disk first (the snapshot
+            // relies on the aborted-transaction entries).
+            self.exclusive_flush(|| self.flush_round())?;
             self.write_producer_snapshot(log_end_offset)?;
             Some(Segment::open(&self.storage, &self.dir, log_end_offset, true)?)
         } else {

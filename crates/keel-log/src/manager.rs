@@ -147,8 +147,10 @@ impl LogManager {
         if clean_shutdown {
             // From here on a crash is unclean again.
             fs.remove_file(&marker).ctx(&marker)?;
-            sync_dir(fs, data_dir)?;
         }
+        // Also the partition directories the previous process created: it may have died
+        // before fsyncing the data directory.
+        sync_dir(fs, data_dir)?;
         Ok(LogManager {
             storage,
             data_dir: data_dir.to_path_buf(),
