@@ -898,13 +898,7 @@ impl Log {
             (needs_roll, state.log_end_offset)
         };
         if needs_roll {
-            // Everything before the new segment is fsynced first (Kafka schedules the same
-            // flush at a roll): a segment's name never survives a power loss that its
-            // predecessors' data did not, which would leave a hole below the log end. The
-            // snapshot below also relies on the aborted-transaction entries being on disk.
-            self.exclusive_flush(|| self.flush_round())?;
-            self.write_producer_snapshot(log_end_offset)?;
-            let segment = Segment::open(&self.storage, &self.dir, log_end_offset, true)?;
+            let segment = self.new_active_segment(log_end_offset)?;
             let mut state = self.write_state();
             state.segments.push(segment);
             state.dir_unsynced = true;
@@ -1207,15 +1201,7 @@ impl Log {
         }
         // The log always keeps an active segment: when everything goes, roll a new one first
         // (Kafka's rule; `deletable_segments` never selects an empty active segment).
-        let rolled = if count == segment_count {
-            // As at any roll: everything before the new segment is on disk first (the snapshot
-            // relies on the aborted-transaction entries).
-            self.exclusive_flush(|| self.flush_round())?;
-            self.write_producer_snapshot(log_end_offset)?;
-            Some(Segment::open(&self.storage, &self.dir, log_end_offset, true)?)
-        } else {
-            None
-        };
+        let rolled = if count == segment_count { Some(self.new_active_segment(log_end_offset)?) } else { None };
         let (removed, epochs) = {
             let mut state = self.write_state();
             if let Some(segment) = rolled {
@@ -1358,8 +1344,24 @@ impl Log {
     pub fn close(&self) -> Result<(), LogError> {
         self.check_failed()?;
         let _append = lock(&self.append_lock);
+        self.flush_and_snapshot(self.log_end_offset())
+    }
+
+    /// Fsyncs the whole log, then writes the producer snapshot at `log_end_offset`: what a roll
+    /// and a clean close do. The snapshot relies on the aborted-transaction entries before it
+    /// being on disk. Called under `append_lock`.
+    fn flush_and_snapshot(&self, log_end_offset: i64) -> Result<(), LogError> {
         self.exclusive_flush(|| self.flush_round())?;
-        self.write_producer_snapshot(self.log_end_offset())
+        self.write_producer_snapshot(log_end_offset)
+    }
+
+    /// A roll: a new empty segment at `log_end_offset`, for the caller to make active. Everything
+    /// before it is fsynced first (Kafka schedules the same flush at a roll), so a segment's name
+    /// never survives a power loss that its predecessors' data did not, which would leave a hole
+    /// below the log end. Called under `append_lock`.
+    fn new_active_segment(&self, log_end_offset: i64) -> Result<Segment, LogError> {
+        self.flush_and_snapshot(log_end_offset)?;
+        Segment::open(&self.storage, &self.dir, log_end_offset, true)
     }
 
     /// Writes the producer state, which describes every offset below `offset`, to
