@@ -83,22 +83,31 @@ fn topic_names(store: &MetadataStore) -> BTreeSet<String> {
     store.image().topics.keys().cloned().collect()
 }
 
+type Proposal = tokio::task::JoinHandle<Result<u64, keel_cluster::MetadataError>>;
+
+/// Opens the store in `dir`, commits topic `first`, fills the disk with `filler`, and proposes
+/// topic `stalled`, which must still be waiting after [`STALLED`].
+async fn stall_a_proposal(dir: &Path, filler: &Path, first: &str, stalled: &str) -> (MetadataStore, Proposal) {
+    let store = MetadataStore::open(dir, NODE).await.expect("open");
+    store.propose(topic(first)).await.expect("propose on a free disk");
+    fill(filler);
+    let proposal = tokio::spawn({
+        let store = store.clone();
+        let records = topic(stalled);
+        async move { store.propose(records).await }
+    });
+    tokio::time::sleep(STALLED).await;
+    assert!(!proposal.is_finished(), "a proposal on a full disk waits for space: {:?}", proposal.await);
+    (store, proposal)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stalls_proposals_which_commit_once_space_frees() {
     let Some(tmpfs) = Tmpfs::mount("1m") else { return };
     let dir = tmpfs.mount_point.join("metadata");
     let filler = tmpfs.mount_point.join("filler");
 
-    let store = MetadataStore::open(&dir, NODE).await.expect("open");
-    store.propose(topic("before")).await.expect("propose on a free disk");
-
-    fill(&filler);
-    let stalled = tokio::spawn({
-        let store = store.clone();
-        async move { store.propose(topic("during")).await }
-    });
-    tokio::time::sleep(STALLED).await;
-    assert!(!stalled.is_finished(), "a proposal on a full disk waits for space: {:?}", stalled.await);
+    let (store, stalled) = stall_a_proposal(&dir, &filler, "before", "during").await;
     // Reads of the image go on meanwhile.
     assert_eq!(topic_names(&store), BTreeSet::from(["before".to_string()]));
 
@@ -124,16 +133,7 @@ async fn shutdown_ends_a_write_stalled_on_a_full_disk() {
     let dir = tmpfs.mount_point.join("metadata");
     let filler = tmpfs.mount_point.join("filler");
 
-    let store = MetadataStore::open(&dir, NODE).await.expect("open");
-    store.propose(topic("kept")).await.expect("propose on a free disk");
-    fill(&filler);
-    let stalled = tokio::spawn({
-        let store = store.clone();
-        async move { store.propose(topic("never-acknowledged")).await }
-    });
-    tokio::time::sleep(STALLED).await;
-    assert!(!stalled.is_finished());
-
+    let (store, stalled) = stall_a_proposal(&dir, &filler, "kept", "never-acknowledged").await;
     tokio::time::timeout(RESUMES_WITHIN, store.shutdown())
         .await
         .expect("shutdown does not wait for disk space")
