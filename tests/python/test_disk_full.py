@@ -106,6 +106,33 @@ def producer(bootstrap: str) -> Producer:
     })
 
 
+def idempotent_producer(bootstrap: str, config: dict) -> Producer:
+    """An idempotent acks=all producer that retries quickly, with `config` on top."""
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "retry.backoff.ms": 100,
+        "retry.backoff.max.ms": 500,
+        **config,
+    })
+
+
+class Deliveries:
+    """A delivery callback: the offset of each acknowledged record by its sequence, and the
+    errors of the others."""
+
+    def __init__(self) -> None:
+        self.acked: dict[int, int] = {}
+        self.errors: list = []
+
+    def __call__(self, err, msg) -> None:
+        if err is None:
+            self.acked[int(msg.value()[:12])] = msg.offset()
+        else:
+            self.errors.append(err)
+
+
 class Writer:
     """Produces value_of(seq) for increasing seq and records what the broker answered."""
 
@@ -252,24 +279,11 @@ def test_idempotent_producer_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, 
         broker.start()
         create_topic(broker.bootstrap, topic_name)
         read_all(broker.bootstrap, topic_name)
-        p = Producer({
-            "bootstrap.servers": broker.bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "batch.num.messages": 16,
-            "message.timeout.ms": 60000,
-            "retry.backoff.ms": 100,
-            "retry.backoff.max.ms": 500,
-        })
-        acked: dict[int, int] = {}
-        errors = []
-
-        def on_delivery(err, msg):
-            if err is None:
-                acked[int(msg.value()[:12])] = msg.offset()
-            else:
-                errors.append(err)
+        p = idempotent_producer(
+            broker.bootstrap, {"linger.ms": 2, "batch.num.messages": 16, "message.timeout.ms": 60000}
+        )
+        on_delivery = Deliveries()
+        acked, errors = on_delivery.acked, on_delivery.errors
 
         p.produce(topic_name, value=value_of(0), partition=0, on_delivery=on_delivery)
         assert p.flush(30) == 0 and acked == {0: 0}, errors
@@ -331,23 +345,9 @@ def test_metadata_log_rides_out_a_full_disk(tmpfs: Path, tmp_path: Path, topic_n
 
         # An idempotent producer starts on the full disk: its InitProducerId needs a new
         # producer-id block, which the client retries until the metadata log commits again.
-        acked: dict[int, int] = {}
-        errors = []
-
-        def on_delivery(err, msg):
-            if err is None:
-                acked[int(msg.value()[:12])] = msg.offset()
-            else:
-                errors.append(err)
-
-        p = Producer({
-            "bootstrap.servers": broker.bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "message.timeout.ms": 90000,
-            "retry.backoff.ms": 100,
-            "retry.backoff.max.ms": 500,
-        })
+        on_delivery = Deliveries()
+        acked, errors = on_delivery.acked, on_delivery.errors
+        p = idempotent_producer(broker.bootstrap, {"message.timeout.ms": 90000})
         p.produce(topic_name, value=value_of(0), partition=0, on_delivery=on_delivery)
         # The broker answers InitProducerId with Kafka's retriable "no block yet" error.
         init_refused = 'keel_request_errors_total{api="InitProducerId",error="COORDINATOR_LOAD_IN_PROGRESS"}'
