@@ -1386,16 +1386,27 @@ impl Log {
     /// The aborted transactions a `read_committed` fetch of `[start_offset, upper_bound)` must
     /// return: those whose marker is at or after `start_offset` and that began before
     /// `upper_bound` (Kafka's `collectAbortedTransactions`).
+    ///
+    /// An aborted transaction is indexed in the segment of its abort marker, which can lie any
+    /// number of segments past `upper_bound`, so the scan cannot stop at the fetched range. It
+    /// walks the entries in marker order from the segment holding `start_offset` and stops at
+    /// the first whose last stable offset is at or past `upper_bound`: every transaction open
+    /// when that marker was written began at or after its last stable offset, so no later entry
+    /// can have begun before `upper_bound`. The cost is one check per segment up to that entry
+    /// plus the entries before it (see docs/storage-format.md).
     pub fn aborted_transactions(&self, start_offset: i64, upper_bound: i64) -> Vec<AbortedTxn> {
         let state = self.read_state();
         let first = state.segments.partition_point(|s| s.next_offset <= start_offset);
-        state.segments[first..]
-            .iter()
-            .take_while(|s| s.base_offset < upper_bound)
-            .flat_map(|s| s.txn_index.entries.iter())
-            .filter(|e| e.last_offset >= start_offset && e.first_offset < upper_bound)
-            .copied()
-            .collect()
+        let mut found = Vec::new();
+        for entry in state.segments[first..].iter().flat_map(|s| s.txn_index.entries.iter()) {
+            if entry.last_offset >= start_offset && entry.first_offset < upper_bound {
+                found.push(*entry);
+            }
+            if entry.last_stable_offset >= upper_bound {
+                break;
+            }
+        }
+        found
     }
 
     /// A copy of the producer state (DescribeProducers, tests).
@@ -1425,3 +1436,7 @@ mod clean_tests;
 #[cfg(test)]
 #[path = "fault_tests.rs"]
 mod fault_tests;
+
+#[cfg(test)]
+#[path = "txn_tests.rs"]
+mod txn_tests;

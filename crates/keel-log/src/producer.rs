@@ -353,20 +353,23 @@ impl ProducerStates {
             self.ongoing.insert(first_offset, producer_id);
         }
         self.entries.extend(staged.entries);
+        // In marker order: each entry's last stable offset is the one right after its own
+        // marker, with the transactions that later markers of the same append complete still
+        // open. Reads of the index stop at the first entry whose last stable offset reaches
+        // their upper bound, so a value too high would hide the aborted transactions after it.
+        let mut aborted = Vec::new();
         for completed in &staged.completed {
             self.ongoing.remove(&completed.first_offset);
+            if completed.aborted {
+                aborted.push(AbortedTxn {
+                    producer_id: completed.producer_id,
+                    first_offset: completed.first_offset,
+                    last_offset: completed.last_offset,
+                    last_stable_offset: self.first_unstable_offset().unwrap_or(completed.last_offset + 1),
+                });
+            }
         }
-        staged
-            .completed
-            .iter()
-            .filter(|c| c.aborted)
-            .map(|c| AbortedTxn {
-                producer_id: c.producer_id,
-                first_offset: c.first_offset,
-                last_offset: c.last_offset,
-                last_stable_offset: self.first_unstable_offset().unwrap_or(c.last_offset + 1),
-            })
-            .collect()
+        aborted
     }
 
     /// Applies batches already in the log (recovery), checking nothing.
