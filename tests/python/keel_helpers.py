@@ -21,6 +21,17 @@ REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 20.0
 
+# The tiny-segment switch: with KEEL_TEST_SEGMENT_BYTES set (say 20000), every broker the tests
+# start rolls its segments at that size (log.segment.bytes, and the internal topics' sizes), so
+# that every read, recovery, retention and compaction path crosses segment boundaries. A test
+# that sets one of these itself keeps its own value.
+SEGMENT_BYTES_CONFIGS = ("log.segment.bytes", "offsets.topic.segment.bytes", "transaction.state.log.segment.bytes")
+
+
+def tiny_segment_bytes() -> int | None:
+    value = os.environ.get("KEEL_TEST_SEGMENT_BYTES")
+    return int(value) if value else None
+
 
 def keel_bin() -> Path:
     return Path(os.environ.get("KEEL_BIN", REPO / "target" / "release" / "keel"))
@@ -73,7 +84,12 @@ class Broker:
         ]
         if self.advertise:
             cmd += ["--advertise", self.advertise]
-        for k, v in self.sets.items():
+        sets = dict(self.sets)
+        segment_bytes = tiny_segment_bytes()
+        if segment_bytes is not None:
+            for name in SEGMENT_BYTES_CONFIGS:
+                sets.setdefault(name, str(segment_bytes))
+        for k, v in sets.items():
             cmd += ["--set", f"{k}={v}"]
         return cmd
 

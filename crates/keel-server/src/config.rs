@@ -135,12 +135,14 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("unclean.leader.election.enable", Boolean, Some("false"), true, "Allow an out-of-sync replica to become leader."),
     broker!("offsets.topic.num.partitions", Int, Some("50"), false, "Partitions of __consumer_offsets."),
     broker!("offsets.topic.replication.factor", Short, Some("1"), false, "Replication factor of __consumer_offsets."),
+    broker!("offsets.topic.segment.bytes", Int, Some("104857600"), false, "Segment size of __consumer_offsets, set when it is created."),
     broker!("producer.id.expiration.ms", Int, Some("86400000"), true, "How long a producer's state is kept after its last write."),
     broker!("producer.id.expiration.check.interval.ms", Int, Some("600000"), false, "How often expired producer state is removed."),
     broker!("transaction.max.timeout.ms", Int, Some("900000"), false, "Largest transaction timeout a producer may ask for."),
     broker!("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), false, "How often open transactions past their timeout are aborted."),
     broker!("transaction.state.log.num.partitions", Int, Some("50"), false, "Partitions of __transaction_state."),
     broker!("transaction.state.log.replication.factor", Short, Some("1"), false, "Replication factor of __transaction_state."),
+    broker!("transaction.state.log.segment.bytes", Int, Some("104857600"), false, "Segment size of __transaction_state, set when it is created."),
     broker!("keel.fetch.sendfile.enable", Boolean, Some("true"), false, "Keel: send fetched records with sendfile(2) (no copy through user space); false reads them into a buffer first."),
     broker!("group.initial.rebalance.delay.ms", Int, Some("3000"), false, "Delay of the first rebalance of a new group."),
     broker!("group.min.session.timeout.ms", Int, Some("6000"), false, "Smallest session timeout a group member may ask for."),
@@ -250,7 +252,14 @@ pub fn validate_value(name: &str, kind: ConfigType, value: &str) -> Result<(), C
         "message.timestamp.type" | "log.message.timestamp.type" if v != "CreateTime" && v != "LogAppendTime" => {
             return Err(invalid("expected CreateTime or LogAppendTime"));
         }
-        "segment.bytes" | "log.segment.bytes" if below(14) => return Err(invalid("must be at least 14")),
+        "segment.bytes"
+        | "log.segment.bytes"
+        | "offsets.topic.segment.bytes"
+        | "transaction.state.log.segment.bytes"
+            if below(14) =>
+        {
+            return Err(invalid("must be at least 14"))
+        }
         "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio"
             if v.parse::<f64>().map_or(true, |r| !(0.0..=1.0).contains(&r)) =>
         {

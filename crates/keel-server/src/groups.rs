@@ -125,19 +125,21 @@ impl Broker {
             OFFSETS_TOPIC,
             "offsets.topic.num.partitions",
             "offsets.topic.replication.factor",
-            &[("cleanup.policy", "compact"), ("compression.type", "producer"), ("segment.bytes", "104857600")],
+            "offsets.topic.segment.bytes",
+            &[("cleanup.policy", "compact"), ("compression.type", "producer")],
         )
         .await
     }
 
-    /// Creates the internal topic `name` if it does not exist yet, with the partitions and
-    /// replication factor of the broker configs named (at most the live brokers) and `configs`;
-    /// returns its partition count.
+    /// Creates the internal topic `name` if it does not exist yet, with the partitions,
+    /// replication factor (at most the live brokers) and `segment.bytes` of the broker configs
+    /// named, and `configs`; returns its partition count.
     pub async fn ensure_internal_topic(
         self: &Arc<Self>,
         name: &str,
         partitions_config: &str,
         replication_config: &str,
+        segment_bytes_config: &str,
         configs: &[(&str, &str)],
     ) -> Result<i32, ApiError> {
         if let Some(topic) = self.image().topic(name) {
@@ -148,12 +150,16 @@ impl Broker {
         let partitions = view.broker_i64(partitions_config).unwrap_or(50) as i32;
         let brokers = image.brokers.len().max(1) as i64;
         let replication_factor = view.broker_i64(replication_config).unwrap_or(1).min(brokers) as i16;
+        let segment_bytes = view.broker_i64(segment_bytes_config).unwrap_or(104_857_600);
+        let mut configs: Vec<(String, Option<String>)> =
+            configs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect();
+        configs.push(("segment.bytes".to_string(), Some(segment_bytes.to_string())));
         let spec = TopicSpec {
             name: name.to_string(),
             num_partitions: partitions,
             replication_factor,
             assignments: BTreeMap::new(),
-            configs: configs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect(),
+            configs: configs.into_iter().collect(),
         };
         match self.create_topics(vec![spec], false, crate::controller::default_deadline()).await.pop() {
             Some(Ok(created)) => Ok(created.num_partitions),

@@ -88,7 +88,8 @@ impl Broker {
             TXN_TOPIC,
             "transaction.state.log.num.partitions",
             "transaction.state.log.replication.factor",
-            &[("cleanup.policy", "compact"), ("compression.type", "uncompressed"), ("segment.bytes", "104857600")],
+            "transaction.state.log.segment.bytes",
+            &[("cleanup.policy", "compact"), ("compression.type", "uncompressed")],
         )
         .await
     }

@@ -22,6 +22,21 @@ pub struct Keel {
     _tmp: Option<tempfile::TempDir>,
 }
 
+/// The tiny-segment switch: with `KEEL_TEST_SEGMENT_BYTES` set (say 20000), every node the
+/// tests start rolls its segments at that size (`log.segment.bytes` and the internal topics'
+/// sizes), so that reads, recovery and compaction cross segment boundaries. A test that sets
+/// one of these itself keeps its value.
+fn tiny_segment_sets(sets: &[String]) -> Vec<String> {
+    let Ok(bytes) = std::env::var("KEEL_TEST_SEGMENT_BYTES") else {
+        return Vec::new();
+    };
+    ["log.segment.bytes", "offsets.topic.segment.bytes", "transaction.state.log.segment.bytes"]
+        .into_iter()
+        .filter(|name| !sets.iter().any(|set| set.starts_with(&format!("{name}="))))
+        .map(|name| format!("{name}={bytes}"))
+        .collect()
+}
+
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr")
@@ -66,7 +81,7 @@ impl Keel {
             .env("KEEL_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        for set in &self.sets {
+        for set in self.sets.iter().chain(&tiny_segment_sets(&self.sets)) {
             command.arg("--set").arg(set);
         }
         if let Some(advertise) = &self.advertise {
