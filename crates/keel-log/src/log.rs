@@ -915,7 +915,10 @@ impl Log {
         upper_bound_offset: i64,
         min_one_batch: bool,
     ) -> Result<ReadSlice, LogError> {
-        let mut index = None;
+        // The base offset of the segment searched last, when the offset fell in a gap that
+        // compaction left at its end: the next batch is in a later segment. Kept as an offset,
+        // not an index, because retention may drop segments from the front between two looks.
+        let mut searched: Option<i64> = None;
         let (file, path, limit_bytes, first_position, first) = loop {
             let (file, path, start_position, limit_bytes) = {
                 let state = self.read_state();
@@ -929,16 +932,14 @@ impl Log {
                 if start_offset == state.log_end_offset || start_offset >= upper_bound_offset {
                     return Ok(ReadSlice::empty(start_offset));
                 }
-                let i = match index {
-                    // The offset fell in a gap that compaction left at a segment's end: the next
-                    // batch is in a later segment.
-                    Some(i) => i,
+                let i = match searched {
+                    Some(base) => state.segments.partition_point(|s| s.base_offset <= base),
                     None => state.segments.partition_point(|s| s.base_offset <= start_offset).saturating_sub(1),
                 };
-                index = Some(i);
                 let Some(segment) = state.segments.get(i) else {
                     return Ok(ReadSlice::empty(start_offset));
                 };
+                searched = Some(segment.base_offset);
                 (
                     Arc::clone(&segment.log_file),
                     segment.log_path.clone(),
@@ -946,9 +947,10 @@ impl Log {
                     segment.size_bytes,
                 )
             };
-            match find_batch(file.as_ref(), &path, start_position, limit_bytes, start_offset)? {
-                Some((first_position, first)) => break (file, path, limit_bytes, first_position, first),
-                None => index = index.map(|i| i + 1),
+            if let Some((first_position, first)) =
+                find_batch(file.as_ref(), &path, start_position, limit_bytes, start_offset)?
+            {
+                break (file, path, limit_bytes, first_position, first);
             }
         };
         if first.base_offset >= upper_bound_offset || (first.size() > max_bytes && !min_one_batch) {
@@ -1377,10 +1379,13 @@ impl Log {
     }
 
     /// The last stable offset: the first offset of the earliest open transaction, or the log
-    /// end when none is open. Consumers reading committed data stop here.
+    /// end when none is open, and never below the log start (DeleteRecords may pass an open
+    /// transaction's first offset; Kafka's `maybeIncrementFirstUnstableOffset`). Consumers
+    /// reading committed data stop here.
     pub fn last_stable_offset(&self) -> i64 {
         let state = self.read_state();
-        state.first_unstable_offset.unwrap_or(state.log_end_offset).min(state.log_end_offset)
+        let first_unstable = state.first_unstable_offset.unwrap_or(state.log_end_offset).max(state.log_start_offset);
+        first_unstable.min(state.log_end_offset)
     }
 
     /// The aborted transactions a `read_committed` fetch of `[start_offset, upper_bound)` must
@@ -1440,3 +1445,7 @@ mod fault_tests;
 #[cfg(test)]
 #[path = "txn_tests.rs"]
 mod txn_tests;
+
+#[cfg(test)]
+#[path = "boundary_tests.rs"]
+mod boundary_tests;

@@ -28,7 +28,7 @@ fn txn_batch(producer_id: i64, sequence: i32, records: usize, payload: usize) ->
 /// consumer does (whole batches, one segment per fetch, the aborted transactions of each
 /// response) and drops the batches of aborted transactions as `CompletedFetch` does. Returns
 /// the offsets of the data records it keeps.
-fn read_committed(log: &Log, start: i64, upper_bound: i64, max_bytes: usize) -> Vec<i64> {
+pub(super) fn read_committed(log: &Log, start: i64, upper_bound: i64, max_bytes: usize) -> Vec<i64> {
     let mut kept = Vec::new();
     let mut offset = start;
     while offset < upper_bound {
@@ -115,8 +115,8 @@ enum Op {
     End { producers: Vec<(u8, bool)> },
     /// A crash (the page cache survives) or a clean close, then open.
     Reopen { clean: bool },
-    /// DeleteRecords to `ahead` offsets past the log start (at most the last stable offset),
-    /// then retention's removal of the segments below it.
+    /// DeleteRecords to `ahead` offsets past the log start (at most the log end, possibly past
+    /// an open transaction's first offset), then retention's removal of the segments below it.
     DeleteBefore { ahead: u8 },
 }
 
@@ -222,13 +222,17 @@ proptest! {
                     log = open(if clean { i64::MAX } else { 0 });
                 }
                 Op::DeleteBefore { ahead } => {
-                    let target = (log.log_start_offset() + i64::from(ahead)).min(log.last_stable_offset());
+                    let target = (log.log_start_offset() + i64::from(ahead)).min(log.log_end_offset());
                     log.delete_records_before(target).expect("delete records");
                     log.delete_old_segments(0).expect("retention");
                 }
             }
-            let first_open = model.open.values().flatten().min().copied();
-            prop_assert_eq!(log.last_stable_offset(), first_open.unwrap_or(log.log_end_offset()));
+            // Never below the log start, even when DeleteRecords passed an open transaction.
+            let first_open = model.open.values().flatten().min().copied().unwrap_or(log.log_end_offset());
+            prop_assert_eq!(
+                log.last_stable_offset(),
+                first_open.max(log.log_start_offset()).min(log.log_end_offset())
+            );
         }
         let (start_offset, stable) = (log.log_start_offset(), log.last_stable_offset());
         for (start, upper, max_bytes) in reads {
