@@ -9,7 +9,10 @@ import pytest
 from kafka import errors as Errors
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewPartitions, NewTopic
 
+from keel_helpers import tiny_segment_bytes
+
 SOURCE_TOPIC_CONFIG = 1
+SOURCE_STATIC_BROKER_CONFIG = 4
 SOURCE_DEFAULT_CONFIG = 5
 
 
@@ -49,7 +52,11 @@ def test_create_list_describe_delete(kadmin, topic_name):
     configs = topic_configs(kadmin, topic_name)
     assert configs["retention.ms"] == ("7200000", SOURCE_TOPIC_CONFIG)
     assert configs["cleanup.policy"] == ("delete", SOURCE_DEFAULT_CONFIG)
-    assert configs["segment.bytes"] == ("1073741824", SOURCE_DEFAULT_CONFIG)
+    if tiny_segment_bytes():
+        # The tiny-segment switch sets log.segment.bytes, which the topic inherits.
+        assert configs["segment.bytes"] == (str(tiny_segment_bytes()), SOURCE_STATIC_BROKER_CONFIG)
+    else:
+        assert configs["segment.bytes"] == ("1073741824", SOURCE_DEFAULT_CONFIG)
 
     kadmin.delete_topics([topic_name], timeout_ms=15000)
     wait_until(lambda: topic_name not in kadmin.list_topics(), what="topic gone from list_topics")
