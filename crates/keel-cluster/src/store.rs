@@ -20,7 +20,7 @@ use crate::metadata::{MetadataImage, MetadataRecord, NodeId};
 use crate::raft::disk_full::StopSignal;
 use crate::raft::file::{FileError, FRAME_BYTES_MAX};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::NetworkFactory;
+use crate::raft::network::{serve, NetworkFactory};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MetadataBatch, Raft, RaftNodeId};
 
@@ -44,6 +44,9 @@ pub enum MetadataError {
 
     #[error("node {node_id} is not a voter of the metadata log in this directory (voters: {voters:?}); start it with the node.id the data directory was created with")]
     NotVoter { node_id: NodeId, voters: Vec<u64> },
+
+    #[error("the metadata log in this directory has the voters {found:?}, but controller.quorum.voters names {configured:?}; start every node with the voter list the cluster was formed with")]
+    VotersChanged { found: Vec<u64>, configured: Vec<u64> },
 
     #[error("this node is not the metadata leader (leader: {leader:?}); send the request to the leader")]
     NotLeader { leader: Option<NodeId> },
@@ -89,6 +92,8 @@ pub struct MetadataStore {
 
 struct Inner {
     raft: Raft,
+    /// The controller listener's task, in a quorum of more than one.
+    listener: Option<tokio::task::JoinHandle<()>>,
     node_id: NodeId,
     dir: PathBuf,
     image_rx: watch::Receiver<Arc<MetadataImage>>,
@@ -100,7 +105,29 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.stop();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
     }
+}
+
+/// The controllers of a cluster: node id → `host:port` of its controller listener (Kafka's
+/// `controller.quorum.voters`).
+pub type Voters = BTreeMap<NodeId, String>;
+
+/// Who leads the metadata quorum and how far each voter has come (DescribeQuorum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumState {
+    pub leader: Option<NodeId>,
+    /// The raft term: Kafka's leader epoch of the metadata partition.
+    pub term: u64,
+    /// The last entry applied here, everything committed up to it (Kafka's high watermark).
+    pub applied_index: Option<u64>,
+    /// The last entry in this node's log.
+    pub last_log_index: Option<u64>,
+    /// Each voter with the last entry the leader knows it holds (`None` when unknown, or when
+    /// this node does not lead).
+    pub voters: Vec<(NodeId, Option<u64>)>,
 }
 
 impl std::fmt::Debug for MetadataStore {
@@ -118,6 +145,121 @@ impl MetadataStore {
     /// node id `node_id`, initializes membership `{node_id}` when the log is fresh, and returns
     /// once this node is leader and every committed entry is applied to the image.
     pub async fn open(dir: &Path, node_id: NodeId) -> Result<MetadataStore, MetadataError> {
+        let store = MetadataStore::open_raft(dir, node_id, None).await?;
+        let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        match store.start(raft_id).await {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                // Do not leave a raft running behind a failed open.
+                let _ = store.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens (or creates) the metadata log in `dir` as the voter `node_id` of the quorum
+    /// `voters`, serving the other controllers on `listener`. A fresh log is initialized with
+    /// every voter (each node does the same, which openraft allows: no format step); an
+    /// existing one must have been formed with the same voters. Returns without waiting for a
+    /// leader: see [`MetadataStore::wait_for_leader`].
+    pub async fn open_quorum(
+        dir: &Path,
+        node_id: NodeId,
+        voters: &Voters,
+        listener: tokio::net::TcpListener,
+    ) -> Result<MetadataStore, MetadataError> {
+        let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        let mut members = BTreeMap::new();
+        for (&id, addr) in voters {
+            let id = RaftNodeId::try_from(id).map_err(|_| MetadataError::InvalidNodeId { node_id: id })?;
+            members.insert(id, BasicNode { addr: addr.clone() });
+        }
+        if !members.contains_key(&raft_id) {
+            return Err(MetadataError::NotVoter { node_id, voters: members.keys().copied().collect() });
+        }
+        let store = MetadataStore::open_raft(dir, node_id, Some(listener)).await?;
+        let result = async {
+            let raft = &store.inner.raft;
+            if !raft.is_initialized().await? {
+                match raft.initialize(members.clone()).await {
+                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                    Err(RaftError::APIError(e)) => return Err(MetadataError::Raft(e.to_string())),
+                    Err(RaftError::Fatal(e)) => return Err(e.into()),
+                }
+            }
+            let metrics = raft
+                .wait(Some(OPEN_TIMEOUT))
+                .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "load the membership")
+                .await
+                .map_err(|_| MetadataError::Timeout {
+                    what: "the metadata log to load its membership",
+                    waited: OPEN_TIMEOUT,
+                })?;
+            let found: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            let configured: Vec<u64> = members.keys().copied().collect();
+            if found != configured {
+                return Err(MetadataError::VotersChanged { found, configured });
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(store),
+            Err(e) => {
+                let _ = store.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits until the quorum has a leader this node knows of, and returns it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, MetadataError> {
+        let metrics = self
+            .inner
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a metadata leader")
+            .await
+            .map_err(|_| MetadataError::Timeout { what: "a metadata quorum leader", waited: timeout })?;
+        metrics
+            .current_leader
+            .and_then(|id| NodeId::try_from(id).ok())
+            .ok_or(MetadataError::Timeout { what: "a metadata quorum leader", waited: timeout })
+    }
+
+    /// The leader of the metadata quorum, as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader.and_then(|id| NodeId::try_from(id).ok())
+    }
+
+    /// The quorum as this node sees it.
+    pub fn quorum(&self) -> QuorumState {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        let replication = metrics.replication.as_ref();
+        let voters = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter_map(|id| {
+                let matched = replication.and_then(|r| r.get(&id)).and_then(|m| m.as_ref()).map(|log_id| log_id.index);
+                NodeId::try_from(id).ok().map(|node| (node, matched))
+            })
+            .collect();
+        QuorumState {
+            leader: metrics.current_leader.and_then(|id| NodeId::try_from(id).ok()),
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            last_log_index: metrics.last_log_index,
+            voters,
+        }
+    }
+
+    /// The raft instance over the log in `dir`, serving `listener` when given.
+    async fn open_raft(
+        dir: &Path,
+        node_id: NodeId,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<MetadataStore, MetadataError> {
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let dir = dir.to_path_buf();
         let stop = StopSignal::default();
@@ -147,15 +289,8 @@ impl MetadataStore {
         let raft = Raft::new(raft_id, Arc::new(config), NetworkFactory, log_store, state_machine)
             .await
             .map_err(MetadataError::from)?;
-        let store = MetadataStore { inner: Arc::new(Inner { raft, node_id, dir, image_rx, stop }) };
-        match store.start(raft_id).await {
-            Ok(()) => Ok(store),
-            Err(e) => {
-                // Do not leave a raft running behind a failed open.
-                let _ = store.shutdown().await;
-                Err(e)
-            }
-        }
+        let listener = listener.map(|listener| tokio::spawn(serve(listener, raft.clone())));
+        Ok(MetadataStore { inner: Arc::new(Inner { raft, listener, node_id, dir, image_rx, stop }) })
     }
 
     async fn start(&self, raft_id: RaftNodeId) -> Result<(), MetadataError> {
@@ -240,6 +375,9 @@ impl MetadataStore {
     /// clone fail with [`MetadataError::ShutDown`]. Calling it twice is harmless.
     pub async fn shutdown(&self) -> Result<(), MetadataError> {
         self.inner.stop.stop();
+        if let Some(listener) = &self.inner.listener {
+            listener.abort();
+        }
         self.inner.raft.shutdown().await.map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
     }
 }
