@@ -115,6 +115,33 @@ impl Drop for Inner {
 /// `controller.quorum.voters`).
 pub type Voters = BTreeMap<NodeId, String>;
 
+/// Parses Kafka's `controller.quorum.voters`: `id@host:port` entries separated by commas, ids
+/// distinct and non-negative, ports 1..=65535 (an IPv6 host in brackets). The error says what is
+/// wrong with which entry.
+pub fn parse_voters(text: &str) -> Result<Voters, String> {
+    let mut voters = Voters::new();
+    for entry in text.split(',').map(str::trim) {
+        let bad = |why: &str| format!("controller.quorum.voters entry {entry:?} {why}; expected id@host:port");
+        if entry.is_empty() {
+            return Err(format!("controller.quorum.voters {text:?} has an empty entry; expected id@host:port,..."));
+        }
+        let (id, address) = entry.split_once('@').ok_or_else(|| bad("has no '@'"))?;
+        let id: NodeId = id.trim().parse().ok().filter(|id| *id >= 0).ok_or_else(|| bad("has a bad node id"))?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+        let host_ok = !host.is_empty()
+            && (host.starts_with('[') == host.ends_with(']'))
+            && !host.trim_matches(['[', ']']).is_empty();
+        if !host_ok {
+            return Err(bad("has a bad host"));
+        }
+        port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("has a bad port"))?;
+        if voters.insert(id, address.to_string()).is_some() {
+            return Err(bad("repeats a node id"));
+        }
+    }
+    Ok(voters)
+}
+
 /// Who leads the metadata quorum and how far each voter has come (DescribeQuorum).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuorumState {
@@ -379,5 +406,39 @@ impl MetadataStore {
             listener.abort();
         }
         self.inner.raft.shutdown().await.map_err(|e| MetadataError::Raft(format!("shutdown: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_as_kafka_writes_them() {
+        let voters = parse_voters("1@127.0.0.1:9093, 2@localhost:9094,3@[::1]:9095").expect("valid");
+        assert_eq!(
+            voters.into_iter().collect::<Vec<_>>(),
+            vec![
+                (1, "127.0.0.1:9093".to_string()),
+                (2, "localhost:9094".to_string()),
+                (3, "[::1]:9095".to_string())
+            ]
+        );
+        for (bad, why) in [
+            ("", "empty entry"),
+            ("1@a:1,", "empty entry"),
+            ("1:9093", "no '@'"),
+            ("x@a:1", "bad node id"),
+            ("-1@a:1", "bad node id"),
+            ("1@a", "no port"),
+            ("1@:9093", "bad host"),
+            ("1@[::1:9093", "bad host"),
+            ("1@a:0", "bad port"),
+            ("1@a:70000", "bad port"),
+            ("1@a:1,1@b:2", "repeats a node id"),
+        ] {
+            let error = parse_voters(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
     }
 }

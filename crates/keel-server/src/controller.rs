@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::config::{self, ConfigError};
 use crate::error::ApiError;
+use crate::placement::place_replicas;
 
 /// Kafka's longest topic name.
 pub const TOPIC_NAME_MAX_CHARS: usize = 249;
@@ -123,7 +124,8 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ApiError> {
 }
 
 impl Broker {
-    /// Round-robin replica placement over the registered brokers, leader first.
+    /// Rack-aware replica placement over the registered brokers, leader first, starting at a
+    /// random point of the round as Kafka does (`placement.rs` decides).
     fn assign(
         &self,
         image: &MetadataImage,
@@ -131,27 +133,12 @@ impl Broker {
         count: i32,
         replication_factor: i16,
     ) -> Result<Vec<Vec<NodeId>>, ApiError> {
-        let brokers: Vec<NodeId> = image.brokers.keys().copied().collect();
-        if replication_factor <= 0 {
-            return Err(ApiError::with(
-                ResponseError::InvalidReplicationFactor,
-                "replication factor must be larger than 0",
-            ));
-        }
-        if replication_factor as usize > brokers.len() {
-            return Err(ApiError::with(
-                ResponseError::InvalidReplicationFactor,
-                format!(
-                    "unable to replicate the partition {replication_factor} time(s): the target \
-                     replication factor of {replication_factor} cannot be reached because only {} \
-                     broker(s) are registered",
-                    brokers.len()
-                ),
-            ));
-        }
-        Ok((first_partition..first_partition + count)
-            .map(|p| (0..replication_factor as usize).map(|r| brokers[(p as usize + r) % brokers.len()]).collect())
-            .collect())
+        let brokers: Vec<(NodeId, Option<String>)> =
+            image.brokers.values().map(|b| (b.node_id, b.rack.clone())).collect();
+        let random = Uuid::new_v4().as_u128();
+        let (start, shift) = ((random >> 64) as usize, random as u64 as usize);
+        place_replicas(&brokers, first_partition, count, replication_factor, start, shift)
+            .map_err(|error| ApiError::with(ResponseError::InvalidReplicationFactor, error.to_string()))
     }
 
     fn check_manual_assignment(image: &MetadataImage, replicas: &[NodeId]) -> Result<(), ApiError> {

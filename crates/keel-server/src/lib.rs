@@ -14,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod partition;
+pub mod placement;
 pub mod producer_ids;
 pub mod server;
 pub mod transactions;
