@@ -8,4 +8,4 @@ pub use metadata::{
     BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState, TopicImage,
     PRODUCER_ID_BLOCK_SIZE,
 };
-pub use store::{parse_voters, MetadataError, MetadataStore, QuorumState, Voters};
+pub use store::{parse_voters, MetadataError, MetadataStore, QuorumState, StoreOptions, Voters};

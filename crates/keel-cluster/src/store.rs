@@ -111,6 +111,22 @@ impl Drop for Inner {
     }
 }
 
+/// When the metadata log is snapshotted and cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A snapshot of the image is written once this many entries were applied since the last.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot (for followers that lag a little); the ones
+    /// before are purged, and the file is rewritten without them once they are half of it.
+    pub entries_kept_after_snapshot: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { snapshot_after_entries: 1_000, entries_kept_after_snapshot: 100 }
+    }
+}
+
 /// The controllers of a cluster: node id → `host:port` of its controller listener (Kafka's
 /// `controller.quorum.voters`).
 pub type Voters = BTreeMap<NodeId, String>;
@@ -172,7 +188,12 @@ impl MetadataStore {
     /// node id `node_id`, initializes membership `{node_id}` when the log is fresh, and returns
     /// once this node is leader and every committed entry is applied to the image.
     pub async fn open(dir: &Path, node_id: NodeId) -> Result<MetadataStore, MetadataError> {
-        let store = MetadataStore::open_raft(dir, node_id, None).await?;
+        MetadataStore::open_with(dir, node_id, StoreOptions::default()).await
+    }
+
+    /// [`MetadataStore::open`] with snapshot settings other than the defaults.
+    pub async fn open_with(dir: &Path, node_id: NodeId, options: StoreOptions) -> Result<MetadataStore, MetadataError> {
+        let store = MetadataStore::open_raft(dir, node_id, None, options).await?;
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         match store.start(raft_id).await {
             Ok(()) => Ok(store),
@@ -194,6 +215,7 @@ impl MetadataStore {
         node_id: NodeId,
         voters: &Voters,
         listener: tokio::net::TcpListener,
+        options: StoreOptions,
     ) -> Result<MetadataStore, MetadataError> {
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let mut members = BTreeMap::new();
@@ -204,7 +226,7 @@ impl MetadataStore {
         if !members.contains_key(&raft_id) {
             return Err(MetadataError::NotVoter { node_id, voters: members.keys().copied().collect() });
         }
-        let store = MetadataStore::open_raft(dir, node_id, Some(listener)).await?;
+        let store = MetadataStore::open_raft(dir, node_id, Some(listener), options).await?;
         let result = async {
             let raft = &store.inner.raft;
             if !raft.is_initialized().await? {
@@ -286,6 +308,7 @@ impl MetadataStore {
         dir: &Path,
         node_id: NodeId,
         listener: Option<tokio::net::TcpListener>,
+        options: StoreOptions,
     ) -> Result<MetadataStore, MetadataError> {
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let dir = dir.to_path_buf();
@@ -307,8 +330,10 @@ impl MetadataStore {
 
         let config = Config {
             cluster_name: "keel-metadata".to_string(),
-            // The image is rebuilt by replaying the log; snapshots are built only on request.
-            snapshot_policy: SnapshotPolicy::Never,
+            // A snapshot of the image bounds the log and the replay at start: the node loads
+            // the newest snapshot and applies only the entries after it.
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_after_entries.max(1)),
+            max_in_snapshot_log_to_keep: options.entries_kept_after_snapshot,
             ..Default::default()
         }
         .validate()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use keel_cluster::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, PartitionState, Voters};
+use keel_cluster::{MetadataError, MetadataImage, MetadataRecord, MetadataStore, PartitionState, StoreOptions, Voters};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
@@ -22,6 +22,7 @@ fn topic(name: &str) -> Vec<MetadataRecord> {
 }
 
 struct Cluster {
+    options: StoreOptions,
     voters: Voters,
     dirs: BTreeMap<i32, PathBuf>,
     nodes: BTreeMap<i32, MetadataStore>,
@@ -30,6 +31,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start(count: i32) -> Cluster {
+        Cluster::start_with(count, StoreOptions::default()).await
+    }
+
+    async fn start_with(count: i32, options: StoreOptions) -> Cluster {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mut listeners = BTreeMap::new();
         let mut voters = Voters::new();
@@ -41,10 +46,10 @@ impl Cluster {
         let dirs: BTreeMap<i32, PathBuf> = (1..=count).map(|id| (id, tmp.path().join(format!("node-{id}")))).collect();
         let mut nodes = BTreeMap::new();
         for (id, listener) in listeners {
-            let store = MetadataStore::open_quorum(&dirs[&id], id, &voters, listener).await.expect("open");
+            let store = MetadataStore::open_quorum(&dirs[&id], id, &voters, listener, options).await.expect("open");
             nodes.insert(id, store);
         }
-        Cluster { voters, dirs, nodes, _tmp: tmp }
+        Cluster { options, voters, dirs, nodes, _tmp: tmp }
     }
 
     /// The leader every running node agrees on.
@@ -71,7 +76,8 @@ impl Cluster {
 
     async fn restart(&mut self, id: i32) {
         let listener = TcpListener::bind(&self.voters[&id]).await.expect("bind the same port again");
-        let store = MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener).await.expect("reopen");
+        let store =
+            MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener, self.options).await.expect("reopen");
         self.nodes.insert(id, store);
     }
 
@@ -187,13 +193,34 @@ async fn a_node_refuses_a_voter_list_other_than_the_one_it_formed_with() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut other = cluster.voters.clone();
     other.insert(4, "127.0.0.1:1".to_string());
-    match MetadataStore::open_quorum(dir, 3, &other, listener).await {
+    match MetadataStore::open_quorum(dir, 3, &other, listener, StoreOptions::default()).await {
         Err(e @ MetadataError::VotersChanged { .. }) => assert!(e.to_string().contains("controller.quorum.voters")),
         other => panic!("opened with another voter list: {:?}", other.map(|_| ())),
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    match MetadataStore::open_quorum(dir, 5, &cluster.voters, listener).await {
+    match MetadataStore::open_quorum(dir, 5, &cluster.voters, listener, StoreOptions::default()).await {
         Err(MetadataError::NotVoter { node_id: 5, .. }) => {}
         other => panic!("a node outside the voters opened: {:?}", other.map(|_| ())),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
+    let options = StoreOptions { snapshot_after_entries: 20, entries_kept_after_snapshot: 5 };
+    let mut cluster = Cluster::start_with(3, options).await;
+    let leader = cluster.leader().await;
+    let behind = cluster.nodes.keys().copied().find(|&id| id != leader).expect("a follower");
+    cluster.stop(behind).await;
+    let mut index = 0;
+    for i in 0..150 {
+        index = cluster.propose(topic(&format!("t{i}"))).await;
+    }
+    // The entries it missed are gone from the others' logs: it gets the image as a snapshot.
+    cluster.restart(behind).await;
+    wait_for_image(&cluster.nodes[&behind], "every topic", |image| {
+        image.applied_index >= index && (0..150).all(|i| image.topic(&format!("t{i}")).is_some())
+    })
+    .await;
+    let leader = cluster.leader().await;
+    assert_eq!(cluster.nodes[&behind].image().topics, cluster.nodes[&leader].image().topics);
 }

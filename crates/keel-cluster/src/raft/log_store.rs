@@ -286,6 +286,42 @@ impl LogFile {
         Ok(())
     }
 
+    /// Rewrites the file without its purged frames once they are at least half of it, so the
+    /// file stays within about twice what the entries after the last snapshot need. The new file
+    /// (header and the kept frames, byte for byte) replaces the old one atomically: a crash
+    /// leaves either, and both open to the same entries since the purge point is durable first.
+    fn reclaim(&mut self) -> Result<(), FileError> {
+        let first_kept = self.offsets.values().next().copied().unwrap_or(self.end_offset);
+        let dead = first_kept - LOG_HEADER_BYTES;
+        if dead == 0 || dead < self.end_offset - first_kept {
+            return Ok(());
+        }
+        let mut kept = vec![0u8; (self.end_offset - first_kept) as usize];
+        {
+            use std::os::unix::fs::FileExt;
+            self.file.read_exact_at(&mut kept, first_kept).map_err(|e| FileError::io(&self.path, e))?;
+        }
+        let mut bytes = Vec::with_capacity(LOG_HEADER_BYTES as usize + kept.len());
+        bytes.extend_from_slice(&LOG_MAGIC);
+        bytes.extend_from_slice(&LOG_FORMAT_VERSION.to_be_bytes());
+        bytes.extend_from_slice(&kept);
+        let path = self.path.clone();
+        disk_full::retry_while_disk_full(&self.stop, disk_full::BACKOFF, "reclaim", || {
+            file::write_bytes_atomic(&path, &bytes)
+        })?;
+        let mut reopened =
+            OpenOptions::new().read(true).write(true).open(&self.path).map_err(|e| FileError::io(&self.path, e))?;
+        let end_offset = bytes.len() as u64;
+        reopened.seek(SeekFrom::Start(end_offset)).map_err(|e| FileError::io(&self.path, e))?;
+        self.file = reopened;
+        for offset in self.offsets.values_mut() {
+            *offset -= dead;
+        }
+        self.end_offset = end_offset;
+        debug_assert_eq!(self.offsets.values().next().copied().unwrap_or(end_offset), LOG_HEADER_BYTES);
+        Ok(())
+    }
+
     /// Removes every entry at `index` and after from the file.
     fn truncate(&mut self, index: u64) -> Result<(), FileError> {
         let Some(&offset) = self.offsets.get(&index) else {
@@ -407,18 +443,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // The purge point is made durable first; the frames stay in the file (metadata is small)
-        // and are skipped on open.
+        // The purge point is made durable first: from then on the purged frames are skipped on
+        // open, whether or not the file was rewritten without them.
         self.blocking(move |file, shared| {
             file.replace_state(PURGED_FILE, &log_id)
                 .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
-            let mut shared = lock(shared)?;
-            shared.last_purged = Some(log_id);
-            let kept = shared.entries.split_off(&log_id.index.saturating_add(1));
-            shared.entries = kept;
+            {
+                let mut shared = lock(shared)?;
+                shared.last_purged = Some(log_id);
+                let kept = shared.entries.split_off(&log_id.index.saturating_add(1));
+                shared.entries = kept;
+            }
             let kept = file.offsets.split_off(&log_id.index.saturating_add(1));
             file.offsets = kept;
-            Ok(())
+            file.reclaim().map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
         })
         .await
     }
