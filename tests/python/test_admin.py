@@ -169,6 +169,19 @@ def test_describe_cluster(shared_broker):
     assert a.list_topics(timeout=T).cluster_id == c.cluster_id
 
 
+def test_broker_rack_is_registered_and_reported(broker_factory):
+    b = broker_factory(sets={"broker.rack": "rack-a"})
+    a = admin(b.bootstrap)
+    c = a.describe_cluster(request_timeout=T).result(timeout=T)
+    assert [(n.id, n.rack) for n in c.nodes] == [(1, "rack-a")]
+    # A restart with another rack registers the broker again.
+    b.terminate()
+    b.sets["broker.rack"] = "rack-b"
+    b.restart()
+    c = admin(b.bootstrap).describe_cluster(request_timeout=T).result(timeout=T)
+    assert [(n.id, n.rack) for n in c.nodes] == [(1, "rack-b")]
+
+
 def test_delete_records_moves_the_low_watermark(shared_broker, topic_name):
     a = admin(shared_broker.bootstrap)
     create_topic(shared_broker.bootstrap, topic_name, 1)

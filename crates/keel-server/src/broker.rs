@@ -120,6 +120,11 @@ impl Broker {
         self.static_or_default("keel.fetch.sendfile.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
 
+    /// `broker.rack`, registered with the broker (placement spreads replicas across racks).
+    pub fn rack(&self) -> Option<String> {
+        self.statics.get("broker.rack").map(str::trim).filter(|rack| !rack.is_empty()).map(str::to_string)
+    }
+
     /// A static broker config, or its default.
     fn static_or_default(&self, name: &str) -> Option<&str> {
         self.statics.get(name).or_else(|| crate::config::broker_def(name).and_then(|def| def.default))

@@ -88,6 +88,7 @@ macro_rules! broker {
 pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("node.id", Int, Some("1"), false, "The node id of this server."),
     broker!("broker.id", Int, Some("1"), false, "The broker id of this server (same as node.id)."),
+    broker!("broker.rack", String, None, false, "The rack of this broker, for rack-aware replica placement."),
     broker!("process.roles", List, Some("broker,controller"), false, "The roles this node plays."),
     broker!("listeners", List, Some("PLAINTEXT://127.0.0.1:9092"), false, "Listener addresses."),
     broker!("advertised.listeners", List, None, false, "Addresses given to clients."),

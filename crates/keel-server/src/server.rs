@@ -180,7 +180,7 @@ async fn register(broker: &Broker) -> anyhow::Result<()> {
         node_id: broker.node_id,
         host: broker.advertised.host.clone(),
         port: broker.advertised.port,
-        rack: None,
+        rack: broker.rack(),
     };
     if broker.image().brokers.get(&broker.node_id) != Some(&registration) {
         broker
