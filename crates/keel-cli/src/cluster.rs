@@ -126,9 +126,56 @@ impl Health {
     }
 }
 
+/// The metadata quorum as DescribeQuorum reports it.
+struct Quorum {
+    leader_id: i32,
+    leader_epoch: i32,
+    high_watermark: i64,
+    /// (node id, log end offset) of each voter.
+    voters: Vec<(i32, i64)>,
+}
+
+/// Asks for the metadata quorum; `Ok(None)` when the cluster does not serve DescribeQuorum (a
+/// cluster without KRaft, or one that keeps it to its controllers).
+async fn quorum(client: &mut crate::client::Client) -> Result<Option<Result<Quorum, String>>, CliError> {
+    use kafka_protocol::messages::{describe_quorum_request, DescribeQuorumRequest};
+    let answer = client
+        .any()
+        .request(0..=2, |_| {
+            let mut partition = describe_quorum_request::PartitionData::default();
+            partition.partition_index = 0;
+            let mut topic = describe_quorum_request::TopicData::default();
+            topic.topic_name = crate::client::name("__cluster_metadata");
+            topic.partitions = vec![partition];
+            let mut request = DescribeQuorumRequest::default();
+            request.topics = vec![topic];
+            request
+        })
+        .await;
+    let response = match answer {
+        Ok((_, response)) => response,
+        Err(CliError::Unsupported { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let Some(partition) = response.topics.first().and_then(|t| t.partitions.first()) else {
+        return Ok(Some(Err(crate::error::error_name(response.error_code))));
+    };
+    let error = if response.error_code != 0 { response.error_code } else { partition.error_code };
+    if error != 0 {
+        return Ok(Some(Err(crate::error::error_name(error))));
+    }
+    Ok(Some(Ok(Quorum {
+        leader_id: partition.leader_id.0,
+        leader_epoch: partition.leader_epoch,
+        high_watermark: partition.high_watermark,
+        voters: partition.current_voters.iter().map(|v| (v.replica_id.0, v.log_end_offset)).collect(),
+    })))
+}
+
 async fn info(common: &Common) -> Result<u8, CliError> {
     let mut client = connect(common).await?;
     let (_, metadata) = client.metadata(None, false).await?;
+    let quorum = quorum(&mut client).await?;
     let health = Health::of(&metadata);
     let topics = offsets::topics(&metadata);
     let mut brokers: Vec<_> = metadata.brokers.iter().collect();
@@ -147,7 +194,7 @@ async fn info(common: &Common) -> Result<u8, CliError> {
             ]
         })
         .collect();
-    let text = format!(
+    let mut text = format!(
         "Cluster id:        {}\nController:        {controller}\nTopics:            {}\nPartitions:        {}\nUnder-replicated:  {}\nOffline:           {}\n\n{}",
         cluster_id.as_deref().unwrap_or("-"),
         topics.len(),
@@ -156,6 +203,29 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         health.offline.len(),
         table(&["NODE", "HOST", "PORT", "RACK", "CONTROLLER"], &rows),
     );
+    // The leader's log end, from which each voter's lag is counted (Kafka's metadata-quorum tool).
+    let leader_end = |q: &Quorum| q.voters.iter().find(|(id, _)| *id == q.leader_id).map_or(q.high_watermark, |v| v.1);
+    match &quorum {
+        Some(Ok(q)) => {
+            let rows: Vec<Vec<String>> = q
+                .voters
+                .iter()
+                .map(|&(id, end)| {
+                    let lag = if end < 0 { "-".to_string() } else { (leader_end(q) - end).max(0).to_string() };
+                    vec![id.to_string(), end.to_string(), lag]
+                })
+                .collect();
+            text.push_str(&format!(
+                "\nMetadata quorum:   leader {} (epoch {}), high watermark {}\n\n{}",
+                q.leader_id,
+                q.leader_epoch,
+                q.high_watermark,
+                table(&["VOTER", "LOG END", "LAG"], &rows)
+            ));
+        }
+        Some(Err(error)) => text.push_str(&format!("\nMetadata quorum:   unavailable ({error})\n")),
+        None => {}
+    }
     let json = json!({
         "cluster_id": cluster_id,
         "controller_id": controller,
@@ -169,6 +239,20 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         "partitions": health.partitions,
         "under_replicated_partitions": health.under_replicated,
         "offline_partitions": health.offline,
+        "quorum": match &quorum {
+            Some(Ok(q)) => json!({
+                "leader_id": q.leader_id,
+                "leader_epoch": q.leader_epoch,
+                "high_watermark": q.high_watermark,
+                "voters": q.voters.iter().map(|&(id, end)| json!({
+                    "node_id": id,
+                    "log_end_offset": end,
+                    "lag": if end < 0 { None } else { Some((leader_end(q) - end).max(0)) },
+                })).collect::<Vec<_>>(),
+            }),
+            Some(Err(error)) => json!({ "error": error }),
+            None => serde_json::Value::Null,
+        },
     });
     emit(common.format, &text, &json)?;
     Ok(exit::OK)

@@ -391,6 +391,10 @@ pub fn response_errors(response: &ResponseKind) -> Vec<i16> {
         ResponseKind::AlterConfigs(r) => r.responses.iter().for_each(|t| push(t.error_code)),
         ResponseKind::IncrementalAlterConfigs(r) => r.responses.iter().for_each(|t| push(t.error_code)),
         ResponseKind::DescribeCluster(r) => push(r.error_code),
+        ResponseKind::DescribeQuorum(r) => {
+            push(r.error_code);
+            r.topics.iter().flat_map(|t| &t.partitions).for_each(|p| push(p.error_code));
+        }
         ResponseKind::DescribeLogDirs(r) => {
             push(r.error_code);
             r.results.iter().for_each(|d| push(d.error_code));

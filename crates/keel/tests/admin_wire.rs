@@ -11,7 +11,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{CreateTopicsRequest, DescribeLogDirsRequest, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{
+    describe_quorum_request, CreateTopicsRequest, DescribeLogDirsRequest, DescribeQuorumRequest, FetchRequest,
+    ProduceRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 use keel_log::testing::test_batch;
 
@@ -151,5 +154,39 @@ fn silent_connections_are_closed_after_connections_max_idle_ms() {
         std::thread::sleep(Duration::from_millis(150));
         let response = busy.call(3, &kafka_protocol::messages::ApiVersionsRequest::default());
         assert_eq!(response.error_code, 0);
+    }
+}
+
+fn describe_quorum(topic: &str, partition: i32) -> DescribeQuorumRequest {
+    let mut wanted = describe_quorum_request::PartitionData::default();
+    wanted.partition_index = partition;
+    let mut topic_data = describe_quorum_request::TopicData::default();
+    topic_data.topic_name = name(topic);
+    topic_data.partitions = vec![wanted];
+    let mut request = DescribeQuorumRequest::default();
+    request.topics = vec![topic_data];
+    request
+}
+
+#[test]
+fn describe_quorum_reports_the_metadata_leader_and_its_log() {
+    let keel = Keel::start(&[]);
+    let before = keel.connect().call(2, &describe_quorum("__cluster_metadata", 0));
+    let partition = &before.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(partition.leader_id.0, 1);
+    assert!(partition.leader_epoch >= 1);
+    assert_eq!(partition.current_voters.len(), 1);
+    let voter = &partition.current_voters[0];
+    assert_eq!(voter.replica_id.0, 1);
+    assert!(partition.high_watermark > 0 && voter.log_end_offset >= partition.high_watermark, "{partition:?}");
+    // A metadata change moves the high watermark.
+    create(&keel, "quorum-moves", 1);
+    let after = keel.connect().call(2, &describe_quorum("__cluster_metadata", 0));
+    assert!(after.topics[0].partitions[0].high_watermark > partition.high_watermark);
+    // Only the metadata partition has a quorum.
+    for (topic, index) in [("__cluster_metadata", 1), ("quorum-moves", 0)] {
+        let other = keel.connect().call(2, &describe_quorum(topic, index));
+        assert_eq!(other.topics[0].partitions[0].error_code, ResponseError::UnknownTopicOrPartition.code());
     }
 }

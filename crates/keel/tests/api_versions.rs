@@ -153,6 +153,16 @@ fn sample(api_key: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
             RequestKind::IncrementalAlterConfigs(request)
         }
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(DescribeClusterRequest::default()),
+        ApiKey::DescribeQuorum => {
+            let mut partition = describe_quorum_request::PartitionData::default();
+            partition.partition_index = 0;
+            let mut topic = describe_quorum_request::TopicData::default();
+            topic.topic_name = TopicName(StrBytes::from_static_str("__cluster_metadata"));
+            topic.partitions = vec![partition];
+            let mut request = DescribeQuorumRequest::default();
+            request.topics = vec![topic];
+            RequestKind::DescribeQuorum(request)
+        }
         ApiKey::FindCoordinator => {
             let mut request = FindCoordinatorRequest::default();
             if version >= 4 {

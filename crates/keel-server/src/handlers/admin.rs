@@ -16,7 +16,8 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{
     BrokerId, CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteRecordsRequest, DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, TopicName,
 };
 use uuid::Uuid;
 
@@ -221,6 +222,79 @@ pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> Des
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_OPERATIONS_ALL;
     }
+    response
+}
+
+/// The metadata log's topic in DescribeQuorum, as KRaft names it.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum (KIP-595/KIP-836): the metadata quorum's leader, epoch and high watermark, and
+/// each voter's log end offset, as the leader sees them. Offsets are the metadata log's entry
+/// indexes (the high watermark is one past the last committed entry); this node does not keep
+/// fetch timestamps, so they are -1 (unknown). A node that does not lead answers
+/// NOT_LEADER_OR_FOLLOWER, as a Kafka controller does; a partition other than
+/// `__cluster_metadata`-0 is UNKNOWN_TOPIC_OR_PARTITION.
+pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
+    let mut response = DescribeQuorumResponse::default();
+    let valid = request.topics.len() == 1
+        && request.topics[0].topic_name.as_str() == METADATA_TOPIC
+        && request.topics[0].partitions.len() == 1
+        && request.topics[0].partitions[0].partition_index == 0;
+    if !valid {
+        // Kafka's getPartitionLevelErrorResponse: every partition asked for, with the error.
+        response.topics = request
+            .topics
+            .iter()
+            .map(|wanted| {
+                let mut topic = TopicData::default();
+                topic.topic_name = wanted.topic_name.clone();
+                topic.partitions = wanted
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut partition = PartitionData::default();
+                        partition.partition_index = p.partition_index;
+                        partition.error_code = ResponseError::UnknownTopicOrPartition.code();
+                        partition
+                    })
+                    .collect();
+                topic
+            })
+            .collect();
+        return response;
+    }
+    let mut partition = PartitionData::default();
+    let quorum = broker.metadata.quorum();
+    if quorum.leader != Some(broker.node_id) {
+        partition.error_code = ResponseError::NotLeaderOrFollower.code();
+        partition.error_message = Some(str_bytes("this node does not lead the metadata quorum"));
+        partition.leader_id = BrokerId(quorum.leader.unwrap_or(-1));
+        partition.leader_epoch = i32::try_from(quorum.term).unwrap_or(i32::MAX);
+    } else {
+        partition.leader_id = BrokerId(broker.node_id);
+        partition.leader_epoch = i32::try_from(quorum.term).unwrap_or(i32::MAX);
+        partition.high_watermark = quorum.applied_index.map_or(0, |index| index as i64 + 1);
+        partition.current_voters = quorum
+            .voters
+            .iter()
+            .map(|&(node, matched)| {
+                let mut voter = ReplicaState::default();
+                voter.replica_id = BrokerId(node);
+                // The leader's own log end is its last entry; a single voter has no replication
+                // progress to report.
+                let last = if node == broker.node_id { quorum.last_log_index.or(matched) } else { matched };
+                voter.log_end_offset = last.map_or(-1, |index| index as i64 + 1);
+                voter.last_fetch_timestamp = -1;
+                voter.last_caught_up_timestamp = -1;
+                voter
+            })
+            .collect();
+    }
+    let mut topic = TopicData::default();
+    topic.topic_name = TopicName(str_bytes(METADATA_TOPIC));
+    topic.partitions = vec![partition];
+    response.topics = vec![topic];
     response
 }
 
