@@ -178,7 +178,8 @@ def test_broker_rack_is_registered_and_reported(broker_factory):
     b.terminate()
     b.sets["broker.rack"] = "rack-b"
     b.restart()
-    c = admin(b.bootstrap).describe_cluster(request_timeout=T).result(timeout=T)
+    a = admin(b.bootstrap)
+    c = a.describe_cluster(request_timeout=T).result(timeout=T)
     assert [(n.id, n.rack) for n in c.nodes] == [(1, "rack-b")]
 
 
