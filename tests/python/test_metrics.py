@@ -121,6 +121,14 @@ def test_metrics_after_a_known_workload(broker, topic_name):
     assert value(s, "keel_isr_shrinks_total") == 0
     assert value(s, "keel_connections_total") >= 2
 
+    # The one-node metadata quorum: this node leads, and the workload's topics were committed.
+    assert value(s, "keel_metadata_quorum_leader") == 1
+    assert value(s, "keel_metadata_quorum_epoch") >= 1
+    high_watermark = value(s, "keel_metadata_high_watermark")
+    assert high_watermark >= 3 and value(s, "keel_metadata_log_end_offset") >= high_watermark
+    create_topic(broker.bootstrap, topic_name + "-more", 1)
+    assert value(scrape(broker), "keel_metadata_high_watermark") > high_watermark
+
 
 def test_health_summary(shared_broker, topic_name):
     create_topic(shared_broker.bootstrap, topic_name, partitions=2)

@@ -119,6 +119,10 @@ pub struct Metrics {
     log_segments: Family<PartitionLabels, Gauge>,
     group_committed_offset: Family<GroupPartitionLabels, Gauge>,
     group_lag: Family<GroupPartitionLabels, Gauge>,
+    quorum_leader: Gauge,
+    quorum_epoch: Gauge,
+    metadata_high_watermark: Gauge,
+    metadata_log_end_offset: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +160,10 @@ impl Metrics {
             log_segments: Family::default(),
             group_committed_offset: Family::default(),
             group_lag: Family::default(),
+            quorum_leader: Gauge::default(),
+            quorum_epoch: Gauge::default(),
+            metadata_high_watermark: Gauge::default(),
+            metadata_log_end_offset: Gauge::default(),
         };
         let r = &mut registry;
         r.register("requests", "Requests received, per API", metrics.requests.clone());
@@ -198,6 +206,22 @@ impl Metrics {
         r.register("connections", "Client connections accepted", metrics.connections.clone());
         r.register("isr_shrinks", "In-sync replica set shrinks", metrics.isr_shrinks.clone());
         r.register("isr_expands", "In-sync replica set expansions", metrics.isr_expands.clone());
+        r.register(
+            "metadata_quorum_leader",
+            "Node id of the metadata quorum's leader as this node knows it (-1: none)",
+            metrics.quorum_leader.clone(),
+        );
+        r.register("metadata_quorum_epoch", "Epoch (raft term) of the metadata quorum", metrics.quorum_epoch.clone());
+        r.register(
+            "metadata_high_watermark",
+            "One past the last metadata log entry applied here (all committed)",
+            metrics.metadata_high_watermark.clone(),
+        );
+        r.register(
+            "metadata_log_end_offset",
+            "One past the last entry of this node's metadata log",
+            metrics.metadata_log_end_offset.clone(),
+        );
         r.register("partitions", "Partition replicas hosted by this node", metrics.partitions.clone());
         r.register("leader_partitions", "Partitions this node leads", metrics.leader_partitions.clone());
         r.register(
@@ -284,6 +308,11 @@ impl Metrics {
     }
 
     fn refresh(&self, broker: &Broker, committed: &[(String, String, i32, i64)]) {
+        let quorum = broker.metadata.quorum();
+        self.quorum_leader.set(quorum.leader.map_or(-1, i64::from));
+        self.quorum_epoch.set(i64::try_from(quorum.term).unwrap_or(i64::MAX));
+        self.metadata_high_watermark.set(quorum.applied_index.map_or(0, |index| index as i64 + 1));
+        self.metadata_log_end_offset.set(quorum.last_log_index.map_or(0, |index| index as i64 + 1));
         let image = broker.image();
         let hosted = broker.partitions.all();
         self.topics.set(image.topics.len() as i64);
