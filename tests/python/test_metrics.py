@@ -138,6 +138,8 @@ def test_health_summary(shared_broker, topic_name):
         health = json.load(response)
     assert health["status"] == "healthy"
     assert health["healthy"] is True and health["ready"] is True
+    assert health["metadata_quorum"]["leader"] == 1 and health["metadata_quorum"]["voters"] == [1]
+    assert health["metadata_quorum"]["epoch"] >= 1
     assert health["nodes"] == 1
     assert health["partitions"] >= 2
     assert health["under_replicated_partitions"] == [] and health["offline_partitions"] == []

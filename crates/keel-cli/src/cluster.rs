@@ -44,6 +44,8 @@ struct Health {
     offline: Vec<String>,
     /// Whether the node serves requests; only a node's health summary tells.
     ready: Option<bool>,
+    /// Whether the metadata quorum has a leader; only a node's health summary tells.
+    quorum_leader: Option<bool>,
 }
 
 impl Health {
@@ -59,6 +61,7 @@ impl Health {
             under_replicated: names("under_replicated_partitions").unwrap_or_default(),
             offline: names("offline_partitions").unwrap_or_default(),
             ready: Some(summary.get("ready").and_then(|v| v.as_bool()).ok_or_else(bad)?),
+            quorum_leader: summary.get("metadata_quorum").and_then(|q| q.get("leader")).map(|l| !l.is_null()),
         })
     }
 
@@ -70,6 +73,7 @@ impl Health {
             under_replicated: Vec::new(),
             offline: Vec::new(),
             ready: None,
+            quorum_leader: None,
         };
         for topic in &topics {
             for p in &topic.partitions {
@@ -86,7 +90,11 @@ impl Health {
     }
 
     fn healthy(&self) -> bool {
-        self.ready != Some(false) && self.nodes > 0 && self.under_replicated.is_empty() && self.offline.is_empty()
+        self.ready != Some(false)
+            && self.quorum_leader != Some(false)
+            && self.nodes > 0
+            && self.under_replicated.is_empty()
+            && self.offline.is_empty()
     }
 
     fn text(&self) -> String {
@@ -108,6 +116,9 @@ impl Health {
         if !self.offline.is_empty() {
             text.push_str(&format!("offline: {}\n", self.offline.join(" ")));
         }
+        if self.quorum_leader == Some(false) {
+            text.push_str("metadata quorum: no leader (metadata changes wait until a majority of controllers is up)\n");
+        }
         text
     }
 
@@ -121,6 +132,9 @@ impl Health {
         });
         if let Some(ready) = self.ready {
             json["ready"] = json!(ready);
+        }
+        if let Some(leader) = self.quorum_leader {
+            json["metadata_quorum_has_leader"] = json!(leader);
         }
         json
     }

@@ -89,7 +89,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 /// The node's view of the cluster: a partition is under-replicated when its ISR is smaller
 /// than its replica set, offline when it has no leader (as `keel cluster health` computes
-/// from Metadata).
+/// from Metadata); the metadata quorum must have a leader.
 pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serde_json::Value {
     let image = broker.image();
     let mut partitions = 0;
@@ -107,7 +107,9 @@ pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serd
         }
     }
     let nodes = image.brokers.len();
-    let healthy = ready && nodes > 0 && under_replicated.is_empty() && offline.is_empty();
+    // A metadata quorum without a leader takes no metadata change: the node is unhealthy.
+    let quorum = broker.metadata.quorum();
+    let healthy = ready && nodes > 0 && under_replicated.is_empty() && offline.is_empty() && quorum.leader.is_some();
     let status = match (ready, healthy) {
         (false, _) => "not ready",
         (true, true) => "healthy",
@@ -124,6 +126,11 @@ pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serd
         "partitions": partitions,
         "under_replicated_partitions": under_replicated,
         "offline_partitions": offline,
+        "metadata_quorum": {
+            "leader": quorum.leader,
+            "epoch": quorum.term,
+            "voters": quorum.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        },
         "uptime_seconds": uptime_seconds,
     })
 }
