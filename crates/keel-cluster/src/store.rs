@@ -228,23 +228,7 @@ impl MetadataStore {
         }
         let store = MetadataStore::open_raft(dir, node_id, Some(listener), options).await?;
         let result = async {
-            let raft = &store.inner.raft;
-            if !raft.is_initialized().await? {
-                match raft.initialize(members.clone()).await {
-                    Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                    Err(RaftError::APIError(e)) => return Err(MetadataError::Raft(e.to_string())),
-                    Err(RaftError::Fatal(e)) => return Err(e.into()),
-                }
-            }
-            let metrics = raft
-                .wait(Some(OPEN_TIMEOUT))
-                .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "load the membership")
-                .await
-                .map_err(|_| MetadataError::Timeout {
-                    what: "the metadata log to load its membership",
-                    waited: OPEN_TIMEOUT,
-                })?;
-            let found: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            let found = store.initialize_and_load_voters(members.clone()).await?;
             let configured: Vec<u64> = members.keys().copied().collect();
             if found != configured {
                 return Err(MetadataError::VotersChanged { found, configured });
@@ -345,10 +329,14 @@ impl MetadataStore {
         Ok(MetadataStore { inner: Arc::new(Inner { raft, listener, node_id, dir, image_rx, stop }) })
     }
 
-    async fn start(&self, raft_id: RaftNodeId) -> Result<(), MetadataError> {
+    /// Initializes a fresh log with `members` (a no-op for one that has a membership), and
+    /// returns the voters of the membership the log holds.
+    async fn initialize_and_load_voters(
+        &self,
+        members: BTreeMap<RaftNodeId, BasicNode>,
+    ) -> Result<Vec<u64>, MetadataError> {
         let raft = &self.inner.raft;
         if !raft.is_initialized().await? {
-            let members = BTreeMap::from([(raft_id, BasicNode::default())]);
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(RaftError::APIError(e)) => return Err(MetadataError::Raft(e.to_string())),
@@ -364,7 +352,12 @@ impl MetadataStore {
                 what: "the metadata log to load its membership",
                 waited: OPEN_TIMEOUT,
             })?;
-        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        Ok(metrics.membership_config.membership().voter_ids().collect())
+    }
+
+    async fn start(&self, raft_id: RaftNodeId) -> Result<(), MetadataError> {
+        let raft = &self.inner.raft;
+        let voters = self.initialize_and_load_voters(BTreeMap::from([(raft_id, BasicNode::default())])).await?;
         if !voters.contains(&raft_id) {
             return Err(MetadataError::NotVoter { node_id: self.inner.node_id, voters });
         }

@@ -1,14 +1,16 @@
 //! The metadata store end to end: proposals reach the image, survive reopen and crashes, and
 //! concurrent proposers get one total order.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::path::Path;
-use std::sync::Arc;
 
 use keel_cluster::raft::log_store::LOG_FILE;
 use keel_cluster::{
     BrokerRegistration, ConfigResource, MetadataError, MetadataImage, MetadataRecord, MetadataStore, PartitionState,
+    StoreOptions,
 };
 use uuid::Uuid;
 
@@ -101,27 +103,9 @@ async fn reopen_after_shutdown_replays_the_log() {
     store.shutdown().await.expect("shutdown");
 }
 
-/// Runs a store on its own runtime and drops that runtime without `shutdown`: every task dies
-/// where it stands, as under kill -9 (the page cache survives, which a real crash may not, but
-/// acknowledged entries were fsynced before the acknowledgement anyway).
 fn crash_after_proposing(dir: &Path, names: &[&str]) -> MetadataImage {
-    let dir = dir.to_path_buf();
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    std::thread::spawn(move || {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let image = runtime.block_on(async {
-            let store = MetadataStore::open(&dir, NODE).await.expect("open");
-            for name in &names {
-                store.propose(topic(name)).await.expect("propose");
-            }
-            store.image()
-        });
-        runtime.shutdown_background();
-        Arc::unwrap_or_clone(image)
-    })
-    .join()
-    .expect("crash thread")
+    let proposals = names.iter().map(|name| topic(name)).collect();
+    common::crash_after_proposing(dir, NODE, StoreOptions::default(), proposals)
 }
 
 #[tokio::test]

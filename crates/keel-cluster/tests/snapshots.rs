@@ -2,9 +2,10 @@
 //! and its file rewritten, and a restart loads the snapshot and replays only the short tail,
 //! after a clean shutdown and after a crash.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use keel_cluster::raft::log_store::{LOG_FILE, LOG_HEADER_BYTES};
@@ -79,25 +80,9 @@ async fn snapshots_bound_the_log_and_a_restart_replays_only_its_tail() {
     store.shutdown().await.expect("shutdown");
 }
 
-/// Proposes on a store with its own runtime, then drops the runtime without `shutdown` (every
-/// task dies where it stands, as under kill -9).
 fn crash_after_proposing(dir: &Path, names: Vec<String>) -> MetadataImage {
-    let dir = dir.to_path_buf();
-    std::thread::spawn(move || {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-        let image = runtime.block_on(async {
-            let store = MetadataStore::open_with(&dir, NODE, OPTIONS).await.expect("open");
-            for name in &names {
-                store.propose(topic(name)).await.expect("propose");
-            }
-            store.image()
-        });
-        runtime.shutdown_background();
-        Arc::unwrap_or_clone(image)
-    })
-    .join()
-    .expect("crash thread")
+    let proposals = names.iter().map(|name| topic(name)).collect();
+    common::crash_after_proposing(dir, NODE, OPTIONS, proposals)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
