@@ -124,6 +124,8 @@ def test_metrics_after_a_known_workload(broker, topic_name):
     # The one-node metadata quorum: this node leads, and the workload's topics were committed.
     assert value(s, "keel_metadata_quorum_leader") == 1
     assert value(s, "keel_metadata_quorum_epoch") >= 1
+    assert value(s, "keel_metadata_leader_changes_total") == 1, "one election, at the start"
+    assert value(s, "keel_metadata_commit_duration_seconds_count") >= 1, "the workload created topics"
     high_watermark = value(s, "keel_metadata_high_watermark")
     assert high_watermark >= 3 and value(s, "keel_metadata_log_end_offset") >= high_watermark
     create_topic(broker.bootstrap, topic_name + "-more", 1)

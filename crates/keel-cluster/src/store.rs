@@ -92,6 +92,8 @@ pub struct MetadataStore {
 
 struct Inner {
     raft: Raft,
+    /// Times this node has seen the quorum get a new leader (its own elections included).
+    leader_changes: Arc<std::sync::atomic::AtomicU64>,
     /// The controller listener's task, in a quorum of more than one.
     listener: Option<tokio::task::JoinHandle<()>>,
     node_id: NodeId,
@@ -260,6 +262,12 @@ impl MetadataStore {
             .ok_or(MetadataError::Timeout { what: "a metadata quorum leader", waited: timeout })
     }
 
+    /// How many times this node has seen the quorum get a new leader (its own elections
+    /// included); a steadily growing count means an unstable quorum.
+    pub fn leader_changes(&self) -> u64 {
+        self.inner.leader_changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The leader of the metadata quorum, as this node knows it.
     pub fn leader(&self) -> Option<NodeId> {
         self.inner.raft.metrics().borrow().current_leader.and_then(|id| NodeId::try_from(id).ok())
@@ -326,7 +334,24 @@ impl MetadataStore {
             .await
             .map_err(MetadataError::from)?;
         let listener = listener.map(|listener| tokio::spawn(serve(listener, raft.clone())));
-        Ok(MetadataStore { inner: Arc::new(Inner { raft, listener, node_id, dir, image_rx, stop }) })
+        let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut metrics = raft.metrics();
+        let counter = Arc::clone(&leader_changes);
+        // Ends when raft stops and drops its side of the metrics channel.
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader.is_some() && leader != last {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                last = leader;
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(MetadataStore { inner: Arc::new(Inner { raft, leader_changes, listener, node_id, dir, image_rx, stop }) })
     }
 
     /// Initializes a fresh log with `members` (a no-op for one that has a membership), and

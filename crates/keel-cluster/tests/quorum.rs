@@ -130,6 +130,10 @@ async fn the_quorum_survives_its_leader_and_a_restarted_node_catches_up() {
     let started = std::time::Instant::now();
     let second = cluster.leader().await;
     assert_ne!(second, first);
+    // The survivors saw the first leader and then the second.
+    for node in cluster.nodes.values() {
+        assert!(node.leader_changes() >= 2, "node {} saw {} leader changes", node.node_id(), node.leader_changes());
+    }
     let index = cluster.propose(topic("after")).await;
     eprintln!("new leader {second} after {:?}", started.elapsed());
     // The old leader comes back as a follower and catches up.

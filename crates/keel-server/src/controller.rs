@@ -333,11 +333,13 @@ impl Broker {
         let only_producer_ids = records.iter().all(|r| matches!(r, MetadataRecord::ProducerIds { .. }));
         let commit = tokio::spawn(async move {
             let _guard = guard;
+            let started = std::time::Instant::now();
             broker
                 .metadata
                 .propose(records)
                 .await
                 .map_err(|error| ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")))?;
+            broker.metrics.metadata_commit_duration.observe(started.elapsed().as_secs_f64());
             if only_producer_ids {
                 return Ok(());
             }

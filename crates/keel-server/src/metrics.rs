@@ -119,6 +119,8 @@ pub struct Metrics {
     log_segments: Family<PartitionLabels, Gauge>,
     group_committed_offset: Family<GroupPartitionLabels, Gauge>,
     group_lag: Family<GroupPartitionLabels, Gauge>,
+    pub metadata_commit_duration: Histogram,
+    metadata_leader_changes: Counter,
     quorum_leader: Gauge,
     quorum_epoch: Gauge,
     metadata_high_watermark: Gauge,
@@ -160,6 +162,8 @@ impl Metrics {
             log_segments: Family::default(),
             group_committed_offset: Family::default(),
             group_lag: Family::default(),
+            metadata_commit_duration: seconds_histogram(),
+            metadata_leader_changes: Counter::default(),
             quorum_leader: Gauge::default(),
             quorum_epoch: Gauge::default(),
             metadata_high_watermark: Gauge::default(),
@@ -212,6 +216,17 @@ impl Metrics {
             metrics.quorum_leader.clone(),
         );
         r.register("metadata_quorum_epoch", "Epoch (raft term) of the metadata quorum", metrics.quorum_epoch.clone());
+        r.register(
+            "metadata_leader_changes",
+            "Times this node has seen the metadata quorum get a new leader",
+            metrics.metadata_leader_changes.clone(),
+        );
+        r.register_with_unit(
+            "metadata_commit_duration",
+            "Time from proposing a metadata change to its commit and application here",
+            Unit::Seconds,
+            metrics.metadata_commit_duration.clone(),
+        );
         r.register(
             "metadata_high_watermark",
             "One past the last metadata log entry applied here (all committed)",
@@ -309,6 +324,11 @@ impl Metrics {
 
     fn refresh(&self, broker: &Broker, committed: &[(String, String, i32, i64)]) {
         let quorum = broker.metadata.quorum();
+        let changes = broker.metadata.leader_changes();
+        let counted = self.metadata_leader_changes.get();
+        if changes > counted {
+            self.metadata_leader_changes.inc_by(changes - counted);
+        }
         self.quorum_leader.set(quorum.leader.map_or(-1, i64::from));
         self.quorum_epoch.set(i64::try_from(quorum.term).unwrap_or(i64::MAX));
         self.metadata_high_watermark.set(quorum.applied_index.map_or(0, |index| index as i64 + 1));
