@@ -96,6 +96,9 @@ def test_console_end_to_end(broker, page, topic_name):
     page.goto(broker.http + "/")
     page.get_by_role("heading", name="Overview").wait_for()
     page.locator(".card", has_text="Nodes").get_by_text("1", exact=True).wait_for()
+    # The metadata quorum: this node leads it.
+    page.locator("#quorum-line", has_text="leader node 1").wait_for()
+    page.locator("tr", has_text="this node").get_by_text("leader", exact=True).wait_for()
 
     # Create the topic in the UI.
     page.click("a[data-nav=topics]")

@@ -304,6 +304,10 @@ fn a_group_shows_its_lag_per_partition() {
     let (_, overview) = api(&keel, "GET", "/api/overview", None);
     assert_eq!(overview["groups"], 1);
     assert_eq!(overview["records"], 20);
+    // The one-node metadata quorum: this node leads it.
+    assert_eq!(overview["quorum"]["leader"], 1);
+    assert_eq!(overview["quorum"]["voters"], serde_json::json!([1]));
+    assert!(overview["quorum"]["high_watermark"].as_u64().is_some_and(|hw| hw >= 3), "{overview}");
 }
 
 /// The message browser shows what a read_committed consumer sees: committed transactions'

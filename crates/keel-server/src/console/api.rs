@@ -80,10 +80,17 @@ pub async fn overview(State(console): State<Arc<Console>>) -> Result<Response, A
         .values()
         .map(|b| json!({ "node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack }))
         .collect();
+    let quorum = broker.metadata.quorum();
     Ok(json(json!({
         "cluster_id": broker.cluster_id,
         "node_id": broker.node_id,
         "brokers": brokers,
+        "quorum": {
+            "leader": quorum.leader,
+            "epoch": quorum.term,
+            "high_watermark": quorum.applied_index.map_or(0, |index| index + 1),
+            "voters": quorum.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        },
         "topics": topics,
         "internal_topics": internal,
         "partitions": partitions,

@@ -139,8 +139,11 @@ async function overviewPage() {
         </div>
         ${throughputCharts(o.throughput, o.sample_every_ms)}
         <h2>Nodes</h2>
-        <table><thead><tr><th>Node id</th><th>Address</th><th>Rack</th></tr></thead><tbody>
-        ${o.brokers.map((b) => `<tr><td>${b.node_id}${b.node_id === o.node_id ? ' <span class="badge info">this node</span>' : ""}</td><td class="mono">${esc(b.host)}:${b.port}</td><td>${esc(b.rack ?? "–")}</td></tr>`).join("")}
+        <p class="muted" id="quorum-line">${o.quorum.leader === null
+          ? '<span class="badge warn">no metadata leader</span> metadata changes wait until a majority of controllers is up'
+          : `Metadata quorum: leader node ${o.quorum.leader}, epoch ${number(o.quorum.epoch)}, ${number(o.quorum.voters.length)} voter(s), ${number(o.quorum.high_watermark)} entries committed`}</p>
+        <table><thead><tr><th>Node id</th><th>Address</th><th>Rack</th><th>Controller</th></tr></thead><tbody>
+        ${o.brokers.map((b) => `<tr><td>${b.node_id}${b.node_id === o.node_id ? ' <span class="badge info">this node</span>' : ""}</td><td class="mono">${esc(b.host)}:${b.port}</td><td>${esc(b.rack ?? "–")}</td><td>${b.node_id === o.quorum.leader ? "leader" : o.quorum.voters.includes(b.node_id) ? "voter" : "–"}</td></tr>`).join("")}
         </tbody></table>
         ${o.topics === 0 ? `<div class="empty" style="margin-top:16px"><b>No topics yet</b>Create one on the <a href="#/topics">Topics</a> page, or let a producer create it on first write.</div>` : ""}`;
     } catch (e) {
