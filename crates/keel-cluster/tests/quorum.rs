@@ -14,7 +14,8 @@ const WAIT: Duration = Duration::from_secs(20);
 
 fn topic(name: &str) -> Vec<MetadataRecord> {
     let topic_id = Uuid::new_v4();
-    let state = PartitionState { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1, leader_epoch: 0, partition_epoch: 0 };
+    let state =
+        PartitionState { replicas: vec![1, 2, 3], isr: vec![1, 2, 3], leader: 1, leader_epoch: 0, partition_epoch: 0 };
     vec![
         MetadataRecord::Topic { name: name.to_string(), topic_id },
         MetadataRecord::Partition { topic_id, partition: 0, state },
@@ -76,8 +77,9 @@ impl Cluster {
 
     async fn restart(&mut self, id: i32) {
         let listener = TcpListener::bind(&self.voters[&id]).await.expect("bind the same port again");
-        let store =
-            MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener, self.options).await.expect("reopen");
+        let store = MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener, self.options)
+            .await
+            .expect("reopen");
         self.nodes.insert(id, store);
     }
 
@@ -138,8 +140,10 @@ async fn the_quorum_survives_its_leader_and_a_restarted_node_catches_up() {
     eprintln!("new leader {second} after {:?}", started.elapsed());
     // The old leader comes back as a follower and catches up.
     cluster.restart(first).await;
-    wait_for_image(&cluster.nodes[&first], "after", |image| image.topic("after").is_some() && image.applied_index >= index)
-        .await;
+    wait_for_image(&cluster.nodes[&first], "after", |image| {
+        image.topic("after").is_some() && image.applied_index >= index
+    })
+    .await;
     assert!(cluster.nodes[&first].image().topic("before").is_some());
 
     // With two of three down, nothing commits; once one returns, the waiting proposal does.
@@ -172,10 +176,10 @@ async fn hostile_frames_on_the_controller_port_close_only_their_connection() {
     let leader = cluster.leader().await;
     for (id, addr) in &cluster.voters {
         for frame in [
-            vec![0xff, 0xff, 0xff, 0xff],                              // a length past the limit
-            [&5u32.to_be_bytes()[..], b"hello"].concat(),              // not JSON
-            [&9u32.to_be_bytes()[..], b"{\"Vote\":1}"].concat(),       // JSON, not a request
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),             // another protocol
+            vec![0xff, 0xff, 0xff, 0xff],                        // a length past the limit
+            [&5u32.to_be_bytes()[..], b"hello"].concat(),        // not JSON
+            [&9u32.to_be_bytes()[..], b"{\"Vote\":1}"].concat(), // JSON, not a request
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),       // another protocol
         ] {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
             stream.write_all(&frame).await.expect("write");

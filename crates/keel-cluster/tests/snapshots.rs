@@ -22,7 +22,8 @@ const MOST_ENTRIES: usize = 2 * (40 + 10) + 20;
 
 fn topic(name: &str) -> Vec<MetadataRecord> {
     let topic_id = Uuid::new_v4();
-    let state = PartitionState { replicas: vec![NODE], isr: vec![NODE], leader: NODE, leader_epoch: 0, partition_epoch: 0 };
+    let state =
+        PartitionState { replicas: vec![NODE], isr: vec![NODE], leader: NODE, leader_epoch: 0, partition_epoch: 0 };
     vec![
         MetadataRecord::Topic { name: name.to_string(), topic_id },
         MetadataRecord::Partition { topic_id, partition: 0, state },

@@ -261,7 +261,8 @@ fn the_cleaner_removes_an_aborted_transaction_from_every_segment_it_spans() {
     keyed(b"c");
     log.set_config(compacted);
     assert!(bases(&log).len() > 4, "the transaction spans segments");
-    let entry = AbortedTxn { producer_id: 5, first_offset: kept + 1, last_offset: abort, last_stable_offset: abort + 1 };
+    let entry =
+        AbortedTxn { producer_id: 5, first_offset: kept + 1, last_offset: abort, last_stable_offset: abort + 1 };
     assert_eq!(log.aborted_transactions(0, kept + 2), vec![entry]);
     let mut map = OffsetMap::new(1 << 20);
     log.clean(&mut map, None, 0).expect("clean").expect("a pass");

@@ -96,8 +96,8 @@ fn markers_written_together_record_the_last_stable_offset_of_each() {
     let mut markers = build_marker_batch(1, 0, ABORT, 0);
     markers.extend(build_marker_batch(2, 0, ABORT, 0));
     log.append_from(&mut markers, 0, 0, Origin::Coordinator).expect("markers"); // 2, 3
-    // When the first marker was written, producer 2's transaction (from offset 1) was open:
-    // its entry's last stable offset is 1, not the 4 that holds after both markers.
+                                                                                // When the first marker was written, producer 2's transaction (from offset 1) was open:
+                                                                                // its entry's last stable offset is 1, not the 4 that holds after both markers.
     let first = AbortedTxn { producer_id: 1, first_offset: 0, last_offset: 2, last_stable_offset: 1 };
     let second = AbortedTxn { producer_id: 2, first_offset: 1, last_offset: 3, last_stable_offset: 4 };
     assert_eq!(log.aborted_transactions(0, 1), vec![first]);

@@ -154,7 +154,8 @@ mod tests {
     #[test]
     fn every_partition_spans_as_many_racks_as_it_can() {
         // Six brokers in three racks of two; RF 3 puts one replica in each rack.
-        let racked = brokers(&[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("b")), (5, Some("c")), (6, Some("c"))]);
+        let racked =
+            brokers(&[(1, Some("a")), (2, Some("a")), (3, Some("b")), (4, Some("b")), (5, Some("c")), (6, Some("c"))]);
         let rack_of: HashMap<NodeId, String> = racked.iter().map(|(id, r)| (*id, r.clone().unwrap())).collect();
         for (start, shift) in [(0, 0), (1, 2), (5, 4)] {
             for replicas in place_replicas(&racked, 0, 24, 3, start, shift).unwrap() {

@@ -178,10 +178,7 @@ impl Connection {
     }
 }
 
-fn remote<T, E: std::error::Error>(
-    target: RaftNodeId,
-    result: Result<T, RaftError<RaftNodeId, E>>,
-) -> RpcResult<T, E> {
+fn remote<T, E: std::error::Error>(target: RaftNodeId, result: Result<T, RaftError<RaftNodeId, E>>) -> RpcResult<T, E> {
     result.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 
