@@ -145,8 +145,9 @@ struct Quorum {
     leader_id: i32,
     leader_epoch: i32,
     high_watermark: i64,
-    /// (node id, log end offset) of each voter.
-    voters: Vec<(i32, i64)>,
+    /// (node id, log end offset, lag behind the leader's log end) of each voter; -1 and `None`
+    /// when its log end is unknown.
+    voters: Vec<(i32, i64, Option<i64>)>,
 }
 
 /// Asks for the metadata quorum; `Ok(None)` when the cluster does not serve DescribeQuorum (a
@@ -178,11 +179,22 @@ async fn quorum(client: &mut crate::client::Client) -> Result<Option<Result<Quor
     if error != 0 {
         return Ok(Some(Err(crate::error::error_name(error))));
     }
+    // Lag counts from the leader's log end, as Kafka's metadata-quorum tool does.
+    let leader_id = partition.leader_id.0;
+    let voters = &partition.current_voters;
+    let leader_end =
+        voters.iter().find(|v| v.replica_id.0 == leader_id).map_or(partition.high_watermark, |v| v.log_end_offset);
     Ok(Some(Ok(Quorum {
-        leader_id: partition.leader_id.0,
+        leader_id,
         leader_epoch: partition.leader_epoch,
         high_watermark: partition.high_watermark,
-        voters: partition.current_voters.iter().map(|v| (v.replica_id.0, v.log_end_offset)).collect(),
+        voters: voters
+            .iter()
+            .map(|v| {
+                let end = v.log_end_offset;
+                (v.replica_id.0, end, (end >= 0).then(|| (leader_end - end).max(0)))
+            })
+            .collect(),
     })))
 }
 
@@ -217,16 +229,13 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         health.offline.len(),
         table(&["NODE", "HOST", "PORT", "RACK", "CONTROLLER"], &rows),
     );
-    // The leader's log end, from which each voter's lag is counted (Kafka's metadata-quorum tool).
-    let leader_end = |q: &Quorum| q.voters.iter().find(|(id, _)| *id == q.leader_id).map_or(q.high_watermark, |v| v.1);
     match &quorum {
         Some(Ok(q)) => {
             let rows: Vec<Vec<String>> = q
                 .voters
                 .iter()
-                .map(|&(id, end)| {
-                    let lag = if end < 0 { "-".to_string() } else { (leader_end(q) - end).max(0).to_string() };
-                    vec![id.to_string(), end.to_string(), lag]
+                .map(|&(id, end, lag)| {
+                    vec![id.to_string(), end.to_string(), lag.map_or("-".to_string(), |lag| lag.to_string())]
                 })
                 .collect();
             text.push_str(&format!(
@@ -258,10 +267,10 @@ async fn info(common: &Common) -> Result<u8, CliError> {
                 "leader_id": q.leader_id,
                 "leader_epoch": q.leader_epoch,
                 "high_watermark": q.high_watermark,
-                "voters": q.voters.iter().map(|&(id, end)| json!({
+                "voters": q.voters.iter().map(|&(id, end, lag)| json!({
                     "node_id": id,
                     "log_end_offset": end,
-                    "lag": if end < 0 { None } else { Some((leader_end(q) - end).max(0)) },
+                    "lag": lag,
                 })).collect::<Vec<_>>(),
             }),
             Some(Err(error)) => json!({ "error": error }),

@@ -175,6 +175,27 @@ pub struct QuorumState {
     pub voters: Vec<(NodeId, Option<u64>)>,
 }
 
+impl QuorumState {
+    /// Kafka's leader epoch of the metadata partition (the raft term, as an `i32`).
+    pub fn epoch(&self) -> i32 {
+        i32::try_from(self.term).unwrap_or(i32::MAX)
+    }
+
+    /// Kafka's high watermark of the metadata log: one past the last entry applied here.
+    pub fn high_watermark(&self) -> i64 {
+        self.applied_index.map_or(0, |index| index as i64 + 1)
+    }
+
+    /// Kafka's log end offset of this node's metadata log: one past its last entry.
+    pub fn log_end_offset(&self) -> i64 {
+        self.last_log_index.map_or(0, |index| index as i64 + 1)
+    }
+
+    pub fn voter_ids(&self) -> Vec<NodeId> {
+        self.voters.iter().map(|(id, _)| *id).collect()
+    }
+}
+
 impl std::fmt::Debug for MetadataStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MetadataStore")
@@ -197,11 +218,17 @@ impl MetadataStore {
     pub async fn open_with(dir: &Path, node_id: NodeId, options: StoreOptions) -> Result<MetadataStore, MetadataError> {
         let store = MetadataStore::open_raft(dir, node_id, None, options).await?;
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
-        match store.start(raft_id).await {
-            Ok(()) => Ok(store),
+        let started = store.start(raft_id).await;
+        store.or_shut_down(started).await
+    }
+
+    /// `self` if `result` is, else the error, with raft stopped: a failed open leaves no raft
+    /// running behind it.
+    async fn or_shut_down(self, result: Result<(), MetadataError>) -> Result<MetadataStore, MetadataError> {
+        match result {
+            Ok(()) => Ok(self),
             Err(e) => {
-                // Do not leave a raft running behind a failed open.
-                let _ = store.shutdown().await;
+                let _ = self.shutdown().await;
                 Err(e)
             }
         }
@@ -228,23 +255,14 @@ impl MetadataStore {
         if !members.contains_key(&raft_id) {
             return Err(MetadataError::NotVoter { node_id, voters: members.keys().copied().collect() });
         }
+        let configured: Vec<u64> = members.keys().copied().collect();
         let store = MetadataStore::open_raft(dir, node_id, Some(listener), options).await?;
-        let result = async {
-            let found = store.initialize_and_load_voters(members.clone()).await?;
-            let configured: Vec<u64> = members.keys().copied().collect();
-            if found != configured {
-                return Err(MetadataError::VotersChanged { found, configured });
-            }
-            Ok(())
-        }
-        .await;
-        match result {
-            Ok(()) => Ok(store),
-            Err(e) => {
-                let _ = store.shutdown().await;
-                Err(e)
-            }
-        }
+        let checked = match store.initialize_and_load_voters(members).await {
+            Ok(found) if found != configured => Err(MetadataError::VotersChanged { found, configured }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        store.or_shut_down(checked).await
     }
 
     /// Waits until the quorum has a leader this node knows of, and returns it.
@@ -266,11 +284,6 @@ impl MetadataStore {
     /// included); a steadily growing count means an unstable quorum.
     pub fn leader_changes(&self) -> u64 {
         self.inner.leader_changes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The leader of the metadata quorum, as this node knows it.
-    pub fn leader(&self) -> Option<NodeId> {
-        self.inner.raft.metrics().borrow().current_leader.and_then(|id| NodeId::try_from(id).ok())
     }
 
     /// The quorum as this node sees it.
@@ -461,11 +474,7 @@ mod tests {
         let voters = parse_voters("1@127.0.0.1:9093, 2@localhost:9094,3@[::1]:9095").expect("valid");
         assert_eq!(
             voters.into_iter().collect::<Vec<_>>(),
-            vec![
-                (1, "127.0.0.1:9093".to_string()),
-                (2, "localhost:9094".to_string()),
-                (3, "[::1]:9095".to_string())
-            ]
+            vec![(1, "127.0.0.1:9093".to_string()), (2, "localhost:9094".to_string()), (3, "[::1]:9095".to_string())]
         );
         for (bad, why) in [
             ("", "empty entry"),

@@ -151,15 +151,15 @@ impl Broker {
         let brokers = image.brokers.len().max(1) as i64;
         let replication_factor = view.broker_i64(replication_config).unwrap_or(1).min(brokers) as i16;
         let segment_bytes = view.broker_i64(segment_bytes_config).unwrap_or(104_857_600);
-        let mut configs: Vec<(String, Option<String>)> =
+        let mut configs: BTreeMap<String, Option<String>> =
             configs.iter().map(|(k, v)| (k.to_string(), Some(v.to_string()))).collect();
-        configs.push(("segment.bytes".to_string(), Some(segment_bytes.to_string())));
+        configs.insert("segment.bytes".to_string(), Some(segment_bytes.to_string()));
         let spec = TopicSpec {
             name: name.to_string(),
             num_partitions: partitions,
             replication_factor,
             assignments: BTreeMap::new(),
-            configs: configs.into_iter().collect(),
+            configs,
         };
         match self.create_topics(vec![spec], false, crate::controller::default_deadline()).await.pop() {
             Some(Ok(created)) => Ok(created.num_partitions),

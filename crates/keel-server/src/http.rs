@@ -128,8 +128,8 @@ pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serd
         "offline_partitions": offline,
         "metadata_quorum": {
             "leader": quorum.leader,
-            "epoch": quorum.term,
-            "voters": quorum.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "epoch": quorum.epoch(),
+            "voters": quorum.voter_ids(),
         },
         "uptime_seconds": uptime_seconds,
     })

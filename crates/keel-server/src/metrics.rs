@@ -330,9 +330,9 @@ impl Metrics {
             self.metadata_leader_changes.inc_by(changes - counted);
         }
         self.quorum_leader.set(quorum.leader.map_or(-1, i64::from));
-        self.quorum_epoch.set(i64::try_from(quorum.term).unwrap_or(i64::MAX));
-        self.metadata_high_watermark.set(quorum.applied_index.map_or(0, |index| index as i64 + 1));
-        self.metadata_log_end_offset.set(quorum.last_log_index.map_or(0, |index| index as i64 + 1));
+        self.quorum_epoch.set(i64::from(quorum.epoch()));
+        self.metadata_high_watermark.set(quorum.high_watermark());
+        self.metadata_log_end_offset.set(quorum.log_end_offset());
         let image = broker.image();
         let hosted = broker.partitions.all();
         self.topics.set(image.topics.len() as i64);

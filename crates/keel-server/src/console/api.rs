@@ -87,9 +87,9 @@ pub async fn overview(State(console): State<Arc<Console>>) -> Result<Response, A
         "brokers": brokers,
         "quorum": {
             "leader": quorum.leader,
-            "epoch": quorum.term,
-            "high_watermark": quorum.applied_index.map_or(0, |index| index + 1),
-            "voters": quorum.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            "epoch": quorum.epoch(),
+            "high_watermark": quorum.high_watermark(),
+            "voters": quorum.voter_ids(),
         },
         "topics": topics,
         "internal_topics": internal,

@@ -266,25 +266,26 @@ pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> Descr
     }
     let mut partition = PartitionData::default();
     let quorum = broker.metadata.quorum();
+    partition.leader_id = BrokerId(quorum.leader.unwrap_or(-1));
+    partition.leader_epoch = quorum.epoch();
     if quorum.leader != Some(broker.node_id) {
         partition.error_code = ResponseError::NotLeaderOrFollower.code();
         partition.error_message = Some(str_bytes("this node does not lead the metadata quorum"));
-        partition.leader_id = BrokerId(quorum.leader.unwrap_or(-1));
-        partition.leader_epoch = i32::try_from(quorum.term).unwrap_or(i32::MAX);
     } else {
-        partition.leader_id = BrokerId(broker.node_id);
-        partition.leader_epoch = i32::try_from(quorum.term).unwrap_or(i32::MAX);
-        partition.high_watermark = quorum.applied_index.map_or(0, |index| index as i64 + 1);
+        partition.high_watermark = quorum.high_watermark();
         partition.current_voters = quorum
             .voters
             .iter()
             .map(|&(node, matched)| {
                 let mut voter = ReplicaState::default();
                 voter.replica_id = BrokerId(node);
-                // The leader's own log end is its last entry; a single voter has no replication
+                // The leader's own log end is its log's; a single voter has no replication
                 // progress to report.
-                let last = if node == broker.node_id { quorum.last_log_index.or(matched) } else { matched };
-                voter.log_end_offset = last.map_or(-1, |index| index as i64 + 1);
+                voter.log_end_offset = if node == broker.node_id {
+                    quorum.log_end_offset()
+                } else {
+                    matched.map_or(-1, |index| index as i64 + 1)
+                };
                 voter.last_fetch_timestamp = -1;
                 voter.last_caught_up_timestamp = -1;
                 voter
