@@ -8,4 +8,5 @@ pub use metadata::{
     BrokerRegistration, ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState, TopicImage,
     PRODUCER_ID_BLOCK_SIZE,
 };
+pub use raft::network::{CallError, CallFuture, ControllerService};
 pub use store::{parse_voters, MetadataError, MetadataStore, QuorumState, StoreOptions, Voters};

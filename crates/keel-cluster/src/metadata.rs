@@ -3,9 +3,11 @@
 //! The record set follows KRaft's (`RegisterBrokerRecord`, `TopicRecord`, `PartitionRecord`,
 //! `RemoveTopicRecord`, `ConfigRecord`, `PartitionChangeRecord`): every change to brokers,
 //! topics, partitions and configs is one of these, committed through the metadata log and
-//! applied by [`MetadataImage::apply`]. Applying is deterministic and never fails: a record that
-//! does not fit the image (a change for a topic that is gone) is skipped, because the controller
-//! validated it against the image it was proposed on and a later record may have overtaken it.
+//! applied by [`MetadataImage::apply_batch`]. Applying is deterministic. The active controller
+//! validates every change against an image that is caught up with its term, so a record that
+//! does not fit the image (a topic created twice, a change for a topic that is gone) means a
+//! decision was made on a stale image: [`MetadataImage::check_batch`] refuses the whole entry
+//! it belongs to, identically on every node, and the proposer is told why.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +33,9 @@ pub enum MetadataRecord {
     /// A block of producer ids handed to a broker (Kafka's `ProducerIdsRecord`): ids from
     /// `next_producer_id - PRODUCER_ID_BLOCK_SIZE` up to `next_producer_id` are taken.
     ProducerIds { node_id: NodeId, next_producer_id: i64 },
+    /// The cluster's id (Kafka's `cluster.id`), written once by the first active controller;
+    /// every node's data directory records it and refuses to serve another cluster.
+    ClusterId { cluster_id: String },
 }
 
 /// Producer ids a broker takes from the controller at a time (Kafka's block size).
@@ -95,9 +100,84 @@ pub struct MetadataImage {
     pub applied_index: u64,
     /// The first producer id no block has taken yet.
     pub next_producer_id: i64,
+    /// The cluster id, once the first controller has recorded it.
+    pub cluster_id: Option<String>,
 }
 
 impl MetadataImage {
+    /// Why `records`, applied in order to this image, would not fit it; `Ok` when they all do.
+    /// A batch is applied whole or not at all.
+    pub fn check_batch(&self, records: &[MetadataRecord]) -> Result<(), String> {
+        // Topics created and removed earlier in the batch, by id and by name.
+        let mut created: BTreeMap<Uuid, &str> = BTreeMap::new();
+        let mut removed: Vec<Uuid> = Vec::new();
+        let mut next_producer_id = self.next_producer_id;
+        let mut cluster_id = self.cluster_id.as_deref();
+        let topic_exists = |id: &Uuid, created: &BTreeMap<Uuid, &str>, removed: &[Uuid]| {
+            !removed.contains(id) && (created.contains_key(id) || self.topic_names.contains_key(id))
+        };
+        for record in records {
+            match record {
+                MetadataRecord::RegisterBroker(_) => {}
+                MetadataRecord::Topic { name, topic_id } => {
+                    let name_taken = created.values().any(|n| n == name)
+                        || self.topics.get(name).is_some_and(|t| !removed.contains(&t.topic_id));
+                    if name_taken || topic_exists(topic_id, &created, &removed) {
+                        return Err(format!("topic '{name}' (id {topic_id}) already exists"));
+                    }
+                    created.insert(*topic_id, name);
+                }
+                MetadataRecord::Partition { topic_id, partition, .. } => {
+                    if !topic_exists(topic_id, &created, &removed) {
+                        return Err(format!("partition {partition} of topic id {topic_id}, which does not exist"));
+                    }
+                }
+                MetadataRecord::RemoveTopic { topic_id } => {
+                    if !topic_exists(topic_id, &created, &removed) {
+                        return Err(format!("removal of topic id {topic_id}, which does not exist"));
+                    }
+                    removed.push(*topic_id);
+                }
+                MetadataRecord::Config { resource: ConfigResource::Topic(name), name: config, .. } => {
+                    let exists = created.values().any(|n| n == name)
+                        || self.topics.get(name).is_some_and(|t| !removed.contains(&t.topic_id));
+                    if !exists {
+                        return Err(format!("config {config} of topic '{name}', which does not exist"));
+                    }
+                }
+                MetadataRecord::Config { resource: ConfigResource::Broker(_), .. } => {}
+                MetadataRecord::ProducerIds { next_producer_id: next, .. } => {
+                    if *next < next_producer_id.saturating_add(PRODUCER_ID_BLOCK_SIZE) {
+                        return Err(format!(
+                            "producer id block ending at {next} overlaps ids handed out before {next_producer_id}"
+                        ));
+                    }
+                    next_producer_id = *next;
+                }
+                MetadataRecord::ClusterId { cluster_id: id } => {
+                    if cluster_id.is_some_and(|existing| existing != id) {
+                        return Err(format!("cluster id {id}, but the cluster is {}", cluster_id.unwrap_or_default()));
+                    }
+                    cluster_id = Some(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one entry's records if they all fit the image ([`MetadataImage::check_batch`]),
+    /// else changes nothing and says why.
+    pub fn apply_batch(&mut self, records: &[MetadataRecord]) -> Result<(), String> {
+        self.check_batch(records)?;
+        for record in records {
+            self.apply(record);
+        }
+        Ok(())
+    }
+
+    /// Applies one record. A record that does not fit is skipped; the metadata log refuses such
+    /// records before they get here ([`MetadataImage::apply_batch`]), so this only matters to
+    /// callers that plan on a copy of the image.
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker(registration) => {
@@ -143,6 +223,9 @@ impl MetadataImage {
             }
             MetadataRecord::ProducerIds { next_producer_id, .. } => {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                self.cluster_id.get_or_insert_with(|| cluster_id.clone());
             }
         }
     }
@@ -218,6 +301,59 @@ mod tests {
         image.apply(&MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 2000 });
         image.apply(&MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 1000 });
         assert_eq!(image.next_producer_id, 2000);
+    }
+
+    #[test]
+    fn a_batch_that_does_not_fit_is_refused_whole() {
+        let mut image = MetadataImage::default();
+        let id = Uuid::new_v4();
+        let topic = |name: &str, topic_id| MetadataRecord::Topic { name: name.into(), topic_id };
+        image
+            .apply_batch(&[
+                topic("t", id),
+                MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) },
+            ])
+            .expect("a new topic fits");
+        let before = image.clone();
+        for (batch, why) in [
+            (vec![topic("u", Uuid::new_v4()), topic("t", Uuid::new_v4())], "already exists"),
+            (vec![topic("u", id)], "already exists"),
+            (vec![MetadataRecord::RemoveTopic { topic_id: Uuid::new_v4() }], "does not exist"),
+            (
+                vec![
+                    MetadataRecord::RemoveTopic { topic_id: id },
+                    MetadataRecord::Partition { topic_id: id, partition: 1, state: partition(1) },
+                ],
+                "does not exist",
+            ),
+            (
+                vec![MetadataRecord::Config {
+                    resource: ConfigResource::Topic("gone".into()),
+                    name: "retention.ms".into(),
+                    value: None,
+                }],
+                "does not exist",
+            ),
+            (vec![MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 0 }], "overlaps"),
+        ] {
+            let error = image.apply_batch(&batch).expect_err(why);
+            assert!(error.contains(why), "{error}");
+            assert_eq!(image, before, "a refused batch changes nothing");
+        }
+        // Removing a topic and creating it again in one entry fits.
+        let new_id = Uuid::new_v4();
+        image.apply_batch(&[MetadataRecord::RemoveTopic { topic_id: id }, topic("t", new_id)]).expect("recreate");
+        assert_eq!(image.topic("t").map(|t| t.topic_id), Some(new_id));
+    }
+
+    #[test]
+    fn the_cluster_id_is_written_once() {
+        let mut image = MetadataImage::default();
+        let id = |id: &str| MetadataRecord::ClusterId { cluster_id: id.into() };
+        image.apply_batch(&[id("a")]).expect("first");
+        image.apply_batch(&[id("a")]).expect("the same again");
+        assert!(image.apply_batch(&[id("b")]).is_err());
+        assert_eq!(image.cluster_id.as_deref(), Some("a"));
     }
 
     #[test]

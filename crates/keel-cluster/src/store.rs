@@ -20,7 +20,7 @@ use crate::metadata::{MetadataImage, MetadataRecord, NodeId};
 use crate::raft::disk_full::StopSignal;
 use crate::raft::file::{FileError, FRAME_BYTES_MAX};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{serve, NetworkFactory};
+use crate::raft::network::{serve, CallError, ControllerClient, ControllerService, NetworkFactory, ServiceSlot};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MetadataBatch, Raft, RaftNodeId};
 
@@ -56,8 +56,14 @@ pub enum MetadataError {
     )]
     ProposalTooLarge { bytes: usize, max_bytes: usize },
 
+    #[error("the metadata log refused the change: {0}")]
+    Refused(String),
+
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout { what: &'static str, waited: Duration },
+
+    #[error("the active controller did not answer ({0}); a change it was asked for may still take effect")]
+    Unanswered(String),
 
     #[error("the metadata store is shut down; reopen it")]
     ShutDown,
@@ -102,6 +108,10 @@ struct Inner {
     /// Ends writes stalled on a full disk, so shutdown (and the runtime's exit) never waits for
     /// space.
     stop: StopSignal,
+    /// The server's decisions, served to the other nodes when this one is the active controller.
+    service: ServiceSlot,
+    /// Connections to the other controllers for calls to the active one.
+    client: ControllerClient,
 }
 
 impl Drop for Inner {
@@ -346,7 +356,8 @@ impl MetadataStore {
         let raft = Raft::new(raft_id, Arc::new(config), NetworkFactory, log_store, state_machine)
             .await
             .map_err(MetadataError::from)?;
-        let listener = listener.map(|listener| tokio::spawn(serve(listener, raft.clone())));
+        let service = ServiceSlot::default();
+        let listener = listener.map(|listener| tokio::spawn(serve(listener, raft.clone(), service.clone())));
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut metrics = raft.metrics();
         let counter = Arc::clone(&leader_changes);
@@ -364,7 +375,9 @@ impl MetadataStore {
                 }
             }
         });
-        Ok(MetadataStore { inner: Arc::new(Inner { raft, leader_changes, listener, node_id, dir, image_rx, stop }) })
+        let client = ControllerClient::default();
+        let inner = Inner { raft, leader_changes, listener, node_id, dir, image_rx, stop, service, client };
+        Ok(MetadataStore { inner: Arc::new(inner) })
     }
 
     /// Initializes a fresh log with `members` (a no-op for one that has a membership), and
@@ -429,12 +442,117 @@ impl MetadataStore {
             return Err(MetadataError::ProposalTooLarge { bytes, max_bytes: PROPOSAL_BYTES_MAX });
         }
         match self.inner.raft.client_write(batch).await {
-            Ok(response) => Ok(response.log_id.index),
+            Ok(response) => match response.data {
+                Ok(()) => Ok(response.log_id.index),
+                Err(reason) => Err(MetadataError::Refused(reason)),
+            },
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(MetadataError::NotLeader { leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()) })
             }
             Err(RaftError::APIError(e)) => Err(MetadataError::Raft(e.to_string())),
             Err(RaftError::Fatal(e)) => Err(e.into()),
+        }
+    }
+
+    /// Installs the decisions this node makes while it is the active controller (once; later
+    /// calls are ignored).
+    pub fn set_controller_service(&self, service: Arc<dyn ControllerService>) {
+        let _ = self.inner.service.set(service);
+    }
+
+    /// The active controller as this node knows it.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow().current_leader.and_then(|id| NodeId::try_from(id).ok())
+    }
+
+    /// Whether this node is the active controller.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.inner.node_id)
+    }
+
+    /// On the active controller: waits until every entry committed before this call, its own
+    /// term's first entry included, is applied to the image, after confirming with a quorum
+    /// that it still leads. A decision validated against the image after this sees every
+    /// earlier decision. [`MetadataError::NotLeader`] on any other node.
+    pub async fn catch_up(&self, timeout: Duration) -> Result<(), MetadataError> {
+        match tokio::time::timeout(timeout, self.inner.raft.ensure_linearizable()).await {
+            Err(_) => {
+                Err(MetadataError::Timeout { what: "the metadata log to catch up with its term", waited: timeout })
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward)))) => {
+                Err(MetadataError::NotLeader { leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()) })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::Raft(e.to_string())),
+            Ok(Err(RaftError::Fatal(e))) => Err(e.into()),
+        }
+    }
+
+    /// Waits until the image here includes the log entry `index` (read-your-writes after a
+    /// change the active controller made elsewhere).
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), MetadataError> {
+        let mut images = self.inner.image_rx.clone();
+        let applied = tokio::time::timeout(timeout, images.wait_for(|image| image.applied_index >= index)).await;
+        match applied {
+            Err(_) => Err(MetadataError::Timeout { what: "this node to apply the change", waited: timeout }),
+            Ok(Err(_)) => Err(MetadataError::ShutDown),
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Has the active controller decide `request` (through the [`ControllerService`] it
+    /// installed) and returns its answer: locally when this node leads, else over the
+    /// controller listener. Waits for a leader and follows leader changes until `timeout`; a
+    /// call that reached a controller and got no answer is not repeated
+    /// ([`MetadataError::Unanswered`]).
+    pub async fn call_controller(
+        &self,
+        request: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, MetadataError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || MetadataError::Timeout { what: "an active controller to decide", waited: timeout };
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let (leader, addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|id| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()));
+                (leader, addr)
+            };
+            let answer = match leader {
+                Some(leader) if leader == self.inner.node_id as u64 => match self.inner.service.get() {
+                    Some(service) => Some(service.call(request.clone()).await),
+                    None => None,
+                },
+                Some(_) => match addr {
+                    Some(addr) => {
+                        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match self.inner.client.call(&addr, request.clone(), left).await {
+                            Ok(answer) => Some(answer),
+                            Err(failure) if failure.sent => return Err(MetadataError::Unanswered(failure.to_string())),
+                            Err(failure) => {
+                                tracing::debug!(%failure, "cannot reach the active controller; retrying");
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                },
+                None => None,
+            };
+            match answer {
+                Some(Ok(value)) => return Ok(value),
+                Some(Err(CallError::Failed(detail))) => return Err(MetadataError::Raft(detail)),
+                Some(Err(CallError::NotLeader | CallError::NotReady)) | None => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            // A new leader, or a short pause before asking again.
+            let pause = tokio::time::Instant::now() + Duration::from_millis(50);
+            let _ = tokio::time::timeout_at(pause.min(deadline), metrics.changed()).await;
+            tokio::time::sleep_until(pause.min(deadline)).await;
         }
     }
 

@@ -1,9 +1,12 @@
 //! Controller decisions: validating admin requests against the metadata image and turning them
 //! into metadata records.
 //!
-//! Each operation takes the controller lock, validates against the current image, proposes the
-//! records through the metadata log, and reconciles hosted partitions before returning, so a
-//! client that created a topic can produce to it at once.
+//! Only the active controller decides. Any broker asks it ([`Broker::ask_controller`]: locally
+//! when this node leads, else over the controller listener), waits until its own image holds the
+//! change, and reconciles its partitions before answering, so a client that created a topic
+//! through any broker can use it at once. On the active controller ([`Decider`]) each operation
+//! takes the controller lock, confirms it still leads and that its image holds every committed
+//! entry (`MetadataStore::catch_up`), validates against that image and proposes the records.
 //!
 //! Every operation has a deadline (the request's timeout, or [`CONTROLLER_TIMEOUT`]). A proposal
 //! can stall, chiefly while the metadata log's disk is full; the caller then gets
@@ -17,7 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use keel_cluster::{ConfigResource, MetadataImage, MetadataRecord, NodeId, PartitionState};
+use keel_cluster::{
+    BrokerRegistration, CallError, CallFuture, ConfigResource, ControllerService, MetadataError, MetadataImage,
+    MetadataRecord, NodeId, PartitionState, PRODUCER_ID_BLOCK_SIZE,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -51,7 +59,7 @@ fn timed_out(what: &str) -> ApiError {
     ApiError::with(
         ResponseError::RequestTimedOut,
         format!(
-            "{what} within the request timeout: the metadata log is not committing (is its disk full?); \
+            "{what} within the request timeout: the metadata log is not committing (are most controllers down, or is its disk full?); \
              a change already proposed may still take effect"
         ),
     )
@@ -95,6 +103,7 @@ fn colliding_topic<'a>(image: &'a MetadataImage, name: &str) -> Option<&'a str> 
         .map(String::as_str)
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TopicSpec {
     pub name: String,
     /// -1: `num.partitions`.
@@ -106,7 +115,7 @@ pub struct TopicSpec {
     pub configs: BTreeMap<String, Option<String>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreatedTopic {
     pub topic_id: Uuid,
     pub num_partitions: i32,
@@ -268,91 +277,71 @@ impl Broker {
         validate_only: bool,
         deadline: Instant,
     ) -> Vec<Result<CreatedTopic, ApiError>> {
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(error) => return specs.iter().map(|_| Err(error.clone())).collect(),
-        };
-        let mut image = (*self.image()).clone();
-        let mut results = Vec::with_capacity(specs.len());
-        let mut records = Vec::new();
-        // Checked before anything is planned: planning allocates per partition.
-        let requested: i64 =
-            specs
-                .iter()
-                .map(|s| {
-                    if s.assignments.is_empty() {
-                        i64::from(s.num_partitions.max(1))
-                    } else {
-                        s.assignments.len() as i64
-                    }
-                })
-                .sum();
-        if requested > PARTITIONS_PER_REQUEST_MAX {
-            return specs.iter().map(|_| Err(too_many_partitions())).collect();
+        let count = specs.len();
+        let request = ControllerRequest::CreateTopics { specs, validate_only, timeout_ms: millis_until(deadline) };
+        match self.ask_controller::<Vec<WireResult<CreatedTopic>>>(request, deadline).await {
+            Ok(results) => results.into_iter().map(|r| r.map_err(ApiError::from)).collect(),
+            Err(error) => vec![Err(error); count],
         }
-        for spec in &specs {
-            match self.plan_topic(&image, spec) {
-                Ok((created, topic_records)) => {
-                    // Later specs in the same request see this topic (duplicates are refused).
-                    for record in &topic_records {
-                        image.apply(record);
-                    }
-                    records.extend(topic_records);
-                    results.push(Ok(created));
-                }
-                Err(error) => results.push(Err(error)),
-            }
-        }
-        if validate_only || records.is_empty() {
-            return results;
-        }
-        if let Err(error) = self.commit(guard, records, deadline).await {
-            return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
-        }
-        results
     }
 
-    /// Takes the controller lock, waiting no later than `deadline` (REQUEST_TIMED_OUT then).
-    pub(crate) async fn lock_controller(&self, deadline: Instant) -> Result<OwnedMutexGuard<()>, ApiError> {
-        tokio::time::timeout_at(deadline, Arc::clone(&self.controller).lock_owned())
-            .await
-            .map_err(|_| timed_out("the controller did not become free"))
+    /// Deletes topics by name; one result per name.
+    pub async fn delete_topics(self: &Arc<Self>, names: Vec<String>, deadline: Instant) -> Vec<Result<Uuid, ApiError>> {
+        let count = names.len();
+        let request = ControllerRequest::DeleteTopics { names, timeout_ms: millis_until(deadline) };
+        match self.ask_controller::<Vec<WireResult<Uuid>>>(request, deadline).await {
+            Ok(results) => results.into_iter().map(|r| r.map_err(ApiError::from)).collect(),
+            Err(error) => vec![Err(error); count],
+        }
     }
 
-    /// Proposes records and brings hosted partitions in line with the new image, answering no
-    /// later than `deadline`. The work goes on after the deadline, holding `guard` until the
-    /// proposal commits or fails: a late commit still reconciles its partitions, and no decision
-    /// is validated against an image that misses it.
-    pub(crate) async fn commit(
+    /// Raises a topic's partition count to `count`.
+    pub async fn create_partitions(
         self: &Arc<Self>,
-        guard: OwnedMutexGuard<()>,
-        records: Vec<MetadataRecord>,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<NodeId>>>,
+        validate_only: bool,
         deadline: Instant,
     ) -> Result<(), ApiError> {
-        let broker = Arc::clone(self);
-        let only_producer_ids = records.iter().all(|r| matches!(r, MetadataRecord::ProducerIds { .. }));
-        let commit = tokio::spawn(async move {
-            let _guard = guard;
-            let started = std::time::Instant::now();
-            broker
-                .metadata
-                .propose(records)
-                .await
-                .map_err(|error| ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")))?;
-            broker.metrics.metadata_commit_duration.observe(started.elapsed().as_secs_f64());
-            if only_producer_ids {
-                return Ok(());
-            }
-            let reconciled =
-                broker.reconcile().map_err(|error| ApiError::with(ResponseError::KafkaStorageError, error.to_string()));
-            broker.topics_changed().await;
-            reconciled
-        });
-        match tokio::time::timeout_at(deadline, commit).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(ApiError::with(ResponseError::UnknownServerError, format!("metadata commit: {join}"))),
-            Err(_) => Err(timed_out("the metadata change was not committed")),
-        }
+        let request = ControllerRequest::CreatePartitions {
+            name: name.to_string(),
+            count,
+            assignments,
+            validate_only,
+            timeout_ms: millis_until(deadline),
+        };
+        self.ask_controller::<WireResult<()>>(request, deadline).await?.map_err(ApiError::from)
+    }
+
+    /// Applies config changes to one resource: `(name, Some(value))` sets, `(name, None)`
+    /// removes. With `replace` (the legacy AlterConfigs) every config not named is removed.
+    pub async fn alter_configs(
+        self: &Arc<Self>,
+        resource: ConfigResource,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let deadline = default_deadline();
+        let request = ControllerRequest::AlterConfigs { resource, changes, replace, validate_only };
+        self.ask_controller::<WireResult<()>>(request, deadline).await?.map_err(ApiError::from)
+    }
+
+    /// Registers this broker (again, when its endpoint or rack changed).
+    pub async fn register(
+        self: &Arc<Self>,
+        registration: BrokerRegistration,
+        deadline: Instant,
+    ) -> Result<(), ApiError> {
+        let request = ControllerRequest::RegisterBroker(registration);
+        self.ask_controller::<WireResult<()>>(request, deadline).await?.map_err(ApiError::from)
+    }
+
+    /// A block of producer ids for this broker (Kafka's AllocateProducerIds): `start..end`.
+    pub async fn allocate_producer_ids(self: &Arc<Self>, deadline: Instant) -> Result<(i64, i64), ApiError> {
+        let request = ControllerRequest::AllocateProducerIds { node_id: self.node_id };
+        self.ask_controller::<WireResult<(i64, i64)>>(request, deadline).await?.map_err(ApiError::from)
     }
 
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.
@@ -380,11 +369,137 @@ impl Broker {
         }
     }
 
-    /// Deletes topics by name; one result per name.
-    pub async fn delete_topics(self: &Arc<Self>, names: Vec<String>, deadline: Instant) -> Vec<Result<Uuid, ApiError>> {
+    /// Has the active controller decide `request` and returns its answer, once this broker's
+    /// image holds the change it made and its partitions match that image (within `deadline`;
+    /// a change that is committed but not yet applied here is still answered).
+    async fn ask_controller<T: DeserializeOwned>(
+        self: &Arc<Self>,
+        request: ControllerRequest,
+        deadline: Instant,
+    ) -> Result<T, ApiError> {
+        let request = serde_json::to_value(&request).map_err(|e| {
+            ApiError::with(ResponseError::UnknownServerError, format!("cannot encode a controller request: {e}"))
+        })?;
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let answer = self.metadata.call_controller(request, timeout).await.map_err(|e| controller_error(&e))?;
+        let decided: Decided<T> = serde_json::from_value(answer).map_err(|e| {
+            ApiError::with(ResponseError::UnknownServerError, format!("undecodable answer from the controller: {e}"))
+        })?;
+        if let Some(index) = decided.index {
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            if self.metadata.wait_applied(index, timeout).await.is_ok() {
+                self.apply_image().await?;
+            }
+        }
+        Ok(decided.result)
+    }
+
+    /// Brings hosted partitions and the group coordinators in line with the current image. Runs
+    /// after every image change ([`crate::server`]'s watcher) and before a broker answers a
+    /// change it asked for.
+    pub async fn apply_image(self: &Arc<Self>) -> Result<(), ApiError> {
+        let broker = Arc::clone(self);
+        let reconciled = tokio::task::spawn_blocking(move || broker.reconcile()).await;
+        self.topics_changed().await;
+        match reconciled {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(ApiError::with(ResponseError::KafkaStorageError, error.to_string())),
+            Err(join) => Err(ApiError::with(ResponseError::UnknownServerError, format!("reconcile: {join}"))),
+        }
+    }
+
+    /// Decides one request on the active controller.
+    async fn decide(self: &Arc<Self>, request: ControllerRequest) -> Result<serde_json::Value, CallError> {
+        fn answer<T: Serialize>(decided: Result<Decided<T>, NotLeader>) -> Result<serde_json::Value, CallError> {
+            let decided = decided.map_err(|NotLeader| CallError::NotLeader)?;
+            serde_json::to_value(&decided).map_err(|e| CallError::Failed(format!("cannot encode the decision: {e}")))
+        }
+        match request {
+            ControllerRequest::CreateTopics { specs, validate_only, timeout_ms } => {
+                answer(self.decide_create_topics(specs, validate_only, decider_deadline(timeout_ms)).await)
+            }
+            ControllerRequest::DeleteTopics { names, timeout_ms } => {
+                answer(self.decide_delete_topics(names, decider_deadline(timeout_ms)).await)
+            }
+            ControllerRequest::CreatePartitions { name, count, assignments, validate_only, timeout_ms } => answer(
+                self.decide_create_partitions(&name, count, assignments, validate_only, decider_deadline(timeout_ms))
+                    .await,
+            ),
+            ControllerRequest::AlterConfigs { resource, changes, replace, validate_only } => {
+                answer(self.decide_alter_configs(resource, changes, replace, validate_only).await)
+            }
+            ControllerRequest::RegisterBroker(registration) => answer(self.decide_register(registration).await),
+            ControllerRequest::AllocateProducerIds { node_id } => answer(self.decide_producer_ids(node_id).await),
+        }
+    }
+
+    async fn decide_create_topics(
+        self: &Arc<Self>,
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+        deadline: Instant,
+    ) -> Result<Decided<Vec<WireResult<CreatedTopic>>>, NotLeader> {
+        let each = |error: &ApiError| Decided::new(specs.iter().map(|_| Err(WireError::from(error))).collect());
+        // Checked before anything is planned: planning allocates per partition.
+        let requested: i64 =
+            specs
+                .iter()
+                .map(|s| {
+                    if s.assignments.is_empty() {
+                        i64::from(s.num_partitions.max(1))
+                    } else {
+                        s.assignments.len() as i64
+                    }
+                })
+                .sum();
+        if requested > PARTITIONS_PER_REQUEST_MAX {
+            return Ok(each(&too_many_partitions()));
+        }
         let guard = match self.lock_controller(deadline).await {
             Ok(guard) => guard,
-            Err(error) => return names.iter().map(|_| Err(error.clone())).collect(),
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(each(&error)),
+        };
+        let mut image = (*self.image()).clone();
+        let mut results = Vec::with_capacity(specs.len());
+        let mut records = Vec::new();
+        for spec in &specs {
+            match self.plan_topic(&image, spec) {
+                Ok((created, topic_records)) => {
+                    // Later specs in the same request see this topic (duplicates are refused).
+                    for record in &topic_records {
+                        image.apply(record);
+                    }
+                    records.extend(topic_records);
+                    results.push(Ok(created));
+                }
+                Err(error) => results.push(Err(WireError::from(&error))),
+            }
+        }
+        if validate_only || records.is_empty() {
+            return Ok(Decided::new(results));
+        }
+        match self.commit(guard, records, deadline).await {
+            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => {
+                let error = WireError::from(&error);
+                Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
+            }
+        }
+    }
+
+    async fn decide_delete_topics(
+        self: &Arc<Self>,
+        names: Vec<String>,
+        deadline: Instant,
+    ) -> Result<Decided<Vec<WireResult<Uuid>>>, NotLeader> {
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => {
+                return Ok(Decided::new(names.iter().map(|_| Err(WireError::from(&error))).collect()))
+            }
         };
         let image = self.image();
         let mut records = Vec::new();
@@ -396,31 +511,57 @@ impl Broker {
                     results.push(Ok(topic.topic_id));
                 }
                 Some(topic) => results.push(Ok(topic.topic_id)),
-                None => results.push(Err(ApiError::with(
+                None => results.push(Err(WireError::from(&ApiError::with(
                     ResponseError::UnknownTopicOrPartition,
                     format!("topic '{name}' does not exist"),
-                ))),
+                )))),
             }
         }
-        if !records.is_empty() {
-            if let Err(error) = self.commit(guard, records, deadline).await {
-                return results.into_iter().map(|r| r.and(Err(error.clone()))).collect();
+        if records.is_empty() {
+            return Ok(Decided::new(results));
+        }
+        match self.commit(guard, records, deadline).await {
+            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => {
+                let error = WireError::from(&error);
+                Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
             }
         }
-        results
     }
 
-    /// Raises a topic's partition count to `count`.
-    pub async fn create_partitions(
+    async fn decide_create_partitions(
         self: &Arc<Self>,
         name: &str,
         count: i32,
         assignments: Option<Vec<Vec<NodeId>>>,
         validate_only: bool,
         deadline: Instant,
-    ) -> Result<(), ApiError> {
-        let guard = self.lock_controller(deadline).await?;
+    ) -> Result<Decided<WireResult<()>>, NotLeader> {
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
+        };
         let image = self.image();
+        let records = match self.plan_partitions(&image, name, count, assignments) {
+            Ok(records) => records,
+            Err(error) => return Ok(Decided::failed(&error)),
+        };
+        if validate_only {
+            return Ok(Decided::new(Ok(())));
+        }
+        self.commit_decision(guard, records, deadline).await
+    }
+
+    /// Validates a partition increase against `image` and returns its records.
+    fn plan_partitions(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<NodeId>>>,
+    ) -> Result<Vec<MetadataRecord>, ApiError> {
         let topic = image.topic(name).ok_or_else(|| {
             ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
         })?;
@@ -449,99 +590,317 @@ impl Broker {
                     ));
                 }
                 for replicas in &assignments {
-                    Self::check_manual_assignment(&image, replicas)?;
+                    Self::check_manual_assignment(image, replicas)?;
                 }
                 assignments
             }
             None => {
                 let replication_factor = topic.partitions.values().next().map_or(1, |p| p.replicas.len() as i16);
-                self.assign(&image, current, added, replication_factor)?
+                self.assign(image, current, added, replication_factor)?
             }
         };
-        if validate_only {
-            return Ok(());
-        }
-        self.commit(guard, Self::partition_records(topic.topic_id, current, assignment), deadline).await
+        Ok(Self::partition_records(topic.topic_id, current, assignment))
     }
 
-    /// Applies config changes to one resource: `(name, Some(value))` sets, `(name, None)`
-    /// removes. With `replace` (the legacy AlterConfigs) every config not named is removed.
-    pub async fn alter_configs(
+    async fn decide_alter_configs(
         self: &Arc<Self>,
         resource: ConfigResource,
         changes: Vec<(String, Option<String>)>,
         replace: bool,
         validate_only: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Decided<WireResult<()>>, NotLeader> {
         let deadline = default_deadline();
-        let guard = self.lock_controller(deadline).await?;
-        let image = self.image();
-        let current: BTreeMap<String, String> = match &resource {
-            ConfigResource::Topic(name) => image
-                .topic(name)
-                .ok_or_else(|| {
-                    ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
-                })?
-                .configs
-                .clone(),
-            ConfigResource::Broker(node) => {
-                if node.is_some_and(|id| id != self.node_id && !image.brokers.contains_key(&id)) {
-                    return Err(ApiError::with(ResponseError::InvalidRequest, "unknown broker id"));
-                }
-                image.broker_configs.get(node).cloned().unwrap_or_default()
-            }
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
         };
-        for (name, value) in &changes {
-            match &resource {
-                ConfigResource::Topic(_) => {
-                    if let Some(value) = value {
-                        validate_topic_config(name, value)?;
-                    } else if config::topic_def(name).is_none() {
-                        return Err(ApiError::with(
-                            ResponseError::InvalidConfig,
-                            format!("unknown topic config {name}"),
-                        ));
-                    }
-                }
-                ConfigResource::Broker(_) => {
-                    let def = config::broker_def(name).ok_or_else(|| {
-                        ApiError::with(ResponseError::InvalidConfig, format!("unknown broker config {name}"))
-                    })?;
-                    if !def.dynamic {
-                        return Err(config_error(ConfigError::ReadOnly { name: name.clone() }));
-                    }
-                    if let Some(value) = value {
-                        config::validate_value(name, def.kind, value).map_err(config_error)?;
-                    }
-                }
-            }
+        let image = self.image();
+        let records = match plan_configs(&image, resource, changes, replace) {
+            Ok(records) => records,
+            Err(error) => return Ok(Decided::failed(&error)),
+        };
+        if validate_only || records.is_empty() {
+            return Ok(Decided::new(Ok(())));
         }
-        if validate_only {
-            return Ok(());
-        }
-        let mut records = Vec::new();
-        if replace {
-            for name in current.keys() {
-                if !changes.iter().any(|(changed, _)| changed == name) {
-                    records.push(MetadataRecord::Config {
-                        resource: resource.clone(),
-                        name: name.clone(),
-                        value: None,
-                    });
-                }
-            }
-        }
-        for (name, value) in changes {
-            if value.is_none() && !current.contains_key(&name) {
-                continue;
-            }
-            records.push(MetadataRecord::Config { resource: resource.clone(), name, value });
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.commit(guard, records, deadline).await
+        self.commit_decision(guard, records, deadline).await
     }
+
+    async fn decide_register(
+        self: &Arc<Self>,
+        registration: BrokerRegistration,
+    ) -> Result<Decided<WireResult<()>>, NotLeader> {
+        let deadline = default_deadline();
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
+        };
+        if self.image().brokers.get(&registration.node_id) == Some(&registration) {
+            return Ok(Decided::new(Ok(())));
+        }
+        self.commit_decision(guard, vec![MetadataRecord::RegisterBroker(registration)], deadline).await
+    }
+
+    async fn decide_producer_ids(
+        self: &Arc<Self>,
+        node_id: NodeId,
+    ) -> Result<Decided<WireResult<(i64, i64)>>, NotLeader> {
+        let deadline = default_deadline();
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
+        };
+        let start = self.image().next_producer_id;
+        let Some(end) = start.checked_add(PRODUCER_ID_BLOCK_SIZE) else {
+            let error = ApiError::with(ResponseError::UnknownServerError, "the producer id space is exhausted");
+            return Ok(Decided::failed(&error));
+        };
+        let record = MetadataRecord::ProducerIds { node_id, next_producer_id: end };
+        match self.commit(guard, vec![record], deadline).await {
+            Ok(index) => Ok(Decided { result: Ok((start, end)), index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
+        }
+    }
+
+    /// [`Broker::commit`] for a decision whose answer is only success or an error.
+    async fn commit_decision(
+        self: &Arc<Self>,
+        guard: OwnedMutexGuard<()>,
+        records: Vec<MetadataRecord>,
+        deadline: Instant,
+    ) -> Result<Decided<WireResult<()>>, NotLeader> {
+        match self.commit(guard, records, deadline).await {
+            Ok(index) => Ok(Decided { result: Ok(()), index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
+        }
+    }
+
+    /// Takes the controller lock, waiting no later than `deadline` (REQUEST_TIMED_OUT then),
+    /// and makes sure this node still leads and its image holds every committed entry.
+    async fn lock_controller(&self, deadline: Instant) -> Result<OwnedMutexGuard<()>, Refusal> {
+        let guard = tokio::time::timeout_at(deadline, Arc::clone(&self.controller).lock_owned())
+            .await
+            .map_err(|_| Refusal::Failed(timed_out("the controller did not become free")))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.metadata.catch_up(left).await {
+            Ok(()) => Ok(guard),
+            Err(MetadataError::NotLeader { .. }) => Err(Refusal::NotLeader),
+            Err(error) => Err(Refusal::Failed(controller_error(&error))),
+        }
+    }
+
+    /// Proposes records, answering no later than `deadline` with the entry's log index. The
+    /// proposal goes on after the deadline, holding `guard` until it commits or fails, so no
+    /// decision is validated against an image that misses it.
+    async fn commit(
+        self: &Arc<Self>,
+        guard: OwnedMutexGuard<()>,
+        records: Vec<MetadataRecord>,
+        deadline: Instant,
+    ) -> Result<u64, Refusal> {
+        let broker = Arc::clone(self);
+        let commit = tokio::spawn(async move {
+            let _guard = guard;
+            let started = std::time::Instant::now();
+            let index = broker.metadata.propose(records).await?;
+            broker.metrics.metadata_commit_duration.observe(started.elapsed().as_secs_f64());
+            Ok::<_, MetadataError>(index)
+        });
+        match tokio::time::timeout_at(deadline, commit).await {
+            Ok(Ok(Ok(index))) => Ok(index),
+            Ok(Ok(Err(MetadataError::NotLeader { .. }))) => Err(Refusal::NotLeader),
+            Ok(Ok(Err(error))) => Err(Refusal::Failed(controller_error(&error))),
+            Ok(Err(join)) => Err(Refusal::Failed(ApiError::with(
+                ResponseError::UnknownServerError,
+                format!("metadata commit: {join}"),
+            ))),
+            Err(_) => Err(Refusal::Failed(timed_out("the metadata change was not committed"))),
+        }
+    }
+}
+
+/// Validates config changes of one resource against `image` and returns their records.
+fn plan_configs(
+    image: &MetadataImage,
+    resource: ConfigResource,
+    changes: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let current: BTreeMap<String, String> = match &resource {
+        ConfigResource::Topic(name) => image
+            .topic(name)
+            .ok_or_else(|| {
+                ApiError::with(ResponseError::UnknownTopicOrPartition, format!("topic '{name}' does not exist"))
+            })?
+            .configs
+            .clone(),
+        ConfigResource::Broker(node) => {
+            if node.is_some_and(|id| !image.brokers.contains_key(&id)) {
+                return Err(ApiError::with(ResponseError::InvalidRequest, "unknown broker id"));
+            }
+            image.broker_configs.get(node).cloned().unwrap_or_default()
+        }
+    };
+    for (name, value) in &changes {
+        match &resource {
+            ConfigResource::Topic(_) => {
+                if let Some(value) = value {
+                    validate_topic_config(name, value)?;
+                } else if config::topic_def(name).is_none() {
+                    return Err(ApiError::with(ResponseError::InvalidConfig, format!("unknown topic config {name}")));
+                }
+            }
+            ConfigResource::Broker(_) => {
+                let def = config::broker_def(name).ok_or_else(|| {
+                    ApiError::with(ResponseError::InvalidConfig, format!("unknown broker config {name}"))
+                })?;
+                if !def.dynamic {
+                    return Err(config_error(ConfigError::ReadOnly { name: name.clone() }));
+                }
+                if let Some(value) = value {
+                    config::validate_value(name, def.kind, value).map_err(config_error)?;
+                }
+            }
+        }
+    }
+    let mut records = Vec::new();
+    if replace {
+        for name in current.keys() {
+            if !changes.iter().any(|(changed, _)| changed == name) {
+                records.push(MetadataRecord::Config { resource: resource.clone(), name: name.clone(), value: None });
+            }
+        }
+    }
+    for (name, value) in changes {
+        if value.is_none() && !current.contains_key(&name) {
+            continue;
+        }
+        records.push(MetadataRecord::Config { resource: resource.clone(), name, value });
+    }
+    Ok(records)
+}
+
+/// What a broker asks the active controller to decide (carried over the controller listener).
+#[derive(Debug, Serialize, Deserialize)]
+enum ControllerRequest {
+    CreateTopics {
+        specs: Vec<TopicSpec>,
+        validate_only: bool,
+        timeout_ms: u64,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        timeout_ms: u64,
+    },
+    CreatePartitions {
+        name: String,
+        count: i32,
+        assignments: Option<Vec<Vec<NodeId>>>,
+        validate_only: bool,
+        timeout_ms: u64,
+    },
+    AlterConfigs {
+        resource: ConfigResource,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        validate_only: bool,
+    },
+    RegisterBroker(BrokerRegistration),
+    AllocateProducerIds {
+        node_id: NodeId,
+    },
+}
+
+/// A Kafka error as it travels between nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WireError {
+    code: i16,
+    message: Option<String>,
+}
+
+impl From<&ApiError> for WireError {
+    fn from(error: &ApiError) -> Self {
+        WireError { code: error.code(), message: error.message.clone() }
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(error: WireError) -> Self {
+        let code = ResponseError::try_from_code(error.code).unwrap_or(ResponseError::UnknownServerError);
+        ApiError { code, message: error.message, record_errors: Vec::new() }
+    }
+}
+
+type WireResult<T> = Result<T, WireError>;
+
+/// The active controller's answer: the result and, when it committed a change, the log index
+/// of that change.
+#[derive(Debug, Serialize, Deserialize)]
+struct Decided<T> {
+    result: T,
+    index: Option<u64>,
+}
+
+impl<T> Decided<T> {
+    fn new(result: T) -> Self {
+        Decided { result, index: None }
+    }
+}
+
+impl<T> Decided<WireResult<T>> {
+    fn failed(error: &ApiError) -> Self {
+        Decided::new(Err(WireError::from(error)))
+    }
+}
+
+/// This node does not lead the quorum (any more): the caller asks the active controller.
+struct NotLeader;
+
+/// Why a decision could not be made here.
+enum Refusal {
+    NotLeader,
+    Failed(ApiError),
+}
+
+/// The decisions this node makes while it is the active controller, as the metadata store
+/// serves them (to this broker and to the others).
+pub struct Decider(pub std::sync::Weak<Broker>);
+
+impl ControllerService for Decider {
+    fn call(&self, request: serde_json::Value) -> CallFuture {
+        let broker = self.0.upgrade();
+        Box::pin(async move {
+            let broker = broker.ok_or(CallError::NotReady)?;
+            let request: ControllerRequest = serde_json::from_value(request)
+                .map_err(|e| CallError::Failed(format!("undecodable controller request: {e}")))?;
+            broker.decide(request).await
+        })
+    }
+}
+
+/// The Kafka error a broker answers when the metadata log or the active controller failed it.
+fn controller_error(error: &MetadataError) -> ApiError {
+    match error {
+        MetadataError::Timeout { .. } => timed_out("no active controller decided"),
+        MetadataError::Unanswered(_) => ApiError::with(ResponseError::RequestTimedOut, error.to_string()),
+        _ => ApiError::with(ResponseError::UnknownServerError, format!("metadata log: {error}")),
+    }
+}
+
+/// Milliseconds left until `deadline` (at least 1).
+fn millis_until(deadline: Instant) -> u64 {
+    (deadline.saturating_duration_since(Instant::now()).as_millis() as u64).max(1)
+}
+
+/// The deadline of a decision asked with `timeout_ms` left: a little earlier, so that the answer
+/// (a timeout included) reaches the asker before it gives up.
+fn decider_deadline(timeout_ms: u64) -> Instant {
+    let timeout = Duration::from_millis(timeout_ms);
+    Instant::now() + timeout - (timeout / 10).min(Duration::from_millis(100))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Producer ids: handed out from blocks that the controller records in the metadata log
-//! (Kafka's `ProducerIdsRecord`), so an id is never given twice, across restarts too.
+//! Producer ids: handed out from blocks that the active controller allocates and records in the
+//! metadata log (Kafka's AllocateProducerIds and `ProducerIdsRecord`), so an id is never given
+//! twice, by two brokers or across restarts.
 //!
 //! Taking a block waits for the metadata log no longer than the controller's deadline; when the
 //! log does not commit in time (its disk is full) InitProducerId answers
@@ -9,7 +10,6 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use keel_cluster::{MetadataRecord, PRODUCER_ID_BLOCK_SIZE};
 use tokio::sync::Mutex;
 
 use crate::broker::Broker;
@@ -30,14 +30,7 @@ impl ProducerIds {
             .await
             .map_err(|_| not_loaded("another request is still taking a producer id block"))?;
         if block.0 >= block.1 {
-            let controller = broker.lock_controller(deadline).await.map_err(|e| retriable(&e))?;
-            let start = broker.image().next_producer_id;
-            let end = start.checked_add(PRODUCER_ID_BLOCK_SIZE).ok_or_else(|| {
-                ApiError::with(ResponseError::UnknownServerError, "the producer id space is exhausted")
-            })?;
-            let record = MetadataRecord::ProducerIds { node_id: broker.node_id, next_producer_id: end };
-            broker.commit(controller, vec![record], deadline).await.map_err(|e| retriable(&e))?;
-            *block = (start, end);
+            *block = broker.allocate_producer_ids(deadline).await.map_err(|e| retriable(&e))?;
         }
         let id = block.0;
         block.0 += 1;

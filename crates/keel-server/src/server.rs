@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use keel_cluster::{BrokerRegistration, MetadataRecord, MetadataStore, NodeId};
+use keel_cluster::{BrokerRegistration, MetadataStore, NodeId};
 use keel_log::{LogConfig, LogManager};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -92,6 +92,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         metadata,
         logs,
     ));
+    broker.metadata.set_controller_service(Arc::new(crate::controller::Decider(Arc::downgrade(&broker))));
     let _ = broker_tx.send(Some(broker.clone()));
     register(&broker).await?;
     tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
@@ -101,6 +102,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
+    let follow = tokio::spawn(follow_metadata(broker.clone(), stop_rx.clone()));
     let sampler = console.attach(broker.clone(), stop_rx.clone());
     let cleaners =
         crate::cleaner::Cleaners::start(crate::cleaner::CleanerConfig::from_statics(&broker.statics), &broker)
@@ -150,6 +152,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
         while connections.join_next().await.is_some() {}
     }
     let _ = background.await;
+    let _ = follow.await;
     let _ = sampler.await;
     // The cleaners finish their pass before the logs close.
     tokio::task::block_in_place(|| cleaners.stop());
@@ -175,7 +178,7 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
 }
 
 /// Registers this broker (again, if its endpoint changed) in the metadata log.
-async fn register(broker: &Broker) -> anyhow::Result<()> {
+async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
     let registration = BrokerRegistration {
         node_id: broker.node_id,
         host: broker.advertised.host.clone(),
@@ -184,10 +187,9 @@ async fn register(broker: &Broker) -> anyhow::Result<()> {
     };
     if broker.image().brokers.get(&broker.node_id) != Some(&registration) {
         broker
-            .metadata
-            .propose(vec![MetadataRecord::RegisterBroker(registration)])
+            .register(registration, crate::controller::default_deadline())
             .await
-            .context("cannot register the broker")?;
+            .map_err(|e| anyhow::anyhow!("cannot register the broker: {}", e.message.unwrap_or_default()))?;
     }
     Ok(())
 }
@@ -265,6 +267,26 @@ fn cluster_id_from(id: uuid::Uuid) -> String {
         }
     }
     out
+}
+
+/// Applies every change of the metadata image to this broker (partitions opened, dropped and
+/// reconfigured, coordinators told of new topics), whoever made the change.
+async fn follow_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut images = broker.metadata.subscribe();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            changed = images.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                images.mark_unchanged();
+                if let Err(error) = broker.apply_image().await {
+                    tracing::warn!(error = %error.message.unwrap_or_default(), "cannot apply a metadata change to the partitions here");
+                }
+            }
+        }
+    }
 }
 
 /// How often the `.deleted` files of deleted segments are checked against `file.delete.delay.ms`.

@@ -22,11 +22,15 @@ pub struct MetadataBatch {
     pub records: Vec<MetadataRecord>,
 }
 
+/// What applying one entry came to: `Err` with the reason when its records did not fit the
+/// image and none of them was applied.
+pub type ApplyOutcome = Result<(), String>;
+
 openraft::declare_raft_types!(
     /// Openraft's types for the cluster-metadata log.
     pub TypeConfig:
         D = MetadataBatch,
-        R = (),
+        R = ApplyOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -9,12 +9,22 @@
 //! The listener side ([`serve`]) hands each request to the local raft and writes the answer. A
 //! frame that is too long or does not decode closes its connection and is logged; nothing else
 //! is touched. TLS comes with the security work.
+//!
+//! The same listener carries calls to the active controller ([`Request::Controller`]): a broker
+//! that is not the active controller sends it the admin operations (create topics, configs,
+//! broker registration, producer-id blocks) and gets its decision back. Their content is the
+//! server's ([`ControllerService`]); the transport only frames them. They use their own pooled
+//! connections ([`ControllerClient`]), so a slow decision never delays a raft message.
 
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -45,15 +55,45 @@ pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<RaftNodeId>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// An operation for the active controller, as the server encodes it.
+    Controller(serde_json::Value),
 }
 
-/// The answer, as the target's raft gave it.
+/// The answer, as the target's raft (or controller) gave it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
     AppendEntries(Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>),
+    Controller(Result<serde_json::Value, CallError>),
 }
+
+/// Why a controller did not decide a call. The operation's own errors (a topic that exists,
+/// an invalid config) are part of its answer, not this.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum CallError {
+    /// Only the active controller decides; the caller finds the current one and asks again.
+    #[error("this node is not the active controller")]
+    NotLeader,
+    /// The node is still starting (its controller service is not installed yet).
+    #[error("the controller is not serving yet")]
+    NotReady,
+    /// The call could not be carried out (it did not decode, or the controller failed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a controller call's future resolves to.
+pub type CallFuture = Pin<Box<dyn Future<Output = Result<serde_json::Value, CallError>> + Send>>;
+
+/// The server's decision logic, as the controller listener reaches it.
+pub trait ControllerService: Send + Sync {
+    fn call(&self, request: serde_json::Value) -> CallFuture;
+}
+
+/// Where the server installs its [`ControllerService`] once it is built (the listener starts
+/// before, and answers [`CallError::NotReady`] until then).
+pub type ServiceSlot = Arc<OnceLock<Arc<dyn ControllerService>>>;
 
 #[derive(Debug, thiserror::Error)]
 enum FrameError {
@@ -87,6 +127,83 @@ fn encode_frame<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     }
     out[..4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
+}
+
+/// Why a controller call got no answer.
+#[derive(Debug, thiserror::Error)]
+#[error("controller at {addr:?}: {detail}")]
+pub struct CallFailure {
+    pub addr: String,
+    pub detail: String,
+    /// Whether the request may have reached the controller (and may take effect).
+    pub sent: bool,
+}
+
+/// Idle connections kept per controller for [`ControllerClient`].
+const IDLE_CONNECTIONS_PER_PEER: usize = 4;
+
+/// The calling side of controller calls: a few pooled connections per controller address,
+/// each carrying one call at a time.
+#[derive(Debug, Default)]
+pub struct ControllerClient {
+    idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+}
+
+impl ControllerClient {
+    /// Sends `request` to the controller at `addr` and reads its answer, within `timeout`. A
+    /// pooled connection the peer has closed meanwhile (it restarted) is retried once on a new
+    /// one: the peer never read the request.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Result<serde_json::Value, CallError>, CallFailure> {
+        let failure = |detail: String, sent: bool| CallFailure { addr: addr.to_string(), detail, sent };
+        let frame = encode_frame(&Request::Controller(request)).map_err(|e| failure(e.to_string(), false))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(addr).and_then(Vec::pop);
+            let reused = pooled.is_some();
+            let mut stream = match pooled {
+                Some(stream) => stream,
+                None => {
+                    let connect = tokio::time::timeout_at(deadline, TcpStream::connect(addr));
+                    match connect.await {
+                        Ok(Ok(stream)) => {
+                            let _ = stream.set_nodelay(true);
+                            stream
+                        }
+                        Ok(Err(e)) => return Err(failure(e.to_string(), false)),
+                        Err(_) => return Err(failure(format!("connect timed out after {timeout:?}"), false)),
+                    }
+                }
+            };
+            let exchange = async {
+                stream.write_all(&frame).await?;
+                read_frame::<Reply>(&mut stream).await
+            };
+            match tokio::time::timeout_at(deadline, exchange).await {
+                Ok(Ok(Reply::Controller(reply))) => {
+                    let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                    let streams = idle.entry(addr.to_string()).or_default();
+                    if streams.len() < IDLE_CONNECTIONS_PER_PEER {
+                        streams.push(stream);
+                    }
+                    return Ok(reply);
+                }
+                Ok(Ok(_)) => return Err(failure("answered with a reply to another request".into(), true)),
+                Ok(Err(FrameError::Io(e))) if reused && is_closed_by_peer(&e) => continue,
+                Ok(Err(e)) => return Err(failure(e.to_string(), true)),
+                Err(_) => return Err(failure(format!("no answer within {timeout:?}"), true)),
+            }
+        }
+    }
+}
+
+/// An error that says the peer had closed the connection before it was used.
+fn is_closed_by_peer(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
 }
 
 /// Makes connections to the other controllers, at the addresses of their `BasicNode`s.
@@ -216,14 +333,14 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// Serves the controller listener: every connection's requests go to `raft`, one at a time, in
 /// order. Runs until the task is aborted, which closes the listener and every connection it
 /// accepted (a restarted node must not leave its peers talking to the old instance).
-pub async fn serve(listener: TcpListener, raft: Raft) {
+pub async fn serve(listener: TcpListener, raft: Raft, service: ServiceSlot) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, peer, raft.clone()));
+                    connections.spawn(serve_connection(stream, peer, raft.clone(), service.clone()));
                 }
                 Err(error) => {
                     // Out of descriptors and the like: wait rather than spin.
@@ -236,7 +353,7 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft, service: ServiceSlot) {
     loop {
         let request = match read_frame::<Request>(&mut stream).await {
             Ok(request) => request,
@@ -250,6 +367,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft) {
             Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
+            Request::Controller(call) => Reply::Controller(match service.get() {
+                Some(service) => service.call(call).await,
+                None => Err(CallError::NotReady),
+            }),
         };
         let written = match encode_frame(&reply) {
             Ok(frame) => stream.write_all(&frame).await.map_err(FrameError::Io),

@@ -40,6 +40,8 @@ pub struct ImageSnapshot {
     pub broker_configs: Vec<(Option<NodeId>, BTreeMap<String, String>)>,
     #[serde(default)]
     pub next_producer_id: i64,
+    #[serde(default)]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,7 @@ impl From<&MetadataImage> for ImageSnapshot {
                 .collect(),
             broker_configs: image.broker_configs.iter().map(|(n, c)| (*n, c.clone())).collect(),
             next_producer_id: image.next_producer_id,
+            cluster_id: image.cluster_id.clone(),
         }
     }
 }
@@ -77,6 +80,7 @@ impl ImageSnapshot {
         let mut image = MetadataImage {
             applied_index: self.applied_index,
             next_producer_id: self.next_producer_id,
+            cluster_id: self.cluster_id,
             ..Default::default()
         };
         for broker in self.brokers {
@@ -209,27 +213,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied.last_applied, self.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<super::ApplyOutcome>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
         for entry in entries {
-            match entry.payload {
-                EntryPayload::Blank => {}
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Ok(()),
                 EntryPayload::Normal(batch) => {
-                    for record in &batch.records {
-                        self.applied.image.apply(record);
+                    let outcome = self.applied.image.apply_batch(&batch.records);
+                    if let Err(reason) = &outcome {
+                        tracing::error!(index = entry.log_id.index, %reason, "refused a metadata entry that does not fit the image");
                     }
+                    outcome
                 }
                 EntryPayload::Membership(membership) => {
                     self.applied.membership = OrStoredMembership::new(Some(entry.log_id), membership);
+                    Ok(())
                 }
-            }
+            };
             self.applied.last_applied = Some(entry.log_id);
             self.applied.image.applied_index = entry.log_id.index;
-            responses.push(());
+            responses.push(outcome);
         }
         if !responses.is_empty() {
             // Published before openraft answers the proposer, so a proposer sees its own write.
@@ -335,6 +342,7 @@ mod tests {
             topics: vec![topic.clone(), topic],
             broker_configs: Vec::new(),
             next_producer_id: 0,
+            cluster_id: None,
         };
         assert!(snapshot.into_image().is_err());
     }
