@@ -171,7 +171,7 @@ pub fn parse_voters(text: &str) -> Result<Voters, String> {
 }
 
 /// Who leads the metadata quorum and how far each voter has come (DescribeQuorum).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QuorumState {
     pub leader: Option<NodeId>,
     /// The raft term: Kafka's leader epoch of the metadata partition.
@@ -365,9 +365,13 @@ impl MetadataStore {
         tokio::spawn(async move {
             let mut last = None;
             loop {
-                let leader = metrics.borrow_and_update().current_leader;
-                if leader.is_some() && leader != last {
+                let (leader, term) = {
+                    let m = metrics.borrow_and_update();
+                    (m.current_leader, m.current_term)
+                };
+                if let Some(id) = leader.filter(|_| leader != last) {
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(leader = id, term, "the metadata quorum has a new leader");
                 }
                 last = leader;
                 if metrics.changed().await.is_err() {
@@ -553,6 +557,43 @@ impl MetadataStore {
             let pause = tokio::time::Instant::now() + Duration::from_millis(50);
             let _ = tokio::time::timeout_at(pause.min(deadline), metrics.changed()).await;
             tokio::time::sleep_until(pause.min(deadline)).await;
+        }
+    }
+
+    /// The cluster id recorded in the metadata log. When there is none yet, the first node to
+    /// find itself the active controller (caught up with its term) records `candidate`; the
+    /// others wait until they see it. Returns the recorded id, which may be another node's.
+    pub async fn agree_cluster_id(&self, candidate: &str, timeout: Duration) -> Result<String, MetadataError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut images = self.inner.image_rx.clone();
+        loop {
+            if let Some(id) = images.borrow_and_update().cluster_id.clone() {
+                return Ok(id);
+            }
+            if self.is_leader() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.catch_up(left).await {
+                    Ok(()) if self.image().cluster_id.is_none() => {
+                        match self.propose(vec![MetadataRecord::ClusterId { cluster_id: candidate.to_string() }]).await
+                        {
+                            // Another leader's record came first: the loop reads it.
+                            Ok(_) | Err(MetadataError::Refused(_) | MetadataError::NotLeader { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(()) | Err(MetadataError::NotLeader { .. } | MetadataError::Timeout { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(MetadataError::Timeout { what: "the cluster id to be recorded", waited: timeout });
+                }
+                continue;
+            }
+            let pause = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            let _ = tokio::time::timeout_at(pause, images.changed()).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MetadataError::Timeout { what: "the cluster id to be recorded", waited: timeout });
+            }
         }
     }
 

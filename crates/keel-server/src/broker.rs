@@ -80,8 +80,34 @@ impl Broker {
         ConfigView { node_id: self.node_id, statics: &self.statics, image }
     }
 
+    /// The active controller as clients are told it (Metadata, DescribeCluster): the quorum's
+    /// leader, or this broker while there is none (it forwards what it is sent).
+    pub fn controller_id(&self) -> NodeId {
+        self.metadata.leader().unwrap_or(self.node_id)
+    }
+
+    /// The partition, when this broker leads it: the one clients produce to and fetch from.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions.get(topic, index).filter(|p| p.is_leader())
+    }
+
+    /// The partition's replica hosted here, whether this broker leads it or not.
+    pub fn replica(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions.get(topic, index)
+    }
+
+    /// The error for a partition [`Broker::partition`] did not give: NOT_LEADER_OR_FOLLOWER
+    /// when it exists (another broker leads it), UNKNOWN_TOPIC_OR_PARTITION when it does not.
+    pub fn not_led(&self, topic: &str, index: i32) -> crate::error::ApiError {
+        use kafka_protocol::error::ResponseError;
+        let image = self.image();
+        match image.topic(topic).and_then(|t| t.partitions.get(&index)) {
+            Some(state) => crate::error::ApiError::with(
+                ResponseError::NotLeaderOrFollower,
+                format!("broker {} leads {topic}-{index}, not this broker ({})", state.leader, self.node_id),
+            ),
+            None => crate::error::ApiError::new(ResponseError::UnknownTopicOrPartition),
+        }
     }
 
     /// Opens and drops partition logs so that they match the current image.

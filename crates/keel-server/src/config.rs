@@ -90,6 +90,7 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("broker.id", Int, Some("1"), false, "The broker id of this server (same as node.id)."),
     broker!("broker.rack", String, None, false, "The rack of this broker, for rack-aware replica placement."),
     broker!("process.roles", List, Some("broker,controller"), false, "The roles this node plays."),
+    broker!("controller.quorum.voters", List, None, false, "The controller quorum: id@host:port of every voter (empty: a single node)."),
     broker!("listeners", List, Some("PLAINTEXT://127.0.0.1:9092"), false, "Listener addresses."),
     broker!("advertised.listeners", List, None, false, "Addresses given to clients."),
     broker!("log.dirs", String, Some("./keel-data"), false, "The directory holding the log data."),

@@ -22,7 +22,7 @@ use std::time::Duration;
 use kafka_protocol::error::ResponseError;
 use keel_cluster::{
     BrokerRegistration, CallError, CallFuture, ConfigResource, ControllerService, MetadataError, MetadataImage,
-    MetadataRecord, NodeId, PartitionState, PRODUCER_ID_BLOCK_SIZE,
+    MetadataRecord, NodeId, PartitionState, QuorumState, PRODUCER_ID_BLOCK_SIZE,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -178,7 +178,8 @@ impl Broker {
                 partition: first + i as i32,
                 state: PartitionState {
                     leader: replicas[0],
-                    isr: replicas.clone(),
+                    // Until followers replicate, the leader alone is in sync.
+                    isr: vec![replicas[0]],
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
@@ -344,6 +345,14 @@ impl Broker {
         self.ask_controller::<WireResult<(i64, i64)>>(request, deadline).await?.map_err(ApiError::from)
     }
 
+    /// The metadata quorum as the active controller sees it (who leads, each voter's progress).
+    pub async fn quorum_state(self: &Arc<Self>, deadline: Instant) -> Result<QuorumState, ApiError> {
+        if self.metadata.is_leader() {
+            return Ok(self.metadata.quorum());
+        }
+        self.ask_controller::<QuorumState>(ControllerRequest::DescribeQuorum, deadline).await
+    }
+
     /// Creates a topic with broker defaults if auto-creation is on; `Ok(false)` when it is off.
     pub async fn auto_create_topic(self: &Arc<Self>, name: &str) -> Result<bool, ApiError> {
         // The offsets topic has its own partition count and configs, whoever asks first.
@@ -430,6 +439,11 @@ impl Broker {
             }
             ControllerRequest::RegisterBroker(registration) => answer(self.decide_register(registration).await),
             ControllerRequest::AllocateProducerIds { node_id } => answer(self.decide_producer_ids(node_id).await),
+            ControllerRequest::DescribeQuorum => answer(if self.metadata.is_leader() {
+                Ok(Decided::new(self.metadata.quorum()))
+            } else {
+                Err(NotLeader)
+            }),
         }
     }
 
@@ -636,8 +650,10 @@ impl Broker {
             Err(Refusal::NotLeader) => return Err(NotLeader),
             Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
         };
-        if self.image().brokers.get(&registration.node_id) == Some(&registration) {
-            return Ok(Decided::new(Ok(())));
+        let image = self.image();
+        if image.brokers.get(&registration.node_id) == Some(&registration) {
+            // The broker waits until its image is as recent as this one before it serves.
+            return Ok(Decided { result: Ok(()), index: Some(image.applied_index) });
         }
         self.commit_decision(guard, vec![MetadataRecord::RegisterBroker(registration)], deadline).await
     }
@@ -813,6 +829,7 @@ enum ControllerRequest {
     AllocateProducerIds {
         node_id: NodeId,
     },
+    DescribeQuorum,
 }
 
 /// A Kafka error as it travels between nodes.

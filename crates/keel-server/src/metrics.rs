@@ -374,7 +374,7 @@ impl Metrics {
         for (group, topic, partition, offset) in committed {
             let labels = GroupPartitionLabels { group: group.clone(), topic: topic.clone(), partition: *partition };
             self.group_committed_offset.get_or_create(&labels).set(*offset);
-            if let Some(hosted) = broker.partition(topic, *partition) {
+            if let Some(hosted) = broker.replica(topic, *partition) {
                 self.group_lag.get_or_create(&labels).set((hosted.high_watermark() - offset).max(0));
             }
         }

@@ -2,11 +2,12 @@
 //!
 //! The image says which partitions exist and who leads them; [`Partitions::reconcile`] opens a
 //! log for every replica this node holds, drops the logs of deleted topics and pushes config
-//! changes down to the logs. On one node the leader is always this node, and the high watermark
-//! is the log end offset: every in-sync replica (this one) has what was appended.
+//! changes down to the logs. Only the partitions this node leads serve clients; the others'
+//! logs wait for replication. Until followers replicate, the high watermark is the leader's
+//! log end offset and the in-sync replica set is the leader alone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use keel_cluster::{MetadataImage, NodeId};
@@ -21,9 +22,16 @@ pub struct Partition {
     pub topic_id: Uuid,
     pub log: Arc<Log>,
     leader_epoch: AtomicI32,
+    /// Whether this node is the partition's leader (as of the last reconcile).
+    leads: AtomicBool,
 }
 
 impl Partition {
+    /// Whether this node leads the partition and serves its clients.
+    pub fn is_leader(&self) -> bool {
+        self.leads.load(Ordering::Acquire)
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
@@ -90,8 +98,10 @@ impl Partitions {
                     continue;
                 }
                 let key = (topic.name.clone(), index);
+                let leads = state.leader == node_id;
                 if let Some(existing) = map.get(&key) {
                     existing.leader_epoch.store(state.leader_epoch, Ordering::Release);
+                    existing.leads.store(leads, Ordering::Release);
                     if existing.log.config() != config {
                         existing.log.set_config(config);
                     }
@@ -124,6 +134,7 @@ impl Partitions {
                         topic_id: topic.topic_id,
                         log,
                         leader_epoch: AtomicI32::new(state.leader_epoch),
+                        leads: AtomicBool::new(leads),
                     }),
                 );
             }

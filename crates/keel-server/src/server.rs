@@ -26,7 +26,62 @@ pub struct ServerOptions {
     pub http: SocketAddr,
     pub node_id: NodeId,
     pub statics: StaticConfig,
+    /// `controller.quorum.voters` given on the command line (`--controllers`); wins over the
+    /// config. With neither, the node is a single-node cluster of its own.
+    pub controllers: Option<String>,
+    /// Address of the controller listener (`--controller-listen`); defaults to this node's
+    /// entry in the voters.
+    pub controller_listen: Option<SocketAddr>,
 }
+
+/// How this node takes part in the controller quorum.
+struct Quorum {
+    voters: keel_cluster::Voters,
+    listen: SocketAddr,
+}
+
+impl Quorum {
+    /// The quorum the options and configs describe; `None` for a single node.
+    async fn resolve(options: &ServerOptions) -> anyhow::Result<Option<Quorum>> {
+        let roles = options.statics.get("process.roles").unwrap_or("broker,controller");
+        let mut parsed: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
+        parsed.sort_unstable();
+        parsed.dedup();
+        if parsed != ["broker", "controller"] {
+            anyhow::bail!(
+                "process.roles={roles:?} is not supported: every Keel node is both broker and controller \
+                 (process.roles=broker,controller, the default)"
+            );
+        }
+        let text =
+            options.controllers.clone().or_else(|| options.statics.get("controller.quorum.voters").map(str::to_string));
+        let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+            if let Some(listen) = options.controller_listen {
+                anyhow::bail!("--controller-listen {listen} needs --controllers (controller.quorum.voters)");
+            }
+            return Ok(None);
+        };
+        let voters = keel_cluster::parse_voters(&text).map_err(|why| anyhow::anyhow!("{why}"))?;
+        let Some(own) = voters.get(&options.node_id) else {
+            anyhow::bail!(
+                "node.id {} is not among the controller.quorum.voters {text:?}: give each node its own id from that list",
+                options.node_id
+            );
+        };
+        let listen = match options.controller_listen {
+            Some(listen) => listen,
+            None => tokio::net::lookup_host(own.as_str())
+                .await
+                .with_context(|| format!("cannot resolve this node's controller address {own}"))?
+                .next()
+                .with_context(|| format!("this node's controller address {own} resolves to nothing"))?,
+        };
+        Ok(Some(Quorum { voters, listen }))
+    }
+}
+
+/// How long a starting node waits for the controller quorum between two progress messages.
+const QUORUM_WAIT_REPORT: Duration = Duration::from_secs(10);
 
 /// How long shutdown waits for in-flight requests before closing connections anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -37,7 +92,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     std::fs::create_dir_all(&options.data_dir)
         .with_context(|| format!("cannot create data directory {}", options.data_dir.display()))?;
     let _lock = lock_data_dir(&options.data_dir)?;
-    let cluster_id = load_or_format(&options.data_dir, options.node_id)?;
+    let stored_cluster_id = read_meta_properties(&options.data_dir, options.node_id)?;
+    let quorum = Quorum::resolve(&options).await?;
 
     // The HTTP port comes up first so that /livez answers during recovery.
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -72,9 +128,28 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
             );
         }
     }
-    let metadata = MetadataStore::open(&options.data_dir.join("__cluster_metadata"), options.node_id)
-        .await
-        .context("cannot open the cluster metadata log")?;
+    let metadata_dir = options.data_dir.join("__cluster_metadata");
+    let metadata = match &quorum {
+        None => {
+            MetadataStore::open(&metadata_dir, options.node_id).await.context("cannot open the cluster metadata log")?
+        }
+        Some(quorum) => {
+            let listener = TcpListener::bind(quorum.listen)
+                .await
+                .with_context(|| format!("cannot listen for controllers on {}", quorum.listen))?;
+            MetadataStore::open_quorum(
+                &metadata_dir,
+                options.node_id,
+                &quorum.voters,
+                listener,
+                keel_cluster::StoreOptions::default(),
+            )
+            .await
+            .context("cannot open the cluster metadata log")?
+        }
+    };
+    let cluster_id =
+        join_cluster(&metadata, &options.data_dir, options.node_id, stored_cluster_id, quorum.as_ref()).await?;
 
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -109,8 +184,12 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
             .context("cannot start the log cleaner")?;
     broker.set_ready(true);
     let _ = ready_tx.send(true);
+    let controllers = match &quorum {
+        None => String::new(),
+        Some(quorum) => format!(", controllers on {} (quorum of {})", quorum.listen, quorum.voters.len()),
+    };
     println!(
-        "keel node {} listening on {} (advertised {}:{}), http on {}, data in {}; ready in {} ms",
+        "keel node {} listening on {} (advertised {}:{}), http on {}{controllers}, data in {}; ready in {} ms",
         broker.node_id,
         local,
         advertised.host,
@@ -177,7 +256,7 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
     Ok(Endpoint { host: host.trim_matches(['[', ']']).to_string(), port })
 }
 
-/// Registers this broker (again, if its endpoint changed) in the metadata log.
+/// Registers this broker with the active controller (again when its endpoint or rack changed).
 async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
     let registration = BrokerRegistration {
         node_id: broker.node_id,
@@ -185,13 +264,20 @@ async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
         port: broker.advertised.port,
         rack: broker.rack(),
     };
-    if broker.image().brokers.get(&broker.node_id) != Some(&registration) {
-        broker
-            .register(registration, crate::controller::default_deadline())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot register the broker: {}", e.message.unwrap_or_default()))?;
+    // Always asked, even when the registration is unchanged: the answer says how far the
+    // metadata log is, and the broker serves only once its own image has caught up with it.
+    loop {
+        let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
+        match broker.register(registration.clone(), deadline).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.code == kafka_protocol::error::ResponseError::RequestTimedOut => println!(
+                "keel node {} waiting for the controller quorum to register: {}",
+                broker.node_id,
+                error.message.unwrap_or_default()
+            ),
+            Err(error) => anyhow::bail!("cannot register the broker: {}", error.message.unwrap_or_default()),
+        }
     }
-    Ok(())
 }
 
 /// Takes `<data-dir>/.lock` for the life of the process, so two nodes never share a data
@@ -217,40 +303,87 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Reads `meta.properties` (Kafka's file naming the cluster and node a data directory belongs
-/// to), or writes it for a new directory. Returns the cluster id.
-fn load_or_format(data_dir: &Path, node_id: NodeId) -> anyhow::Result<String> {
+/// to), refusing a directory of another node. Returns the cluster id it records, if any.
+fn read_meta_properties(data_dir: &Path, node_id: NodeId) -> anyhow::Result<Option<String>> {
     let path = data_dir.join("meta.properties");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let value = |key: &str| {
-                text.lines()
-                    .filter_map(|line| line.split_once('='))
-                    .find(|(k, _)| k.trim() == key)
-                    .map(|(_, v)| v.trim().to_string())
-            };
-            let stored: Option<NodeId> = value("node.id").and_then(|v| v.parse().ok());
-            if stored != Some(node_id) {
-                anyhow::bail!(
-                    "{} belongs to node {}, not {node_id}: start with --node-id {} or use another --data-dir",
-                    data_dir.display(),
-                    stored.map_or("?".into(), |id| id.to_string()),
-                    stored.map_or("?".into(), |id| id.to_string()),
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let value = |key: &str| {
+        text.lines()
+            .filter_map(|line| line.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let stored: Option<NodeId> = value("node.id").and_then(|v| v.parse().ok());
+    if stored != Some(node_id) {
+        let stored = stored.map_or("?".into(), |id| id.to_string());
+        anyhow::bail!(
+            "{} belongs to node {stored}, not {node_id}: start with --node-id {stored} or use another --data-dir",
+            data_dir.display(),
+        );
+    }
+    value("cluster.id").map(Some).with_context(|| format!("{} has no cluster.id", path.display()))
+}
+
+/// Writes `meta.properties` for a directory that has none (atomically: temporary file, fsync,
+/// rename, directory fsync).
+fn write_meta_properties(data_dir: &Path, cluster_id: &str, node_id: NodeId) -> anyhow::Result<()> {
+    let path = data_dir.join("meta.properties");
+    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    let tmp = data_dir.join("meta.properties.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Learns the cluster id from the metadata log (the first active controller records it: the id
+/// of its data directory, or a new one), waiting as long as the quorum has no leader, and makes
+/// sure this data directory belongs to that cluster. No format step: a new directory records
+/// the id; one of another cluster is refused.
+async fn join_cluster(
+    metadata: &MetadataStore,
+    data_dir: &Path,
+    node_id: NodeId,
+    stored: Option<String>,
+    quorum: Option<&Quorum>,
+) -> anyhow::Result<String> {
+    let candidate = stored.clone().unwrap_or_else(|| cluster_id_from(uuid::Uuid::new_v4()));
+    let cluster_id = loop {
+        match metadata.agree_cluster_id(&candidate, QUORUM_WAIT_REPORT).await {
+            Ok(id) => break id,
+            Err(keel_cluster::MetadataError::Timeout { .. }) => {
+                let voters =
+                    quorum.map(|q| q.voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect::<Vec<_>>());
+                println!(
+                    "keel node {node_id} waiting for the controller quorum ({}): start the other nodes with the same --controllers",
+                    voters.map_or("this node".into(), |v| v.join(","))
                 );
             }
-            value("cluster.id").with_context(|| format!("{} has no cluster.id", path.display()))
+            Err(error) => {
+                let _ = metadata.shutdown().await;
+                return Err(error).context("cannot learn the cluster id from the metadata log");
+            }
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let cluster_id = cluster_id_from(uuid::Uuid::new_v4());
-            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            let tmp = data_dir.join("meta.properties.tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(data_dir)?.sync_all()?;
-            Ok(cluster_id)
+    };
+    match stored {
+        Some(stored) if stored != cluster_id => {
+            let _ = metadata.shutdown().await;
+            anyhow::bail!(
+                "{} belongs to cluster {stored}, but the controller quorum is cluster {cluster_id}: \
+                 give this node its own data directory (or an empty one to join cluster {cluster_id})",
+                data_dir.display()
+            )
         }
-        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+        Some(_) => {}
+        None => write_meta_properties(data_dir, &cluster_id, node_id)
+            .with_context(|| format!("cannot write {}", data_dir.join("meta.properties").display()))?,
     }
+    Ok(cluster_id)
 }
 
 /// Kafka's cluster id format: a UUID as 22 characters of URL-safe base64 without padding.

@@ -61,6 +61,13 @@ struct ServerArgs {
     /// This node's id (Kafka's node.id).
     #[arg(long, default_value_t = 1)]
     node_id: i32,
+    /// The controller quorum, id@host:port of every node (Kafka's controller.quorum.voters),
+    /// e.g. 1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293. Start every node with the same list.
+    #[arg(long, value_name = "VOTERS")]
+    controllers: Option<String>,
+    /// Address of this node's controller listener (default: its entry in --controllers).
+    #[arg(long)]
+    controller_listen: Option<SocketAddr>,
     /// A Kafka server.properties file (or a .toml file) of broker configs.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -91,7 +98,7 @@ fn server_main(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -116,6 +123,8 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         http: args.http,
         node_id: args.node_id,
         statics,
+        controllers: args.controllers,
+        controller_listen: args.controller_listen,
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;

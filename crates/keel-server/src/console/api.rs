@@ -53,7 +53,7 @@ fn rates_json(rates: &[sampler::Rate]) -> Value {
 
 /// Records held by a topic's partitions (high watermark minus log start, summed) and bytes on disk.
 fn topic_size(broker: &Broker, name: &str, partitions: impl Iterator<Item = i32>) -> (i64, u64) {
-    partitions.filter_map(|index| broker.partition(name, index)).fold((0, 0), |(records, bytes), p| {
+    partitions.filter_map(|index| broker.replica(name, index)).fold((0, 0), |(records, bytes), p| {
         (records + (p.high_watermark() - p.log.log_start_offset()).max(0), bytes + p.log.size_bytes())
     })
 }
@@ -148,7 +148,7 @@ pub async fn topic(State(console): State<Arc<Console>>, Path(name): Path<String>
         .partitions
         .iter()
         .map(|(&index, state)| {
-            let hosted = broker.partition(&name, index);
+            let hosted = broker.replica(&name, index);
             json!({
                 "partition": index,
                 "leader": state.leader,

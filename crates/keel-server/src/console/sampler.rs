@@ -193,7 +193,7 @@ pub async fn committed_lags(broker: &Arc<Broker>, group_id: &str) -> Vec<Partiti
                     continue;
                 }
                 let name = topic.name.0.to_string();
-                let high_watermark = broker.partition(&name, p.partition_index).map_or(-1, |q| q.high_watermark());
+                let high_watermark = broker.replica(&name, p.partition_index).map_or(-1, |q| q.high_watermark());
                 let lag = if high_watermark < 0 { 0 } else { (high_watermark - p.committed_offset).max(0) };
                 lags.push(PartitionLag {
                     topic: name,

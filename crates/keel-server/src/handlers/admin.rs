@@ -168,7 +168,7 @@ pub fn delete_records(broker: &Broker, request: DeleteRecordsRequest) -> DeleteR
             result.partition_index = wanted.partition_index;
             let outcome = broker
                 .partition(topic.name.0.as_str(), wanted.partition_index)
-                .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))
+                .ok_or_else(|| broker.not_led(topic.name.0.as_str(), wanted.partition_index))
                 .and_then(|partition| {
                     let high_watermark = partition.high_watermark();
                     // -1 deletes everything up to the high watermark.
@@ -206,7 +206,7 @@ pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> Des
     }
     response.endpoint_type = request.endpoint_type;
     response.cluster_id = str_bytes(broker.cluster_id.clone());
-    response.controller_id = BrokerId(broker.node_id);
+    response.controller_id = BrokerId(broker.controller_id());
     response.brokers = image
         .brokers
         .values()
@@ -234,7 +234,9 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 /// fetch timestamps, so they are -1 (unknown). A node that does not lead answers
 /// NOT_LEADER_OR_FOLLOWER, as a Kafka controller does; a partition other than
 /// `__cluster_metadata`-0 is UNKNOWN_TOPIC_OR_PARTITION.
-pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+/// DescribeQuorum, answered with the active controller's view (asked over the controller
+/// listener when another node leads), as a Kafka broker forwards it to its controller.
+pub async fn describe_quorum(broker: &Arc<Broker>, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
     let mut response = DescribeQuorumResponse::default();
     let valid = request.topics.len() == 1
@@ -265,12 +267,15 @@ pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> Descr
         return response;
     }
     let mut partition = PartitionData::default();
-    let quorum = broker.metadata.quorum();
+    let (quorum, error) = match broker.quorum_state(crate::controller::default_deadline()).await {
+        Ok(quorum) => (quorum, None),
+        Err(error) => (broker.metadata.quorum(), Some(error)),
+    };
     partition.leader_id = BrokerId(quorum.leader.unwrap_or(-1));
     partition.leader_epoch = quorum.epoch();
-    if quorum.leader != Some(broker.node_id) {
-        partition.error_code = ResponseError::NotLeaderOrFollower.code();
-        partition.error_message = Some(str_bytes("this node does not lead the metadata quorum"));
+    if let Some(error) = error {
+        partition.error_code = error.code();
+        partition.error_message = error.message.map(str_bytes);
     } else {
         partition.high_watermark = quorum.high_watermark();
         partition.current_voters = quorum
@@ -281,7 +286,7 @@ pub fn describe_quorum(broker: &Broker, request: DescribeQuorumRequest) -> Descr
                 voter.replica_id = BrokerId(node);
                 // The leader's own log end is its log's; a single voter has no replication
                 // progress to report.
-                voter.log_end_offset = if node == broker.node_id {
+                voter.log_end_offset = if Some(node) == quorum.leader {
                     quorum.log_end_offset()
                 } else {
                     matched.map_or(-1, |index| index as i64 + 1)

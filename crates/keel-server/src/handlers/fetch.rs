@@ -207,7 +207,7 @@ fn read_partition(
     data: &mut PartitionData,
 ) -> Result<ReadSlice, ApiError> {
     let name = wanted.name.as_deref().ok_or(ResponseError::UnknownTopicId)?;
-    let partition = broker.partition(name, wanted.partition).ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let partition = broker.partition(name, wanted.partition).ok_or_else(|| broker.not_led(name, wanted.partition))?;
     check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
     let high_watermark = partition.high_watermark();
     let last_stable_offset = partition.last_stable_offset();

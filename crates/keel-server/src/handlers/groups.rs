@@ -56,23 +56,32 @@ pub async fn find_coordinator(
         let outcome = match request.key_type {
             GROUP_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the group id is empty")),
             GROUP_KEY => match broker.coordinator_partition(&key).await {
-                Ok(_) => Ok(()),
+                Ok(index) => Ok((crate::groups::OFFSETS_TOPIC, index)),
                 Err(_) => Err((ResponseError::CoordinatorNotAvailable, "the offsets topic cannot be created")),
             },
             TRANSACTION_KEY if key.is_empty() => Err((ResponseError::InvalidRequest, "the transactional id is empty")),
             TRANSACTION_KEY => match broker.ensure_transaction_topic().await {
-                Ok(_) => Ok(()),
+                Ok(count) => Ok((crate::transactions::TXN_TOPIC, crate::groups::partition_for(&key, count))),
                 Err(_) => {
                     Err((ResponseError::CoordinatorNotAvailable, "the transaction state topic cannot be created"))
                 }
             },
             _ => Err((ResponseError::InvalidRequest, "unknown coordinator key type")),
         };
+        // The coordinator is the leader of the key's internal partition.
+        let image = broker.image();
+        let outcome = outcome.and_then(|(topic, index)| {
+            image
+                .topic(topic)
+                .and_then(|t| t.partitions.get(&index))
+                .and_then(|state| image.brokers.get(&state.leader))
+                .ok_or((ResponseError::CoordinatorNotAvailable, "the coordinator's partition has no leader"))
+        });
         match outcome {
-            Ok(()) => {
-                coordinator.node_id = BrokerId(broker.node_id);
-                coordinator.host = str_bytes(broker.advertised.host.clone());
-                coordinator.port = i32::from(broker.advertised.port);
+            Ok(leader) => {
+                coordinator.node_id = BrokerId(leader.node_id);
+                coordinator.host = str_bytes(leader.host.clone());
+                coordinator.port = i32::from(leader.port);
             }
             Err((error, message)) => {
                 coordinator.error_code = error.code();

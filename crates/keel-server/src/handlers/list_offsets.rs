@@ -28,7 +28,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
             partition_response.partition_index = wanted.partition_index;
             let result = broker
                 .partition(topic.name.0.as_str(), wanted.partition_index)
-                .ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))
+                .ok_or_else(|| broker.not_led(topic.name.0.as_str(), wanted.partition_index))
                 .and_then(|partition| {
                     check_leader_epoch(wanted.current_leader_epoch, partition.leader_epoch())?;
                     lookup(&partition, wanted.timestamp, read_committed)

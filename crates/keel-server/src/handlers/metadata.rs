@@ -59,7 +59,7 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     let mut response = MetadataResponse::default();
     response.brokers = brokers(&image);
     response.cluster_id = Some(str_bytes(broker.cluster_id.clone()));
-    response.controller_id = BrokerId(broker.node_id);
+    response.controller_id = BrokerId(broker.controller_id());
     response.topics = topics;
     if request.include_cluster_authorized_operations {
         response.cluster_authorized_operations = CLUSTER_OPERATIONS_ALL;

@@ -41,7 +41,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, client_host: &str) -
         }
         RequestKind::DeleteRecords(r) => ready(ResponseKind::DeleteRecords(admin::delete_records(broker, r))),
         RequestKind::DescribeCluster(r) => ready(ResponseKind::DescribeCluster(admin::describe_cluster(broker, r))),
-        RequestKind::DescribeQuorum(r) => ready(ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r))),
+        RequestKind::DescribeQuorum(r) => ready(ResponseKind::DescribeQuorum(admin::describe_quorum(broker, r).await)),
         RequestKind::DescribeLogDirs(r) => ready(ResponseKind::DescribeLogDirs(admin::describe_log_dirs(broker, r))),
         RequestKind::DescribeConfigs(r) => ready(ResponseKind::DescribeConfigs(configs::describe(broker, r, version))),
         RequestKind::AlterConfigs(r) => ready(ResponseKind::AlterConfigs(configs::alter(broker, r).await)),

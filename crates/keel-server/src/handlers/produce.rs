@@ -203,7 +203,7 @@ async fn append(
                 crate::controller::validate_topic_name(topic)?;
                 broker.auto_create_topic(topic).await?;
             }
-            broker.partition(topic, index).ok_or_else(|| ApiError::new(ResponseError::UnknownTopicOrPartition))?
+            broker.partition(topic, index).ok_or_else(|| broker.not_led(topic, index))?
         }
     };
     // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
