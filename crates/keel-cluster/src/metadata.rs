@@ -20,8 +20,13 @@ pub type NodeId = i32;
 /// One change to the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MetadataRecord {
-    /// A broker announces itself and where clients reach it.
+    /// A broker announces itself and where clients reach it. Applied with its broker epoch set
+    /// to the entry's log index (Kafka's: the offset of the registration record), fenced until
+    /// it has caught up with the metadata log.
     RegisterBroker(BrokerRegistration),
+    /// A registered broker is fenced or unfenced, or starts a controlled shutdown (Kafka's
+    /// `BrokerRegistrationChangeRecord`); refused unless `epoch` is its current broker epoch.
+    ChangeBroker { node_id: NodeId, epoch: i64, fenced: Option<bool>, in_controlled_shutdown: Option<bool> },
     /// A topic comes into being (its partitions follow as `Partition` records).
     Topic { name: String, topic_id: Uuid },
     /// A partition replica set and its leadership.
@@ -49,12 +54,35 @@ pub enum ConfigResource {
     Broker(Option<NodeId>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: NodeId,
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// Random per process start: a registration with a new incarnation is a restarted broker.
+    #[serde(default)]
+    pub incarnation: Uuid,
+    /// The broker epoch: the log index of the registration (set when applied).
+    #[serde(default)]
+    pub epoch: i64,
+    /// A fenced broker leads no partition and is given no new replica.
+    #[serde(default)]
+    pub fenced: bool,
+    /// The broker asked to shut down (SIGTERM): leadership moves off it, then it is fenced.
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// Whether this is the same broker process at the same address (a retried registration).
+    pub fn same_process(&self, other: &BrokerRegistration) -> bool {
+        self.node_id == other.node_id
+            && self.host == other.host
+            && self.port == other.port
+            && self.rack == other.rack
+            && self.incarnation == other.incarnation
+    }
 }
 
 /// Replica assignment and leadership of one partition.
@@ -119,6 +147,16 @@ impl MetadataImage {
         for record in records {
             match record {
                 MetadataRecord::RegisterBroker(_) => {}
+                MetadataRecord::ChangeBroker { node_id, epoch, .. } => match self.brokers.get(node_id) {
+                    Some(broker) if broker.epoch == *epoch => {}
+                    Some(broker) => {
+                        return Err(format!(
+                            "change of broker {node_id} at epoch {epoch}, but its epoch is {}",
+                            broker.epoch
+                        ))
+                    }
+                    None => return Err(format!("change of broker {node_id}, which is not registered")),
+                },
                 MetadataRecord::Topic { name, topic_id } => {
                     let name_taken = created.values().any(|n| n == name)
                         || self.topics.get(name).is_some_and(|t| !removed.contains(&t.topic_id));
@@ -165,23 +203,40 @@ impl MetadataImage {
         Ok(())
     }
 
-    /// Applies one entry's records if they all fit the image ([`MetadataImage::check_batch`]),
-    /// else changes nothing and says why.
-    pub fn apply_batch(&mut self, records: &[MetadataRecord]) -> Result<(), String> {
+    /// Applies the records of log entry `index` if they all fit the image
+    /// ([`MetadataImage::check_batch`]), else changes nothing and says why.
+    pub fn apply_batch(&mut self, records: &[MetadataRecord], index: u64) -> Result<(), String> {
         self.check_batch(records)?;
         for record in records {
-            self.apply(record);
+            self.apply_at(record, index);
         }
         Ok(())
     }
 
-    /// Applies one record. A record that does not fit is skipped; the metadata log refuses such
-    /// records before they get here ([`MetadataImage::apply_batch`]), so this only matters to
-    /// callers that plan on a copy of the image.
+    /// Applies one record as if it were the next log entry. A record that does not fit is
+    /// skipped; the metadata log refuses such records before they get here
+    /// ([`MetadataImage::apply_batch`]), so this only matters to callers that plan on a copy of
+    /// the image.
     pub fn apply(&mut self, record: &MetadataRecord) {
+        self.apply_at(record, self.applied_index + 1);
+    }
+
+    fn apply_at(&mut self, record: &MetadataRecord, index: u64) {
         match record {
             MetadataRecord::RegisterBroker(registration) => {
-                self.brokers.insert(registration.node_id, registration.clone());
+                let mut registration = registration.clone();
+                registration.epoch = i64::try_from(index).unwrap_or(i64::MAX);
+                self.brokers.insert(registration.node_id, registration);
+            }
+            MetadataRecord::ChangeBroker { node_id, epoch, fenced, in_controlled_shutdown } => {
+                if let Some(broker) = self.brokers.get_mut(node_id).filter(|b| b.epoch == *epoch) {
+                    if let Some(fenced) = fenced {
+                        broker.fenced = *fenced;
+                    }
+                    if let Some(shutdown) = in_controlled_shutdown {
+                        broker.in_controlled_shutdown = *shutdown;
+                    }
+                }
             }
             MetadataRecord::Topic { name, topic_id } => {
                 if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
@@ -232,6 +287,17 @@ impl MetadataImage {
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
         self.topics.get(name)
+    }
+
+    /// The brokers that may lead partitions and take new replicas: registered, not fenced and
+    /// not shutting down.
+    pub fn usable_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced && !b.in_controlled_shutdown)
+    }
+
+    /// Whether broker `id` is registered and not fenced.
+    pub fn is_broker_alive(&self, id: NodeId) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
     }
 
     pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&TopicImage> {
@@ -309,10 +375,10 @@ mod tests {
         let id = Uuid::new_v4();
         let topic = |name: &str, topic_id| MetadataRecord::Topic { name: name.into(), topic_id };
         image
-            .apply_batch(&[
-                topic("t", id),
-                MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) },
-            ])
+            .apply_batch(
+                &[topic("t", id), MetadataRecord::Partition { topic_id: id, partition: 0, state: partition(1) }],
+                1,
+            )
             .expect("a new topic fits");
         let before = image.clone();
         for (batch, why) in [
@@ -336,13 +402,13 @@ mod tests {
             ),
             (vec![MetadataRecord::ProducerIds { node_id: 1, next_producer_id: 0 }], "overlaps"),
         ] {
-            let error = image.apply_batch(&batch).expect_err(why);
+            let error = image.apply_batch(&batch, 2).expect_err(why);
             assert!(error.contains(why), "{error}");
             assert_eq!(image, before, "a refused batch changes nothing");
         }
         // Removing a topic and creating it again in one entry fits.
         let new_id = Uuid::new_v4();
-        image.apply_batch(&[MetadataRecord::RemoveTopic { topic_id: id }, topic("t", new_id)]).expect("recreate");
+        image.apply_batch(&[MetadataRecord::RemoveTopic { topic_id: id }, topic("t", new_id)], 1).expect("recreate");
         assert_eq!(image.topic("t").map(|t| t.topic_id), Some(new_id));
     }
 
@@ -350,9 +416,9 @@ mod tests {
     fn the_cluster_id_is_written_once() {
         let mut image = MetadataImage::default();
         let id = |id: &str| MetadataRecord::ClusterId { cluster_id: id.into() };
-        image.apply_batch(&[id("a")]).expect("first");
-        image.apply_batch(&[id("a")]).expect("the same again");
-        assert!(image.apply_batch(&[id("b")]).is_err());
+        image.apply_batch(&[id("a")], 1).expect("first");
+        image.apply_batch(&[id("a")], 1).expect("the same again");
+        assert!(image.apply_batch(&[id("b")], 1).is_err());
         assert_eq!(image.cluster_id.as_deref(), Some("a"));
     }
 

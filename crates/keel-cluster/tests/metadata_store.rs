@@ -58,7 +58,8 @@ async fn proposals_reach_the_image_in_index_order() {
     assert!(images.has_changed().expect("sender alive"));
     assert_eq!(images.borrow_and_update().applied_index, first);
 
-    let broker = BrokerRegistration { node_id: NODE, host: "localhost".into(), port: 9092, rack: None };
+    let broker =
+        BrokerRegistration { node_id: NODE, host: "localhost".into(), port: 9092, rack: None, ..Default::default() };
     let second = store
         .propose(vec![
             MetadataRecord::RegisterBroker(broker.clone()),
@@ -73,7 +74,8 @@ async fn proposals_reach_the_image_in_index_order() {
     assert_eq!(second, first + 1);
     let image = store.image();
     assert_eq!(image.applied_index, second);
-    assert_eq!(image.brokers.get(&NODE), Some(&broker));
+    // The broker epoch is the registration's log index.
+    assert_eq!(image.brokers.get(&NODE), Some(&BrokerRegistration { epoch: second as i64, ..broker }));
     assert_eq!(image.topic("orders").and_then(|t| t.configs.get("retention.ms")).map(String::as_str), Some("60000"));
     store.shutdown().await.expect("shutdown");
 }

@@ -37,6 +37,10 @@ pub struct Broker {
     /// Shared so that a proposal outliving its request's deadline keeps it until it commits.
     pub controller: Arc<Mutex<()>>,
     pub producer_ids: crate::producer_ids::ProducerIds,
+    /// This process's registration incarnation (a new one each start).
+    pub incarnation: uuid::Uuid,
+    /// On the active controller: when each broker last sent a heartbeat.
+    pub heartbeats: crate::lifecycle::Heartbeats,
     pub metrics: crate::metrics::Metrics,
     /// Bumped after every append; long-polling fetches wait for it to change.
     appends: watch::Sender<u64>,
@@ -66,6 +70,8 @@ impl Broker {
             transactions: Default::default(),
             controller: Arc::new(Mutex::new(())),
             producer_ids: Default::default(),
+            incarnation: uuid::Uuid::new_v4(),
+            heartbeats: Default::default(),
             metrics: crate::metrics::Metrics::new(),
             appends: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -144,6 +150,20 @@ impl Broker {
     /// them into a buffer first (see docs/benchmarks.md for the measurements behind the default).
     pub fn fetch_sendfile(&self) -> bool {
         self.static_or_default("keel.fetch.sendfile.enable").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// This broker's registration for this process: fenced until the controller unfences it.
+    pub fn registration(&self) -> keel_cluster::BrokerRegistration {
+        keel_cluster::BrokerRegistration {
+            node_id: self.node_id,
+            host: self.advertised.host.clone(),
+            port: self.advertised.port,
+            rack: self.rack(),
+            incarnation: self.incarnation,
+            epoch: 0,
+            fenced: true,
+            in_controlled_shutdown: false,
+        }
     }
 
     /// `broker.rack`, registered with the broker (placement spreads replicas across racks).

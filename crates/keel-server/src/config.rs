@@ -90,6 +90,8 @@ pub static BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker!("broker.id", Int, Some("1"), false, "The broker id of this server (same as node.id)."),
     broker!("broker.rack", String, None, false, "The rack of this broker, for rack-aware replica placement."),
     broker!("process.roles", List, Some("broker,controller"), false, "The roles this node plays."),
+    broker!("broker.session.timeout.ms", Int, Some("9000"), false, "A broker that sends no heartbeat to the active controller for this long is fenced."),
+    broker!("broker.heartbeat.interval.ms", Int, Some("2000"), false, "How often a broker sends a heartbeat to the active controller."),
     broker!("controller.quorum.voters", List, None, false, "The controller quorum: id@host:port of every voter (empty: a single node)."),
     broker!("listeners", List, Some("PLAINTEXT://127.0.0.1:9092"), false, "Listener addresses."),
     broker!("advertised.listeners", List, None, false, "Addresses given to clients."),

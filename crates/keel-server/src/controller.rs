@@ -33,6 +33,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::config::{self, ConfigError};
 use crate::error::ApiError;
+use crate::lifecycle::{plan_fence, plan_unfence, Heartbeat, HeartbeatReply};
 use crate::placement::place_replicas;
 
 /// Kafka's longest topic name.
@@ -133,7 +134,7 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ApiError> {
 }
 
 impl Broker {
-    /// Rack-aware replica placement over the registered brokers, leader first, starting at a
+    /// Rack-aware replica placement over the unfenced brokers, leader first, starting at a
     /// random point of the round as Kafka does (`placement.rs` decides).
     fn assign(
         &self,
@@ -143,7 +144,7 @@ impl Broker {
         replication_factor: i16,
     ) -> Result<Vec<Vec<NodeId>>, ApiError> {
         let brokers: Vec<(NodeId, Option<String>)> =
-            image.brokers.values().map(|b| (b.node_id, b.rack.clone())).collect();
+            image.usable_brokers().map(|b| (b.node_id, b.rack.clone())).collect();
         let random = Uuid::new_v4().as_u128();
         let (start, shift) = ((random >> 64) as usize, random as u64 as usize);
         place_replicas(&brokers, first_partition, count, replication_factor, start, shift)
@@ -339,6 +340,17 @@ impl Broker {
         self.ask_controller::<WireResult<()>>(request, deadline).await?.map_err(ApiError::from)
     }
 
+    /// One heartbeat to the active controller.
+    pub(crate) async fn heartbeat(
+        self: &Arc<Self>,
+        heartbeat: Heartbeat,
+        deadline: Instant,
+    ) -> Result<HeartbeatReply, ApiError> {
+        self.ask_controller::<WireResult<HeartbeatReply>>(ControllerRequest::Heartbeat(heartbeat), deadline)
+            .await?
+            .map_err(ApiError::from)
+    }
+
     /// A block of producer ids for this broker (Kafka's AllocateProducerIds): `start..end`.
     pub async fn allocate_producer_ids(self: &Arc<Self>, deadline: Instant) -> Result<(i64, i64), ApiError> {
         let request = ControllerRequest::AllocateProducerIds { node_id: self.node_id };
@@ -439,6 +451,7 @@ impl Broker {
             }
             ControllerRequest::RegisterBroker(registration) => answer(self.decide_register(registration).await),
             ControllerRequest::AllocateProducerIds { node_id } => answer(self.decide_producer_ids(node_id).await),
+            ControllerRequest::Heartbeat(heartbeat) => answer(self.decide_heartbeat(heartbeat).await),
             ControllerRequest::DescribeQuorum => answer(if self.metadata.is_leader() {
                 Ok(Decided::new(self.metadata.quorum()))
             } else {
@@ -651,11 +664,113 @@ impl Broker {
             Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
         };
         let image = self.image();
-        if image.brokers.get(&registration.node_id) == Some(&registration) {
-            // The broker waits until its image is as recent as this one before it serves.
+        if image.brokers.get(&registration.node_id).is_some_and(|b| b.same_process(&registration)) {
+            // A retry. The broker waits until its image is as recent as this one.
             return Ok(Decided { result: Ok(()), index: Some(image.applied_index) });
         }
+        // A new process (or a new address): registered fenced, unfenced once caught up.
+        let registration = BrokerRegistration { fenced: true, in_controlled_shutdown: false, ..registration };
         self.commit_decision(guard, vec![MetadataRecord::RegisterBroker(registration)], deadline).await
+    }
+
+    /// A broker's heartbeat (Kafka's BrokerHeartbeat): refreshes its session; unfences it once
+    /// its image has caught up with its registration; runs its controlled shutdown.
+    async fn decide_heartbeat(
+        self: &Arc<Self>,
+        heartbeat: Heartbeat,
+    ) -> Result<Decided<WireResult<HeartbeatReply>>, NotLeader> {
+        if !self.metadata.is_leader() {
+            return Err(NotLeader);
+        }
+        let stale = |why: String| Ok(Decided::failed(&ApiError::with(ResponseError::StaleBrokerEpoch, why)));
+        let current = |image: &MetadataImage| image.brokers.get(&heartbeat.node_id).cloned();
+        let Some(registration) = current(&self.image()) else {
+            return stale(format!("broker {} is not registered", heartbeat.node_id));
+        };
+        if registration.epoch != heartbeat.epoch {
+            return stale(format!("broker epoch {} is not the current {}", heartbeat.epoch, registration.epoch));
+        }
+        self.heartbeats.record(self.metadata.quorum().term, heartbeat.node_id, Instant::now());
+        let unfence = registration.fenced
+            && !registration.in_controlled_shutdown
+            && !heartbeat.want_shutdown
+            && heartbeat.applied_index >= registration.epoch as u64;
+        let shut_down = heartbeat.want_shutdown && !(registration.fenced && registration.in_controlled_shutdown);
+        if !unfence && !shut_down {
+            let reply = HeartbeatReply { fenced: registration.fenced, shutdown_ready: heartbeat.want_shutdown };
+            return Ok(Decided::new(Ok(reply)));
+        }
+        let deadline = default_deadline();
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Err(NotLeader),
+            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
+        };
+        let image = self.image();
+        match current(&image) {
+            Some(now) if now == registration => {}
+            _ => return stale(format!("broker {} changed meanwhile", heartbeat.node_id)),
+        }
+        let (node_id, epoch) = (heartbeat.node_id, registration.epoch);
+        let (records, reply) = if shut_down {
+            let mut records = vec![MetadataRecord::ChangeBroker {
+                node_id,
+                epoch,
+                fenced: Some(true),
+                in_controlled_shutdown: Some(true),
+            }];
+            records.extend(plan_fence(&image, node_id));
+            tracing::info!(
+                node_id,
+                moved = records.len() - 1,
+                "controlled shutdown of a broker: leaderships moved off, fenced"
+            );
+            (records, HeartbeatReply { fenced: true, shutdown_ready: true })
+        } else {
+            let mut records = vec![MetadataRecord::ChangeBroker {
+                node_id,
+                epoch,
+                fenced: Some(false),
+                in_controlled_shutdown: None,
+            }];
+            records.extend(plan_unfence(&image, node_id));
+            tracing::info!(node_id, "unfenced a broker that caught up with the metadata log");
+            (records, HeartbeatReply { fenced: false, shutdown_ready: false })
+        };
+        match self.commit(guard, records, deadline).await {
+            Ok(index) => Ok(Decided { result: Ok(reply), index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
+        }
+    }
+
+    /// Fences `node` (its session expired): its leaderships move to other in-sync replicas or
+    /// the partitions go offline. Runs on the active controller only.
+    pub(crate) async fn fence_broker(self: &Arc<Self>, node: NodeId) -> Result<(), ApiError> {
+        let deadline = default_deadline();
+        let guard = match self.lock_controller(deadline).await {
+            Ok(guard) => guard,
+            Err(Refusal::NotLeader) => return Ok(()),
+            Err(Refusal::Failed(error)) => return Err(error),
+        };
+        let image = self.image();
+        let Some(registration) = image.brokers.get(&node).filter(|b| !b.fenced) else { return Ok(()) };
+        let mut records = vec![MetadataRecord::ChangeBroker {
+            node_id: node,
+            epoch: registration.epoch,
+            fenced: Some(true),
+            in_controlled_shutdown: None,
+        }];
+        records.extend(plan_fence(&image, node));
+        tracing::warn!(
+            node,
+            session_timeout_ms = self.session_timeout().as_millis() as u64,
+            "fenced a broker that sent no heartbeat within the session timeout"
+        );
+        match self.commit(guard, records, deadline).await {
+            Ok(_) | Err(Refusal::NotLeader) => Ok(()),
+            Err(Refusal::Failed(error)) => Err(error),
+        }
     }
 
     async fn decide_producer_ids(
@@ -830,6 +945,7 @@ enum ControllerRequest {
         node_id: NodeId,
     },
     DescribeQuorum,
+    Heartbeat(Heartbeat),
 }
 
 /// A Kafka error as it travels between nodes.

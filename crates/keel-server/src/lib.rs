@@ -11,6 +11,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod network;
 pub mod partition;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use keel_cluster::{BrokerRegistration, MetadataStore, NodeId};
+use keel_cluster::{MetadataStore, NodeId};
 use keel_log::{LogConfig, LogManager};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -82,6 +82,9 @@ impl Quorum {
 
 /// How long a starting node waits for the controller quorum between two progress messages.
 const QUORUM_WAIT_REPORT: Duration = Duration::from_secs(10);
+
+/// How long a stopping broker waits for the controller to move its leaderships off.
+const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long shutdown waits for in-flight requests before closing connections anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -178,6 +181,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
     let follow = tokio::spawn(follow_metadata(broker.clone(), stop_rx.clone()));
+    let heartbeats = tokio::spawn(crate::lifecycle::heartbeat_loop(broker.clone(), stop_rx.clone()));
+    let fencing = tokio::spawn(crate::lifecycle::fence_expired_brokers(broker.clone(), stop_rx.clone()));
     let sampler = console.attach(broker.clone(), stop_rx.clone());
     let cleaners =
         crate::cleaner::Cleaners::start(crate::cleaner::CleanerConfig::from_statics(&broker.statics), &broker)
@@ -217,6 +222,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     }
 
     tracing::info!("shutting down");
+    // Leadership moves off this broker before it stops serving (its clients follow it).
+    broker.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
     broker.set_ready(false);
     let _ = ready_tx.send(false);
     drop(listener);
@@ -232,6 +239,8 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     }
     let _ = background.await;
     let _ = follow.await;
+    let _ = heartbeats.await;
+    let _ = fencing.await;
     let _ = sampler.await;
     // The cleaners finish their pass before the logs close.
     tokio::task::block_in_place(|| cleaners.stop());
@@ -256,20 +265,14 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
     Ok(Endpoint { host: host.trim_matches(['[', ']']).to_string(), port })
 }
 
-/// Registers this broker with the active controller (again when its endpoint or rack changed).
+/// Registers this broker with the active controller (a new incarnation each start) and waits
+/// until it is unfenced: its image has caught up with the metadata log. Prints progress while
+/// the quorum has no leader.
 async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
-    let registration = BrokerRegistration {
-        node_id: broker.node_id,
-        host: broker.advertised.host.clone(),
-        port: broker.advertised.port,
-        rack: broker.rack(),
-    };
-    // Always asked, even when the registration is unchanged: the answer says how far the
-    // metadata log is, and the broker serves only once its own image has caught up with it.
     loop {
         let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
-        match broker.register(registration.clone(), deadline).await {
-            Ok(()) => return Ok(()),
+        match broker.register(broker.registration(), deadline).await {
+            Ok(()) => break,
             Err(error) if error.code == kafka_protocol::error::ResponseError::RequestTimedOut => println!(
                 "keel node {} waiting for the controller quorum to register: {}",
                 broker.node_id,
@@ -278,6 +281,10 @@ async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
             Err(error) => anyhow::bail!("cannot register the broker: {}", error.message.unwrap_or_default()),
         }
     }
+    broker
+        .wait_unfenced(QUORUM_WAIT_REPORT)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot join the cluster: {}", error.message.unwrap_or_default()))
 }
 
 /// Takes `<data-dir>/.lock` for the life of the process, so two nodes never share a data

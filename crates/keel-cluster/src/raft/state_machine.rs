@@ -223,7 +223,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Ok(()),
                 EntryPayload::Normal(batch) => {
-                    let outcome = self.applied.image.apply_batch(&batch.records);
+                    let outcome = self.applied.image.apply_batch(&batch.records, entry.log_id.index);
                     if let Err(reason) = &outcome {
                         tracing::error!(index = entry.log_id.index, %reason, "refused a metadata entry that does not fit the image");
                     }
@@ -303,6 +303,7 @@ mod tests {
             host: "localhost".into(),
             port: 9092,
             rack: None,
+            ..Default::default()
         }));
         image.apply(&MetadataRecord::Topic { name: "t".into(), topic_id: id });
         image.apply(&MetadataRecord::Partition {

@@ -207,15 +207,18 @@ pub fn describe_cluster(broker: &Broker, request: DescribeClusterRequest) -> Des
     response.endpoint_type = request.endpoint_type;
     response.cluster_id = str_bytes(broker.cluster_id.clone());
     response.controller_id = BrokerId(broker.controller_id());
+    // Fenced brokers only when asked for (v2, KIP-1073), as Kafka lists them.
     response.brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced || request.include_fenced_brokers)
         .map(|b| {
             let mut out = DescribeClusterBroker::default();
             out.broker_id = BrokerId(b.node_id);
             out.host = str_bytes(b.host.clone());
             out.port = i32::from(b.port);
             out.rack = b.rack.clone().map(str_bytes);
+            out.is_fenced = b.fenced;
             out
         })
         .collect();

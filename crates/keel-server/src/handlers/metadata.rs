@@ -103,10 +103,12 @@ fn fit_to_version(response: &mut MetadataResponse, version: i16) {
     }
 }
 
+/// The brokers clients may use: registered and not fenced (Kafka's alive brokers).
 pub fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             let mut broker = MetadataResponseBroker::default();
             broker.node_id = BrokerId(b.node_id);
@@ -180,7 +182,7 @@ pub fn topic_response(image: &MetadataImage, topic: &TopicImage, include_ops: bo
             partition.replica_nodes = state.replicas.iter().copied().map(BrokerId).collect();
             partition.isr_nodes = state.isr.iter().copied().map(BrokerId).collect();
             partition.offline_replicas =
-                state.replicas.iter().filter(|id| !image.brokers.contains_key(id)).copied().map(BrokerId).collect();
+                state.replicas.iter().filter(|id| !image.is_broker_alive(**id)).copied().map(BrokerId).collect();
             if state.leader < 0 {
                 partition.error_code = ResponseError::LeaderNotAvailable.code();
             }
