@@ -140,6 +140,15 @@ impl Health {
     }
 }
 
+/// One broker of `keel cluster info`.
+struct Node {
+    id: i32,
+    host: Option<String>,
+    port: Option<i32>,
+    rack: Option<String>,
+    state: &'static str,
+}
+
 /// The metadata quorum as DescribeQuorum reports it.
 struct Quorum {
     leader_id: i32,
@@ -148,6 +157,40 @@ struct Quorum {
     /// (node id, log end offset, lag behind the leader's log end) of each voter; -1 and `None`
     /// when its log end is unknown.
     voters: Vec<(i32, i64, Option<i64>)>,
+}
+
+/// The brokers with whether each is fenced, from DescribeCluster v2 (KIP-1073: fenced brokers
+/// included); `None` when the cluster does not list fenced brokers (older Kafka).
+async fn fenced_brokers(client: &mut crate::client::Client) -> Result<Option<Vec<Node>>, CliError> {
+    use kafka_protocol::messages::DescribeClusterRequest;
+    let answer = client
+        .any()
+        .request(2..=2, |_| {
+            let mut request = DescribeClusterRequest::default();
+            request.include_fenced_brokers = true;
+            request.endpoint_type = 1;
+            request
+        })
+        .await;
+    match answer {
+        Ok((_, response)) if response.error_code == 0 => {
+            Ok(Some(
+                response
+                    .brokers
+                    .iter()
+                    .map(|b| Node {
+                        id: b.broker_id.0,
+                        host: Some(b.host.to_string()),
+                        port: Some(b.port),
+                        rack: b.rack.as_ref().map(|r| r.to_string()),
+                        state: if b.is_fenced { "fenced" } else { "unfenced" },
+                    })
+                    .collect(),
+            ))
+        }
+        Ok(_) | Err(CliError::Unsupported { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Asks for the metadata quorum; `Ok(None)` when the cluster does not serve DescribeQuorum (a
@@ -202,21 +245,40 @@ async fn info(common: &Common) -> Result<u8, CliError> {
     let mut client = connect(common).await?;
     let (_, metadata) = client.metadata(None, false).await?;
     let quorum = quorum(&mut client).await?;
+    let fenced = fenced_brokers(&mut client).await?;
     let health = Health::of(&metadata);
     let topics = offsets::topics(&metadata);
-    let mut brokers: Vec<_> = metadata.brokers.iter().collect();
-    brokers.sort_by_key(|b| b.node_id.0);
     let cluster_id = metadata.cluster_id.as_ref().map(|c| c.to_string());
     let controller = metadata.controller_id.0;
-    let rows: Vec<Vec<String>> = brokers
+    // Metadata lists the brokers clients may use; DescribeCluster adds the fenced ones.
+    let mut nodes: Vec<Node> = metadata
+        .brokers
         .iter()
-        .map(|b| {
+        .map(|b| Node {
+            id: b.node_id.0,
+            host: Some(b.host.to_string()),
+            port: Some(b.port),
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+            state: "unfenced",
+        })
+        .collect();
+    for listed in fenced.into_iter().flatten() {
+        match nodes.iter_mut().find(|n| n.id == listed.id) {
+            Some(node) => node.state = listed.state,
+            None => nodes.push(listed),
+        }
+    }
+    nodes.sort_by_key(|n| n.id);
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
             vec![
-                b.node_id.0.to_string(),
-                b.host.to_string(),
-                b.port.to_string(),
-                b.rack.as_ref().map_or("-".to_string(), |r| r.to_string()),
-                if b.node_id.0 == controller { "yes".to_string() } else { String::new() },
+                n.id.to_string(),
+                n.host.clone().unwrap_or_else(|| "-".to_string()),
+                n.port.map_or("-".to_string(), |p| p.to_string()),
+                n.rack.clone().unwrap_or_else(|| "-".to_string()),
+                n.state.to_string(),
+                if n.id == controller { "yes".to_string() } else { String::new() },
             ]
         })
         .collect();
@@ -227,7 +289,7 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         health.partitions,
         health.under_replicated.len(),
         health.offline.len(),
-        table(&["NODE", "HOST", "PORT", "RACK", "CONTROLLER"], &rows),
+        table(&["NODE", "HOST", "PORT", "RACK", "STATE", "CONTROLLER"], &rows),
     );
     match &quorum {
         Some(Ok(q)) => {
@@ -252,11 +314,12 @@ async fn info(common: &Common) -> Result<u8, CliError> {
     let json = json!({
         "cluster_id": cluster_id,
         "controller_id": controller,
-        "nodes": brokers.iter().map(|b| json!({
-            "node_id": b.node_id.0,
-            "host": b.host.as_str(),
-            "port": b.port,
-            "rack": b.rack.as_ref().map(|r| r.to_string()),
+        "nodes": nodes.iter().map(|n| json!({
+            "node_id": n.id,
+            "host": n.host,
+            "port": n.port,
+            "rack": n.rack,
+            "state": n.state,
         })).collect::<Vec<_>>(),
         "topics": topics.len(),
         "partitions": health.partitions,
