@@ -173,21 +173,19 @@ async fn fenced_brokers(client: &mut crate::client::Client) -> Result<Option<Vec
         })
         .await;
     match answer {
-        Ok((_, response)) if response.error_code == 0 => {
-            Ok(Some(
-                response
-                    .brokers
-                    .iter()
-                    .map(|b| Node {
-                        id: b.broker_id.0,
-                        host: Some(b.host.to_string()),
-                        port: Some(b.port),
-                        rack: b.rack.as_ref().map(|r| r.to_string()),
-                        state: if b.is_fenced { "fenced" } else { "unfenced" },
-                    })
-                    .collect(),
-            ))
-        }
+        Ok((_, response)) if response.error_code == 0 => Ok(Some(
+            response
+                .brokers
+                .iter()
+                .map(|b| Node {
+                    id: b.broker_id.0,
+                    host: Some(b.host.to_string()),
+                    port: Some(b.port),
+                    rack: b.rack.as_ref().map(|r| r.to_string()),
+                    state: if b.is_fenced { "fenced" } else { "unfenced" },
+                })
+                .collect(),
+        )),
         Ok(_) | Err(CliError::Unsupported { .. }) => Ok(None),
         Err(error) => Err(error),
     }

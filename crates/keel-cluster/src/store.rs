@@ -20,7 +20,9 @@ use crate::metadata::{MetadataImage, MetadataRecord, NodeId};
 use crate::raft::disk_full::StopSignal;
 use crate::raft::file::{FileError, FRAME_BYTES_MAX};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{serve, CallError, ControllerClient, ControllerService, NetworkFactory, ServiceSlot};
+use crate::raft::network::{
+    serve, CallError, ControllerClient, ControllerService, Identity, NetworkFactory, ServiceSlot,
+};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{MetadataBatch, Raft, RaftNodeId};
 
@@ -64,6 +66,9 @@ pub enum MetadataError {
 
     #[error("the active controller did not answer ({0}); a change it was asked for may still take effect")]
     Unanswered(String),
+
+    #[error("the controller at {peer} belongs to cluster {theirs:?}, not this node's: this data directory belongs to another cluster")]
+    WrongCluster { peer: String, theirs: String },
 
     #[error("the metadata store is shut down; reopen it")]
     ShutDown,
@@ -112,6 +117,8 @@ struct Inner {
     service: ServiceSlot,
     /// Connections to the other controllers for calls to the active one.
     client: ControllerClient,
+    /// The cluster id the transport sends and checks.
+    identity: Arc<Identity>,
 }
 
 impl Drop for Inner {
@@ -226,7 +233,7 @@ impl MetadataStore {
 
     /// [`MetadataStore::open`] with snapshot settings other than the defaults.
     pub async fn open_with(dir: &Path, node_id: NodeId, options: StoreOptions) -> Result<MetadataStore, MetadataError> {
-        let store = MetadataStore::open_raft(dir, node_id, None, options).await?;
+        let store = MetadataStore::open_raft(dir, node_id, None, options, None).await?;
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let started = store.start(raft_id).await;
         store.or_shut_down(started).await
@@ -247,14 +254,17 @@ impl MetadataStore {
     /// Opens (or creates) the metadata log in `dir` as the voter `node_id` of the quorum
     /// `voters`, serving the other controllers on `listener`. A fresh log is initialized with
     /// every voter (each node does the same, which openraft allows: no format step); an
-    /// existing one must have been formed with the same voters. Returns without waiting for a
-    /// leader: see [`MetadataStore::wait_for_leader`].
+    /// existing one must have been formed with the same voters. `cluster_id` is the cluster this
+    /// node's data directory belongs to, when it knows: controllers of another cluster are
+    /// refused from the first message on (see [`MetadataStore::cluster_conflict`]). Returns
+    /// without waiting for a leader: see [`MetadataStore::wait_for_leader`].
     pub async fn open_quorum(
         dir: &Path,
         node_id: NodeId,
         voters: &Voters,
         listener: tokio::net::TcpListener,
         options: StoreOptions,
+        cluster_id: Option<&str>,
     ) -> Result<MetadataStore, MetadataError> {
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let mut members = BTreeMap::new();
@@ -266,7 +276,7 @@ impl MetadataStore {
             return Err(MetadataError::NotVoter { node_id, voters: members.keys().copied().collect() });
         }
         let configured: Vec<u64> = members.keys().copied().collect();
-        let store = MetadataStore::open_raft(dir, node_id, Some(listener), options).await?;
+        let store = MetadataStore::open_raft(dir, node_id, Some(listener), options, cluster_id).await?;
         let checked = match store.initialize_and_load_voters(members).await {
             Ok(found) if found != configured => Err(MetadataError::VotersChanged { found, configured }),
             Ok(_) => Ok(()),
@@ -324,7 +334,12 @@ impl MetadataStore {
         node_id: NodeId,
         listener: Option<tokio::net::TcpListener>,
         options: StoreOptions,
+        cluster_id: Option<&str>,
     ) -> Result<MetadataStore, MetadataError> {
+        let identity = Arc::new(Identity::default());
+        if let Some(id) = cluster_id {
+            identity.set_cluster_id(id);
+        }
         let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
         let dir = dir.to_path_buf();
         let stop = StopSignal::default();
@@ -353,11 +368,13 @@ impl MetadataStore {
         }
         .validate()
         .map_err(|e| MetadataError::Raft(e.to_string()))?;
-        let raft = Raft::new(raft_id, Arc::new(config), NetworkFactory, log_store, state_machine)
+        let network = NetworkFactory { identity: identity.clone() };
+        let raft = Raft::new(raft_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(MetadataError::from)?;
         let service = ServiceSlot::default();
-        let listener = listener.map(|listener| tokio::spawn(serve(listener, raft.clone(), service.clone())));
+        let listener =
+            listener.map(|listener| tokio::spawn(serve(listener, raft.clone(), service.clone(), identity.clone())));
         let leader_changes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut metrics = raft.metrics();
         let counter = Arc::clone(&leader_changes);
@@ -379,8 +396,8 @@ impl MetadataStore {
                 }
             }
         });
-        let client = ControllerClient::default();
-        let inner = Inner { raft, leader_changes, listener, node_id, dir, image_rx, stop, service, client };
+        let client = ControllerClient::new(identity.clone());
+        let inner = Inner { raft, leader_changes, listener, node_id, dir, image_rx, stop, service, client, identity };
         Ok(MetadataStore { inner: Arc::new(inner) })
     }
 
@@ -518,6 +535,9 @@ impl MetadataStore {
         let timed_out = || MetadataError::Timeout { what: "an active controller to decide", waited: timeout };
         let mut metrics = self.inner.raft.metrics();
         loop {
+            if let Some((peer, theirs)) = self.cluster_conflict() {
+                return Err(MetadataError::WrongCluster { peer, theirs });
+            }
             let (leader, addr) = {
                 let m = metrics.borrow_and_update();
                 let leader = m.current_leader;
@@ -595,6 +615,18 @@ impl MetadataStore {
                 return Err(MetadataError::Timeout { what: "the cluster id to be recorded", waited: timeout });
             }
         }
+    }
+
+    /// Records the cluster id this node belongs to, once learned: from then on the transport
+    /// sends it and refuses controllers of another cluster.
+    pub fn set_cluster_id(&self, cluster_id: &str) {
+        self.inner.identity.set_cluster_id(cluster_id);
+    }
+
+    /// A controller of another cluster that refused this node (its address and cluster id):
+    /// this node's data directory does not belong to the cluster its voters form.
+    pub fn cluster_conflict(&self) -> Option<(String, String)> {
+        self.inner.identity.conflict()
     }
 
     /// The latest applied image.

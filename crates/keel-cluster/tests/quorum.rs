@@ -47,7 +47,8 @@ impl Cluster {
         let dirs: BTreeMap<i32, PathBuf> = (1..=count).map(|id| (id, tmp.path().join(format!("node-{id}")))).collect();
         let mut nodes = BTreeMap::new();
         for (id, listener) in listeners {
-            let store = MetadataStore::open_quorum(&dirs[&id], id, &voters, listener, options).await.expect("open");
+            let store =
+                MetadataStore::open_quorum(&dirs[&id], id, &voters, listener, options, None).await.expect("open");
             nodes.insert(id, store);
         }
         Cluster { options, voters, dirs, nodes, _tmp: tmp }
@@ -77,7 +78,7 @@ impl Cluster {
 
     async fn restart(&mut self, id: i32) {
         let listener = TcpListener::bind(&self.voters[&id]).await.expect("bind the same port again");
-        let store = MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener, self.options)
+        let store = MetadataStore::open_quorum(&self.dirs[&id], id, &self.voters, listener, self.options, None)
             .await
             .expect("reopen");
         self.nodes.insert(id, store);
@@ -201,12 +202,12 @@ async fn a_node_refuses_a_voter_list_other_than_the_one_it_formed_with() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let mut other = cluster.voters.clone();
     other.insert(4, "127.0.0.1:1".to_string());
-    match MetadataStore::open_quorum(dir, 3, &other, listener, StoreOptions::default()).await {
+    match MetadataStore::open_quorum(dir, 3, &other, listener, StoreOptions::default(), None).await {
         Err(e @ MetadataError::VotersChanged { .. }) => assert!(e.to_string().contains("controller.quorum.voters")),
         other => panic!("opened with another voter list: {:?}", other.map(|_| ())),
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    match MetadataStore::open_quorum(dir, 5, &cluster.voters, listener, StoreOptions::default()).await {
+    match MetadataStore::open_quorum(dir, 5, &cluster.voters, listener, StoreOptions::default(), None).await {
         Err(MetadataError::NotVoter { node_id: 5, .. }) => {}
         other => panic!("a node outside the voters opened: {:?}", other.map(|_| ())),
     }

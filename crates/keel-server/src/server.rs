@@ -146,6 +146,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
                 &quorum.voters,
                 listener,
                 keel_cluster::StoreOptions::default(),
+                stored_cluster_id.as_deref(),
             )
             .await
             .context("cannot open the cluster metadata log")?
@@ -360,8 +361,35 @@ async fn join_cluster(
     quorum: Option<&Quorum>,
 ) -> anyhow::Result<String> {
     let candidate = stored.clone().unwrap_or_else(|| cluster_id_from(uuid::Uuid::new_v4()));
+    let refused = |peer: String, theirs: String| {
+        anyhow::anyhow!(
+            "{} belongs to another cluster than the controllers it was started with: the controller at {peer} \
+             belongs to cluster {theirs:?}, this directory to {:?}; give this node its own data directory \
+             (or an empty one to join that cluster)",
+            data_dir.display(),
+            stored.as_deref().unwrap_or("?")
+        )
+    };
     let cluster_id = loop {
-        match metadata.agree_cluster_id(&candidate, QUORUM_WAIT_REPORT).await {
+        let report = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
+        let agreed = async {
+            loop {
+                // Checked often: a refused node must stop before it waits for long.
+                let wait =
+                    report.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_millis(500));
+                match metadata.agree_cluster_id(&candidate, wait).await {
+                    Err(keel_cluster::MetadataError::Timeout { .. })
+                        if metadata.cluster_conflict().is_none() && tokio::time::Instant::now() < report => {}
+                    other => return other,
+                }
+            }
+        };
+        let agreed = agreed.await;
+        if let Some((peer, theirs)) = metadata.cluster_conflict() {
+            let _ = metadata.shutdown().await;
+            return Err(refused(peer, theirs));
+        }
+        match agreed {
             Ok(id) => break id,
             Err(keel_cluster::MetadataError::Timeout { .. }) => {
                 let voters =
@@ -377,6 +405,24 @@ async fn join_cluster(
             }
         }
     };
+    // A directory that knows its cluster id agrees at once from its own log: it belongs here
+    // only if the quorum's controllers accept it, which a leader shows.
+    let mut waited = tokio::time::Instant::now();
+    while metadata.leader().is_none() {
+        if let Some((peer, theirs)) = metadata.cluster_conflict() {
+            let _ = metadata.shutdown().await;
+            return Err(refused(peer, theirs));
+        }
+        if waited.elapsed() >= QUORUM_WAIT_REPORT {
+            println!("keel node {node_id} waiting for the controller quorum to elect a leader");
+            waited = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let Some((peer, theirs)) = metadata.cluster_conflict() {
+        let _ = metadata.shutdown().await;
+        return Err(refused(peer, theirs));
+    }
     match stored {
         Some(stored) if stored != cluster_id => {
             let _ = metadata.shutdown().await;
@@ -390,6 +436,7 @@ async fn join_cluster(
         None => write_meta_properties(data_dir, &cluster_id, node_id)
             .with_context(|| format!("cannot write {}", data_dir.join("meta.properties").display()))?,
     }
+    metadata.set_cluster_id(&cluster_id);
     Ok(cluster_id)
 }
 

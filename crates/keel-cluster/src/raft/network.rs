@@ -10,6 +10,11 @@
 //! frame that is too long or does not decode closes its connection and is logged; nothing else
 //! is touched. TLS comes with the security work.
 //!
+//! Every request carries the sender's cluster id (once it knows it, [`Identity`]). A node that
+//! knows another cluster id refuses it ([`Reply::WrongCluster`]) and the sender records the
+//! conflict: a node started with another cluster's data directory never votes in, or takes
+//! entries from, a cluster it does not belong to, and stops with a message that says why.
+//!
 //! The same listener carries calls to the active controller ([`Request::Controller`]): a broker
 //! that is not the active controller sends it the admin operations (create topics, configs,
 //! broker registration, producer-id blocks) and gets its decision back. Their content is the
@@ -59,9 +64,57 @@ pub enum Request {
     Controller(serde_json::Value),
 }
 
+/// A request with the sender's cluster id, `None` while the sender does not know it yet.
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope<R> {
+    cluster_id: Option<String>,
+    request: R,
+}
+
+/// The cluster this node belongs to, shared by its transport's both sides.
+#[derive(Debug, Default)]
+pub struct Identity {
+    cluster_id: std::sync::RwLock<Option<String>>,
+    /// A peer of another cluster refused this node: (peer address, its cluster id).
+    conflict: Mutex<Option<(String, String)>>,
+}
+
+impl Identity {
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_cluster_id(&self, id: &str) {
+        *self.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = Some(id.to_string());
+    }
+
+    /// The first peer that refused this node as belonging to another cluster, and its id.
+    pub fn conflict(&self) -> Option<(String, String)> {
+        self.conflict.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record_conflict(&self, peer: &str, theirs: Option<String>) {
+        let mut conflict = self.conflict.lock().unwrap_or_else(|p| p.into_inner());
+        if conflict.is_none() {
+            tracing::error!(peer, cluster_id = ?theirs, ours = ?self.cluster_id(), "a controller of another cluster refused this node");
+            *conflict = Some((peer.to_string(), theirs.unwrap_or_default()));
+        }
+    }
+
+    /// Whether a request from a node of `theirs` may be served here.
+    fn admits(&self, theirs: &Option<String>) -> bool {
+        match (self.cluster_id(), theirs) {
+            (Some(ours), Some(theirs)) => ours == *theirs,
+            _ => true,
+        }
+    }
+}
+
 /// The answer, as the target's raft (or controller) gave it.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
+    /// The target belongs to another cluster (its id) and did not look at the request.
+    WrongCluster(Option<String>),
     AppendEntries(Result<AppendEntriesResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>),
@@ -147,9 +200,14 @@ const IDLE_CONNECTIONS_PER_PEER: usize = 4;
 #[derive(Debug, Default)]
 pub struct ControllerClient {
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
+    identity: Arc<Identity>,
 }
 
 impl ControllerClient {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        ControllerClient { idle: Mutex::default(), identity }
+    }
+
     /// Sends `request` to the controller at `addr` and reads its answer, within `timeout`. A
     /// pooled connection the peer has closed meanwhile (it restarted) is retried once on a new
     /// one: the peer never read the request.
@@ -160,7 +218,8 @@ impl ControllerClient {
         timeout: Duration,
     ) -> Result<Result<serde_json::Value, CallError>, CallFailure> {
         let failure = |detail: String, sent: bool| CallFailure { addr: addr.to_string(), detail, sent };
-        let frame = encode_frame(&Request::Controller(request)).map_err(|e| failure(e.to_string(), false))?;
+        let envelope = Envelope { cluster_id: self.identity.cluster_id(), request: Request::Controller(request) };
+        let frame = encode_frame(&envelope).map_err(|e| failure(e.to_string(), false))?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(addr).and_then(Vec::pop);
@@ -192,6 +251,10 @@ impl ControllerClient {
                     }
                     return Ok(reply);
                 }
+                Ok(Ok(Reply::WrongCluster(theirs))) => {
+                    self.identity.record_conflict(addr, theirs.clone());
+                    return Err(failure(format!("belongs to another cluster ({theirs:?})"), false));
+                }
                 Ok(Ok(_)) => return Err(failure("answered with a reply to another request".into(), true)),
                 Ok(Err(FrameError::Io(e))) if reused && is_closed_by_peer(&e) => continue,
                 Ok(Err(e)) => return Err(failure(e.to_string(), true)),
@@ -208,13 +271,15 @@ fn is_closed_by_peer(error: &io::Error) -> bool {
 
 /// Makes connections to the other controllers, at the addresses of their `BasicNode`s.
 #[derive(Debug, Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    pub identity: Arc<Identity>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: RaftNodeId, node: &BasicNode) -> Self::Network {
-        Connection { target, addr: node.addr.clone(), stream: None }
+        Connection { target, addr: node.addr.clone(), stream: None, identity: self.identity.clone() }
     }
 }
 
@@ -224,6 +289,7 @@ pub struct Connection {
     target: RaftNodeId,
     addr: String,
     stream: Option<TcpStream>,
+    identity: Arc<Identity>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +313,7 @@ impl Connection {
         request: &Request,
         deadline: Duration,
     ) -> Result<Reply, RPCError<RaftNodeId, BasicNode, RaftError<RaftNodeId, E>>> {
-        let frame = match encode_frame(request) {
+        let frame = match encode_frame(&Envelope { cluster_id: self.identity.cluster_id(), request }) {
             Ok(frame) => frame,
             Err(FrameError::TooLong(_)) => {
                 let entries = match request {
@@ -272,6 +338,12 @@ impl Connection {
             read_frame::<Reply>(stream).await.map_err(|e| (false, e))
         };
         match tokio::time::timeout(deadline, work).await {
+            Ok(Ok(Reply::WrongCluster(theirs))) => {
+                self.identity.record_conflict(&self.addr, theirs.clone());
+                Err(RPCError::Unreachable(Unreachable::new(
+                    &self.error(format!("belongs to another cluster ({theirs:?})")),
+                )))
+            }
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err((connecting, e))) => {
                 self.stream = None;
@@ -333,14 +405,14 @@ impl RaftNetwork<TypeConfig> for Connection {
 /// Serves the controller listener: every connection's requests go to `raft`, one at a time, in
 /// order. Runs until the task is aborted, which closes the listener and every connection it
 /// accepted (a restarted node must not leave its peers talking to the old instance).
-pub async fn serve(listener: TcpListener, raft: Raft, service: ServiceSlot) {
+pub async fn serve(listener: TcpListener, raft: Raft, service: ServiceSlot, identity: Arc<Identity>) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, peer, raft.clone(), service.clone()));
+                    connections.spawn(serve_connection(stream, peer, raft.clone(), service.clone(), identity.clone()));
                 }
                 Err(error) => {
                     // Out of descriptors and the like: wait rather than spin.
@@ -353,17 +425,27 @@ pub async fn serve(listener: TcpListener, raft: Raft, service: ServiceSlot) {
     }
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, raft: Raft, service: ServiceSlot) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    raft: Raft,
+    service: ServiceSlot,
+    identity: Arc<Identity>,
+) {
     loop {
-        let request = match read_frame::<Request>(&mut stream).await {
-            Ok(request) => request,
+        let envelope = match read_frame::<Envelope<Request>>(&mut stream).await {
+            Ok(envelope) => envelope,
             Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return,
             Err(error) => {
                 tracing::warn!(%peer, %error, "closing a controller connection that sent an invalid frame");
                 return;
             }
         };
-        let reply = match request {
+        let reply = match envelope.request {
+            _ if !identity.admits(&envelope.cluster_id) => {
+                tracing::warn!(%peer, theirs = ?envelope.cluster_id, "refused a controller request from another cluster");
+                Reply::WrongCluster(identity.cluster_id())
+            }
             Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Reply::Vote(raft.vote(rpc).await),
             Request::InstallSnapshot(rpc) => Reply::InstallSnapshot(raft.install_snapshot(rpc).await),
