@@ -47,8 +47,8 @@ pub enum MetadataError {
     #[error("node {node_id} is not a voter of the metadata log in this directory (voters: {voters:?}); start it with the node.id the data directory was created with")]
     NotVoter { node_id: NodeId, voters: Vec<u64> },
 
-    #[error("the metadata log in this directory has the voters {found:?}, but controller.quorum.voters names {configured:?}; start every node with the voter list the cluster was formed with")]
-    VotersChanged { found: Vec<u64>, configured: Vec<u64> },
+    #[error("the metadata log in this directory has the voters {found:?}, but controller.quorum.voters names {configured:?}; start every node with the voter list (ids and addresses) the cluster was formed with, or give this node an empty data directory")]
+    VotersChanged { found: Vec<String>, configured: Vec<String> },
 
     #[error("this node is not the metadata leader (leader: {leader:?}); send the request to the leader")]
     NotLeader { leader: Option<NodeId> },
@@ -66,9 +66,6 @@ pub enum MetadataError {
 
     #[error("the active controller did not answer ({0}); a change it was asked for may still take effect")]
     Unanswered(String),
-
-    #[error("the controller at {peer} belongs to cluster {theirs:?}, not this node's: this data directory belongs to another cluster")]
-    WrongCluster { peer: String, theirs: String },
 
     #[error("the metadata store is shut down; reopen it")]
     ShutDown,
@@ -275,11 +272,25 @@ impl MetadataStore {
         if !members.contains_key(&raft_id) {
             return Err(MetadataError::NotVoter { node_id, voters: members.keys().copied().collect() });
         }
-        let configured: Vec<u64> = members.keys().copied().collect();
         let store = MetadataStore::open_raft(dir, node_id, Some(listener), options, cluster_id).await?;
+        let listed = |members: &BTreeMap<RaftNodeId, BasicNode>| -> Vec<String> {
+            members.iter().map(|(id, node)| format!("{id}@{}", node.addr)).collect()
+        };
+        let configured = listed(&members);
         let checked = match store.initialize_and_load_voters(members).await {
-            Ok(found) if found != configured => Err(MetadataError::VotersChanged { found, configured }),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Addresses too: the log's membership is where this node sends its messages.
+                let metrics = store.inner.raft.metrics().borrow().clone();
+                let membership = metrics.membership_config.membership();
+                let found: BTreeMap<RaftNodeId, BasicNode> =
+                    membership.voter_ids().filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone()))).collect();
+                let found = listed(&found);
+                if found == configured {
+                    Ok(())
+                } else {
+                    Err(MetadataError::VotersChanged { found, configured })
+                }
+            }
             Err(e) => Err(e),
         };
         store.or_shut_down(checked).await
@@ -504,7 +515,11 @@ impl MetadataStore {
             Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(forward)))) => {
                 Err(MetadataError::NotLeader { leader: forward.leader_id.and_then(|id| NodeId::try_from(id).ok()) })
             }
-            Ok(Err(RaftError::APIError(e))) => Err(MetadataError::Raft(e.to_string())),
+            // A majority did not answer in time: this node may lead, but cannot decide now.
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(MetadataError::Timeout { what: "a quorum to confirm this controller leads", waited: timeout })
+            }
+
             Ok(Err(RaftError::Fatal(e))) => Err(e.into()),
         }
     }
@@ -535,9 +550,6 @@ impl MetadataStore {
         let timed_out = || MetadataError::Timeout { what: "an active controller to decide", waited: timeout };
         let mut metrics = self.inner.raft.metrics();
         loop {
-            if let Some((peer, theirs)) = self.cluster_conflict() {
-                return Err(MetadataError::WrongCluster { peer, theirs });
-            }
             let (leader, addr) = {
                 let m = metrics.borrow_and_update();
                 let leader = m.current_leader;

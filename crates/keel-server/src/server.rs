@@ -270,22 +270,49 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
 /// until it is unfenced: its image has caught up with the metadata log. Prints progress while
 /// the quorum has no leader.
 async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
-    loop {
-        let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
-        match broker.register(broker.registration(), deadline).await {
-            Ok(()) => break,
-            Err(error) if error.code == kafka_protocol::error::ResponseError::RequestTimedOut => println!(
-                "keel node {} waiting for the controller quorum to register: {}",
-                broker.node_id,
-                error.message.unwrap_or_default()
-            ),
-            Err(error) => anyhow::bail!("cannot register the broker: {}", error.message.unwrap_or_default()),
+    let refused = |(peer, theirs): (String, String)| {
+        anyhow::anyhow!(
+            "{} belongs to another cluster than its controllers: the controller at {peer} belongs to cluster \
+             {theirs:?}, this directory to {:?}; give this node its own data directory (or an empty one to join \
+             that cluster)",
+            broker.data_dir.display(),
+            broker.cluster_id
+        )
+    };
+    let registered = async {
+        loop {
+            let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
+            match broker.register(broker.registration(), deadline).await {
+                Ok(()) => break,
+                Err(error) if error.code == kafka_protocol::error::ResponseError::RequestTimedOut => println!(
+                    "keel node {} waiting for the controller quorum to register: {}",
+                    broker.node_id,
+                    error.message.unwrap_or_default()
+                ),
+                Err(error) => anyhow::bail!("cannot register the broker: {}", error.message.unwrap_or_default()),
+            }
         }
+        broker
+            .wait_unfenced(QUORUM_WAIT_REPORT)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot join the cluster: {}", error.message.unwrap_or_default()))
+    };
+    // A controller of another cluster, seen while this node starts, stops it.
+    let conflict = async {
+        loop {
+            if let Some(conflict) = broker.metadata.cluster_conflict() {
+                return conflict;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        registered = registered => match broker.metadata.cluster_conflict() {
+            Some(conflict) => Err(refused(conflict)),
+            None => registered,
+        },
+        conflict = conflict => Err(refused(conflict)),
     }
-    broker
-        .wait_unfenced(QUORUM_WAIT_REPORT)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot join the cluster: {}", error.message.unwrap_or_default()))
 }
 
 /// Takes `<data-dir>/.lock` for the life of the process, so two nodes never share a data

@@ -11,9 +11,11 @@
 //! is touched. TLS comes with the security work.
 //!
 //! Every request carries the sender's cluster id (once it knows it, [`Identity`]). A node that
-//! knows another cluster id refuses it ([`Reply::WrongCluster`]) and the sender records the
+//! knows another cluster id refuses it ([`Reply::WrongCluster`]), and both ends record the
 //! conflict: a node started with another cluster's data directory never votes in, or takes
-//! entries from, a cluster it does not belong to, and stops with a message that says why.
+//! entries from, a cluster it does not belong to. A node that sees a conflict while it starts
+//! stops with a message that says why (so does a member of the right cluster that starts while
+//! the wrong one is up: an operator error either way, named on both); running nodes only log it.
 //!
 //! The same listener carries calls to the active controller ([`Request::Controller`]): a broker
 //! that is not the active controller sends it the admin operations (create topics, configs,
@@ -444,6 +446,7 @@ async fn serve_connection(
         let reply = match envelope.request {
             _ if !identity.admits(&envelope.cluster_id) => {
                 tracing::warn!(%peer, theirs = ?envelope.cluster_id, "refused a controller request from another cluster");
+                identity.record_conflict(&peer.to_string(), envelope.cluster_id.clone());
                 Reply::WrongCluster(identity.cluster_id())
             }
             Request::AppendEntries(rpc) => Reply::AppendEntries(raft.append_entries(rpc).await),

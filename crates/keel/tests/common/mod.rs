@@ -16,6 +16,10 @@ pub struct Keel {
     pub data_dir: PathBuf,
     pub kafka: SocketAddr,
     pub http: SocketAddr,
+    /// `--node-id`.
+    pub node_id: i32,
+    /// `--controllers` (controller.quorum.voters) of a node of a cluster; `None` for one node.
+    pub controllers: Option<String>,
     sets: Vec<String>,
     /// `--advertise`: what metadata tells clients to connect to (e.g. a test proxy).
     pub advertise: Option<String>,
@@ -58,17 +62,27 @@ impl Keel {
             http: free_port(),
             sets: sets.iter().map(|s| s.to_string()).collect(),
             advertise,
+            node_id: 1,
+            controllers: None,
             _tmp: Some(tmp),
         };
         keel.spawn();
         keel
     }
 
-    pub fn bootstrap(&self) -> String {
-        self.kafka.to_string()
+    /// A node that is not started: `--node-id node_id` with its data in `data_dir`.
+    pub fn unstarted(
+        node_id: i32,
+        data_dir: PathBuf,
+        kafka: SocketAddr,
+        http: SocketAddr,
+        controllers: Option<String>,
+    ) -> Keel {
+        Keel { child: None, data_dir, kafka, http, node_id, controllers, sets: Vec::new(), advertise: None, _tmp: None }
     }
 
-    fn spawn(&mut self) {
+    /// The command line of this node.
+    pub fn command(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_keel"));
         command
             .arg("server")
@@ -78,27 +92,63 @@ impl Keel {
             .arg(self.kafka.to_string())
             .arg("--http")
             .arg(self.http.to_string())
-            .env("KEEL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .arg("--node-id")
+            .arg(self.node_id.to_string())
+            .env("KEEL_LOG", "warn,openraft=off");
+        if let Some(controllers) = &self.controllers {
+            command.arg("--controllers").arg(controllers);
+        }
         for set in self.sets.iter().chain(&tiny_segment_sets(&self.sets)) {
             command.arg("--set").arg(set);
         }
         if let Some(advertise) = &self.advertise {
             command.arg("--advertise").arg(advertise);
         }
+        command
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Stops the node with SIGTERM (a controlled shutdown) and waits until it has exited.
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.kafka.to_string()
+    }
+
+    fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it (nodes of a cluster wait for each other).
+    pub fn launch(&mut self) {
+        let mut command = self.command();
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
         self.child = Some(command.spawn().expect("spawn keel"));
-        let deadline = Instant::now() + Duration::from_secs(20);
+    }
+
+    /// Waits until /readyz answers 200; panics when the process exits or 30 s pass.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.ready() {
                 return;
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("keel exited during startup: {status}");
+                panic!("keel node {} exited during startup: {status}", self.node_id);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("keel was not ready within 20 s");
+        panic!("keel node {} was not ready within 30 s", self.node_id);
     }
 
     /// GET /readyz answered 200.
@@ -127,6 +177,12 @@ impl Keel {
         self.spawn();
     }
 
+    /// Starts a stopped node again without waiting for it to be ready.
+    pub fn relaunch(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
     /// The process's peak resident memory (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
@@ -148,6 +204,62 @@ impl Keel {
 impl Drop for Keel {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A cluster of real `keel` processes on loopback ports, nodes 1..=n, each a broker and a
+/// controller (the Python tests' `keel_helpers.Cluster` starts the same command lines).
+pub struct Cluster {
+    pub nodes: Vec<Keel>,
+    /// The controller listener of each node, by index (node id - 1).
+    pub controller_addrs: Vec<SocketAddr>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes at once with extra `--set key=value` configs and waits until every one
+    /// is ready (registered and unfenced).
+    pub fn start(n: usize, sets: &[&str]) -> Cluster {
+        Cluster::start_at((0..n).map(|_| free_port()).collect(), sets)
+    }
+
+    /// [`Cluster::start`] with the controllers on `controller_addrs` (one node each).
+    pub fn start_at(controller_addrs: Vec<SocketAddr>, sets: &[&str]) -> Cluster {
+        let n = controller_addrs.len();
+        let voters: Vec<String> = controller_addrs.iter().enumerate().map(|(i, a)| format!("{}@{a}", i + 1)).collect();
+        let voters = voters.join(",");
+        let mut nodes: Vec<Keel> = (1..=n as i32)
+            .map(|node_id| {
+                let tmp = tempfile::tempdir().expect("tempdir");
+                Keel {
+                    child: None,
+                    data_dir: tmp.path().join("data"),
+                    kafka: free_port(),
+                    http: free_port(),
+                    node_id,
+                    controllers: Some(voters.clone()),
+                    sets: sets.iter().map(|s| s.to_string()).collect(),
+                    advertise: None,
+                    _tmp: Some(tmp),
+                }
+            })
+            .collect();
+        // In reverse order: the quorum forms whatever order its nodes start in.
+        for node in nodes.iter_mut().rev() {
+            node.launch();
+        }
+        for node in &mut nodes {
+            node.wait_ready();
+        }
+        Cluster { nodes, controller_addrs }
+    }
+
+    pub fn node(&mut self, id: i32) -> &mut Keel {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Every node's Kafka address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.nodes.iter().map(|n| n.bootstrap()).collect::<Vec<_>>().join(",")
     }
 }
 
