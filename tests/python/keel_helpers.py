@@ -51,8 +51,10 @@ class Broker:
     """One `keel server` process. Ports are chosen once and kept across restarts."""
 
     def __init__(self, data_dir: Path, log_path: Path, sets: dict[str, str] | None = None, node_id: int = 1,
-                 advertise: str | None = None):
+                 advertise: str | None = None, controllers: str | None = None):
         self.advertise = advertise
+        # `--controllers` (controller.quorum.voters) of a node of a cluster; None for one node.
+        self.controllers = controllers
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.sets = dict(sets or {})
@@ -84,6 +86,8 @@ class Broker:
         ]
         if self.advertise:
             cmd += ["--advertise", self.advertise]
+        if self.controllers:
+            cmd += ["--controllers", self.controllers]
         sets = dict(self.sets)
         segment_bytes = tiny_segment_bytes()
         if segment_bytes is not None:
@@ -94,6 +98,12 @@ class Broker:
         return cmd
 
     def start(self) -> "Broker":
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> "Broker":
+        """Start the process without waiting for it (the nodes of a cluster wait for each other)."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         binary = keel_bin()
         if not binary.exists():
@@ -107,7 +117,6 @@ class Broker:
         self.proc = subprocess.Popen(
             self.command(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
-        self.wait_ready()
         return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
@@ -183,6 +192,45 @@ class Broker:
         except OSError:
             return f"(no log at {self.log_path})"
         return f"--- last {lines} lines of {self.log_path} ---\n" + "\n".join(text[-lines:])
+
+
+class Cluster:
+    """`n` `keel server` processes forming one cluster: node ids 1..n, each a broker and a
+    controller, on loopback ports, started at once (the command lines the Rust tests' `Cluster`
+    starts)."""
+
+    def __init__(self, base_dir: Path, n: int = 3, sets: dict[str, str] | None = None):
+        ports = [free_port() for _ in range(n)]
+        self.controllers = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(ports))
+        self.nodes = [
+            Broker(Path(base_dir) / f"node{i}", Path(base_dir) / f"node{i}.log", sets=sets, node_id=i,
+                   controllers=self.controllers)
+            for i in range(1, n + 1)
+        ]
+
+    def start(self) -> "Cluster":
+        for node in reversed(self.nodes):
+            node.launch()
+        for node in self.nodes:
+            node.wait_ready(timeout=READY_TIMEOUT_S * 2)
+        return self
+
+    def node(self, node_id: int) -> Broker:
+        return self.nodes[node_id - 1]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(node.bootstrap for node in self.nodes)
+
+    def running(self) -> list[Broker]:
+        return [node for node in self.nodes if node.proc is not None and node.proc.poll() is None]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(node.log_tail(lines) for node in self.nodes)
 
 
 # -- confluent-kafka helpers ----------------------------------------------
