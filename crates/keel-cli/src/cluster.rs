@@ -15,6 +15,8 @@ use crate::{connect, ClusterArgs, ClusterCommand, Common, Format};
 pub async fn run(args: ClusterArgs) -> Result<u8, CliError> {
     match args.command {
         ClusterCommand::Info => info(&args.common).await,
+        // The `keel` binary runs it (it starts servers, not a client).
+        ClusterCommand::Up { .. } => Err(CliError::Usage("`keel cluster up` is run by the keel binary".to_string())),
         ClusterCommand::Health { watch: false, http, .. } => {
             let health = check(&args.common, http.as_deref()).await?;
             emit(args.common.format, &health.text(), &health.json())?;

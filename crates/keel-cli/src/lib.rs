@@ -279,6 +279,23 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Cluster id, controller, nodes, topic and partition counts.
     Info,
+    /// Start a local cluster: NODES `keel server` processes on 127.0.0.1, each a broker and a
+    /// controller, their data under DATA_DIR/node-N; prints the ports; Ctrl-C stops them all.
+    /// Node N listens on BASE_PORT+10(N-1) (Kafka), +1 (controllers) and +2 (HTTP).
+    Up {
+        /// How many nodes (1 to 9)
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Where the nodes keep their data (one directory per node)
+        #[arg(long, default_value = "./keel-cluster")]
+        data_dir: std::path::PathBuf,
+        /// The first node's Kafka port
+        #[arg(long, default_value_t = 9092)]
+        base_port: u16,
+        /// A broker config for every node, e.g. --set num.partitions=3 (repeatable)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Under-replicated and offline partitions; exits 4 when the cluster is not healthy.
     Health {
         /// Check again every --interval seconds, printing each result

@@ -84,6 +84,10 @@ fn main() -> anyhow::Result<()> {
         Command::Produce(args) => keel_cli::Invocation::Produce(args),
         Command::Consume(args) => keel_cli::Invocation::Consume(args),
         Command::Group(args) => keel_cli::Invocation::Group(args),
+        Command::Cluster(keel_cli::ClusterArgs {
+            command: keel_cli::ClusterCommand::Up { nodes, data_dir, base_port, set },
+            ..
+        }) => return cluster_up(nodes, data_dir, base_port, set),
         Command::Cluster(args) => keel_cli::Invocation::Cluster(args),
         Command::Transaction(args) => keel_cli::Invocation::Transaction(args),
         Command::Completion { shell } => {
@@ -129,6 +133,88 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(keel_server::run(options, shutdown_signal()))
+}
+
+/// `keel cluster up`: starts `nodes` local nodes forming one cluster and stops them all on
+/// Ctrl-C (or SIGTERM), each with a controlled shutdown.
+fn cluster_up(nodes: u16, data_dir: PathBuf, base_port: u16, sets: Vec<String>) -> anyhow::Result<()> {
+    if !(1..=9).contains(&nodes) {
+        anyhow::bail!("--nodes must be 1 to 9");
+    }
+    let port = |node: u16, offset: u16| -> anyhow::Result<u16> {
+        base_port
+            .checked_add(10 * (node - 1) + offset)
+            .with_context(|| format!("--base-port {base_port} leaves no room for {nodes} nodes below port 65536"))
+    };
+    let mut voters = Vec::new();
+    for node in 1..=nodes {
+        voters.push(format!("{node}@127.0.0.1:{}", port(node, 1)?));
+    }
+    let voters = voters.join(",");
+    let exe = std::env::current_exe().context("cannot find the keel binary")?;
+    let mut children = Vec::new();
+    let mut bootstrap = Vec::new();
+    println!("NODE  KAFKA            CONTROLLER       HTTP             DATA");
+    for node in 1..=nodes {
+        let dir = data_dir.join(format!("node-{node}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let kafka = format!("127.0.0.1:{}", port(node, 0)?);
+        let http = format!("127.0.0.1:{}", port(node, 2)?);
+        let log = std::fs::File::create(dir.join("keel.log")).context("cannot create the node's log file")?;
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args(["server", "--node-id", &node.to_string(), "--listen", &kafka, "--http", &http])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--controllers", &voters])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .stdin(std::process::Stdio::null());
+        for set in &sets {
+            command.args(["--set", set]);
+        }
+        let child = command.spawn().context("cannot start a node")?;
+        println!("{node:<4}  {kafka:<15}  127.0.0.1:{:<6}  {http:<15}  {}", port(node, 1)?, dir.display());
+        bootstrap.push(kafka);
+        children.push((node, child));
+    }
+    println!("\nbootstrap servers: {}", bootstrap.join(","));
+    println!("logs: {}/node-N/keel.log; Ctrl-C stops every node", data_dir.display());
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+            for (node, child) in &mut children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("node {node} exited ({status}); see its keel.log");
+                }
+            }
+            children.retain_mut(|(_, child)| matches!(child.try_wait(), Ok(None)));
+            if children.is_empty() {
+                break;
+            }
+        }
+    });
+    println!("stopping {} node(s)", children.len());
+    for (_, child) in &children {
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    for (node, mut child) in children {
+        match child.wait() {
+            Ok(status) if status.success() => println!("node {node} stopped"),
+            Ok(status) => eprintln!("node {node} exited with {status}"),
+            Err(error) => eprintln!("node {node}: {error}"),
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

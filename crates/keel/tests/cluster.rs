@@ -315,3 +315,54 @@ fn a_node_refuses_another_clusters_directory_a_changed_id_and_bad_voters() {
 fn clone_of(node: &Keel, data_dir: std::path::PathBuf) -> Keel {
     Keel::unstarted(node.node_id, data_dir, node.kafka, node.http, node.controllers.clone())
 }
+
+/// A base port whose next 23 ports are free now (node N of `keel cluster up` uses
+/// base + 10(N-1) .. +2).
+fn free_port_block() -> u16 {
+    for _ in 0..100 {
+        let base = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if base > 65_000 {
+            continue;
+        }
+        let all_free = (0..23).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of 23 free ports");
+}
+
+#[test]
+fn keel_cluster_up_starts_three_nodes_and_ctrl_c_stops_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let base = free_port_block();
+    let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["cluster", "up", "--nodes", "3", "--base-port", &base.to_string()])
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("keel cluster up");
+    let second = Keel::unstarted(
+        2,
+        tmp.path().join("node-2"),
+        ([127, 0, 0, 1], base + 10).into(),
+        ([127, 0, 0, 1], base + 12).into(),
+        None,
+    );
+    wait_until("three unfenced brokers", Duration::from_secs(30), || {
+        second.ready() && brokers(&second) == vec![(1, false), (2, false), (3, false)]
+    });
+    assert_eq!(create(&second, "up", 3, 3, 10_000), 0);
+
+    let _ = std::process::Command::new("kill").args(["-INT", &up.id().to_string()]).status();
+    let status = up.wait().expect("wait");
+    assert!(status.success(), "keel cluster up exited with {status}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut up.stdout.take().expect("stdout"), &mut out).expect("read");
+    for node in 1..=3 {
+        assert!(out.contains(&format!("node {node} stopped")), "{out}");
+        assert!(out.contains(&format!("127.0.0.1:{}", base + 10 * (node - 1))), "{out}");
+    }
+}
