@@ -33,8 +33,12 @@ async fn check(common: &Common, http: Option<&str>) -> Result<Health, CliError> 
     match http {
         Some(addr) => Health::from_summary(&crate::http::get_json(addr, "/health").await?),
         None => {
-            let (_, metadata) = connect(common).await?.metadata(None, false).await?;
-            Ok(Health::of(&metadata))
+            let mut client = connect(common).await?;
+            let (_, metadata) = client.metadata(None, false).await?;
+            let mut health = Health::of(&metadata);
+            let listed = fenced_brokers(&mut client).await?;
+            health.fenced = listed.into_iter().flatten().filter(|n| n.state == "fenced").map(|n| n.id).collect();
+            Ok(health)
         }
     }
 }
@@ -44,6 +48,8 @@ struct Health {
     partitions: usize,
     under_replicated: Vec<String>,
     offline: Vec<String>,
+    /// Brokers that are registered but fenced (down, or shut down).
+    fenced: Vec<i32>,
     /// Whether the node serves requests; only a node's health summary tells.
     ready: Option<bool>,
     /// Whether the metadata quorum has a leader; only a node's health summary tells.
@@ -62,6 +68,11 @@ impl Health {
             partitions: summary.get("partitions").and_then(|v| v.as_u64()).unwrap_or(0) as usize,
             under_replicated: names("under_replicated_partitions").unwrap_or_default(),
             offline: names("offline_partitions").unwrap_or_default(),
+            fenced: summary
+                .get("fenced_brokers")
+                .and_then(|v| v.as_array())
+                .map(|ids| ids.iter().filter_map(|id| id.as_i64()).map(|id| id as i32).collect())
+                .unwrap_or_default(),
             ready: Some(summary.get("ready").and_then(|v| v.as_bool()).ok_or_else(bad)?),
             quorum_leader: summary.get("metadata_quorum").and_then(|q| q.get("leader")).map(|l| !l.is_null()),
         })
@@ -74,6 +85,7 @@ impl Health {
             partitions: 0,
             under_replicated: Vec::new(),
             offline: Vec::new(),
+            fenced: Vec::new(),
             ready: None,
             quorum_leader: None,
         };
@@ -97,6 +109,7 @@ impl Health {
             && self.nodes > 0
             && self.under_replicated.is_empty()
             && self.offline.is_empty()
+            && self.fenced.is_empty()
     }
 
     fn text(&self) -> String {
@@ -118,6 +131,13 @@ impl Health {
         if !self.offline.is_empty() {
             text.push_str(&format!("offline: {}\n", self.offline.join(" ")));
         }
+        if !self.fenced.is_empty() {
+            let ids: Vec<String> = self.fenced.iter().map(i32::to_string).collect();
+            text.push_str(&format!(
+                "fenced brokers: {} (no heartbeat to the controller, or shut down)\n",
+                ids.join(" ")
+            ));
+        }
         if self.quorum_leader == Some(false) {
             text.push_str("metadata quorum: no leader (metadata changes wait until a majority of controllers is up)\n");
         }
@@ -131,6 +151,7 @@ impl Health {
             "partitions": self.partitions,
             "under_replicated_partitions": self.under_replicated,
             "offline_partitions": self.offline,
+            "fenced_brokers": self.fenced,
         });
         if let Some(ready) = self.ready {
             json["ready"] = json!(ready);

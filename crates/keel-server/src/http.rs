@@ -89,7 +89,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 /// The node's view of the cluster: a partition is under-replicated when its ISR is smaller
 /// than its replica set, offline when it has no leader (as `keel cluster health` computes
-/// from Metadata); the metadata quorum must have a leader.
+/// from Metadata); the metadata quorum must have a leader and no broker may be fenced.
 pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serde_json::Value {
     let image = broker.image();
     let mut partitions = 0;
@@ -107,9 +107,16 @@ pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serd
         }
     }
     let nodes = image.brokers.len();
-    // A metadata quorum without a leader takes no metadata change: the node is unhealthy.
+    let fenced: Vec<_> = image.brokers.values().filter(|b| b.fenced).map(|b| b.node_id).collect();
+    // A metadata quorum without a leader takes no metadata change, and a fenced broker (this
+    // one or another) serves nothing: the node reports the cluster unhealthy.
     let quorum = broker.metadata.quorum();
-    let healthy = ready && nodes > 0 && under_replicated.is_empty() && offline.is_empty() && quorum.leader.is_some();
+    let healthy = ready
+        && nodes > 0
+        && under_replicated.is_empty()
+        && offline.is_empty()
+        && quorum.leader.is_some()
+        && fenced.is_empty();
     let status = match (ready, healthy) {
         (false, _) => "not ready",
         (true, true) => "healthy",
@@ -122,6 +129,7 @@ pub fn health_summary(broker: &Broker, ready: bool, uptime_seconds: u64) -> serd
         "node_id": broker.node_id,
         "cluster_id": broker.cluster_id,
         "nodes": nodes,
+        "fenced_brokers": fenced,
         "topics": image.topics.len(),
         "partitions": partitions,
         "under_replicated_partitions": under_replicated,

@@ -123,6 +123,8 @@ pub struct Metrics {
     metadata_leader_changes: Counter,
     quorum_leader: Gauge,
     quorum_epoch: Gauge,
+    active_brokers: Gauge,
+    fenced_brokers: Gauge,
     metadata_high_watermark: Gauge,
     metadata_log_end_offset: Gauge,
 }
@@ -166,6 +168,8 @@ impl Metrics {
             metadata_leader_changes: Counter::default(),
             quorum_leader: Gauge::default(),
             quorum_epoch: Gauge::default(),
+            active_brokers: Gauge::default(),
+            fenced_brokers: Gauge::default(),
             metadata_high_watermark: Gauge::default(),
             metadata_log_end_offset: Gauge::default(),
         };
@@ -216,6 +220,12 @@ impl Metrics {
             metrics.quorum_leader.clone(),
         );
         r.register("metadata_quorum_epoch", "Epoch (raft term) of the metadata quorum", metrics.quorum_epoch.clone());
+        r.register("active_brokers", "Registered brokers that are not fenced", metrics.active_brokers.clone());
+        r.register(
+            "fenced_brokers",
+            "Registered brokers that are fenced (no heartbeat within broker.session.timeout.ms, or shut down)",
+            metrics.fenced_brokers.clone(),
+        );
         r.register(
             "metadata_leader_changes",
             "Times this node has seen the metadata quorum get a new leader",
@@ -334,6 +344,9 @@ impl Metrics {
         self.metadata_high_watermark.set(quorum.high_watermark());
         self.metadata_log_end_offset.set(quorum.log_end_offset());
         let image = broker.image();
+        let fenced = image.brokers.values().filter(|b| b.fenced).count() as i64;
+        self.fenced_brokers.set(fenced);
+        self.active_brokers.set(image.brokers.len() as i64 - fenced);
         let hosted = broker.partitions.all();
         self.topics.set(image.topics.len() as i64);
         self.partitions.set(hosted.len() as i64);

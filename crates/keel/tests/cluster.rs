@@ -245,10 +245,28 @@ fn a_killed_broker_is_fenced_and_a_restarted_one_unfenced() {
     assert_eq!(partition.leader_id.0, -1, "its only in-sync replica is fenced: offline, nothing elected");
     assert_eq!(partition.error_code, ResponseError::LeaderNotAvailable.code());
     assert_eq!(partition.offline_replicas.iter().map(|r| r.0).collect::<Vec<_>>(), vec![victim]);
+    let (status, health) = http_get(cluster.node(observer), "/health");
+    assert!(status.contains("503"), "{status}");
+    let health: serde_json::Value = serde_json::from_str(&health).expect("health json");
+    assert_eq!(health["fenced_brokers"], serde_json::json!([victim]));
+    let (_, metrics) = http_get(cluster.node(observer), "/metrics");
+    assert!(metrics.lines().any(|l| l == "keel_fenced_brokers 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "keel_active_brokers 2"), "{metrics}");
 
     cluster.node(victim).restart();
     assert!(brokers(cluster.node(observer)).contains(&(victim, false)), "unfenced once ready");
     assert_eq!(placement(cluster.node(observer), "fencing")[&led_by_victim[0]].0, victim, "it leads again");
+}
+
+/// GET `path` from `node`'s HTTP port: (status line, body).
+fn http_get(node: &Keel, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(node.http).expect("http port");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").expect("write");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).expect("read");
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
 /// Runs `keel server` for `node` and returns its exit status and stderr; panics if it keeps
