@@ -78,7 +78,7 @@ pub async fn overview(State(console): State<Arc<Console>>) -> Result<Response, A
     let brokers: Vec<Value> = image
         .brokers
         .values()
-        .map(|b| json!({ "node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack }))
+        .map(|b| json!({ "node_id": b.node_id, "host": b.host, "port": b.port, "rack": b.rack, "fenced": b.fenced }))
         .collect();
     let quorum = broker.metadata.quorum();
     Ok(json(json!({

@@ -131,7 +131,7 @@ async function overviewPage() {
       const o = await api("/overview");
       document.getElementById("cluster-line").textContent = `Cluster ${o.cluster_id}, node ${o.node_id}`;
       box.innerHTML = `<div class="cards">
-          <div class="card"><div class="label">Nodes</div><div class="value">${number(o.brokers.length)}</div><div class="hint">brokers in the cluster</div></div>
+          <div class="card"><div class="label">Nodes</div><div class="value">${number(o.brokers.length)}</div><div class="hint">brokers in the cluster${o.brokers.some((b) => b.fenced) ? `, ${number(o.brokers.filter((b) => b.fenced).length)} fenced` : ""}</div></div>
           <div class="card"><div class="label">Topics</div><div class="value">${number(o.topics)}</div><div class="hint">plus ${number(o.internal_topics)} internal</div></div>
           <div class="card"><div class="label">Partitions</div><div class="value">${number(o.partitions)}</div><div class="hint">in your topics</div></div>
           <div class="card"><div class="label">Records</div><div class="value">${number(o.records)}</div><div class="hint">${esc(bytes(o.bytes))} on disk</div></div>
@@ -142,8 +142,8 @@ async function overviewPage() {
         <p class="muted" id="quorum-line">${o.quorum.leader === null
           ? '<span class="badge warn">no metadata leader</span> metadata changes wait until a majority of controllers is up'
           : `Metadata quorum: leader node ${o.quorum.leader}, epoch ${number(o.quorum.epoch)}, ${number(o.quorum.voters.length)} voter(s), ${number(o.quorum.high_watermark)} entries committed`}</p>
-        <table><thead><tr><th>Node id</th><th>Address</th><th>Rack</th><th>Controller</th></tr></thead><tbody>
-        ${o.brokers.map((b) => `<tr><td>${b.node_id}${b.node_id === o.node_id ? ' <span class="badge info">this node</span>' : ""}</td><td class="mono">${esc(b.host)}:${b.port}</td><td>${esc(b.rack ?? "–")}</td><td>${b.node_id === o.quorum.leader ? "leader" : o.quorum.voters.includes(b.node_id) ? "voter" : "–"}</td></tr>`).join("")}
+        <table><thead><tr><th>Node id</th><th>Address</th><th>Rack</th><th>State</th><th>Controller</th></tr></thead><tbody>
+        ${o.brokers.map((b) => `<tr><td>${b.node_id}${b.node_id === o.node_id ? ' <span class="badge info">this node</span>' : ""}</td><td class="mono">${esc(b.host)}:${b.port}</td><td>${esc(b.rack ?? "–")}</td><td>${b.fenced ? '<span class="badge warn">fenced</span>' : "unfenced"}</td><td>${b.node_id === o.quorum.leader ? "leader" : o.quorum.voters.includes(b.node_id) ? "voter" : "–"}</td></tr>`).join("")}
         </tbody></table>
         ${o.topics === 0 ? `<div class="empty" style="margin-top:16px"><b>No topics yet</b>Create one on the <a href="#/topics">Topics</a> page, or let a producer create it on first write.</div>` : ""}`;
     } catch (e) {
