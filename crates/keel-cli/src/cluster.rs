@@ -180,6 +180,8 @@ struct Quorum {
     /// (node id, log end offset, lag behind the leader's log end) of each voter; -1 and `None`
     /// when its log end is unknown.
     voters: Vec<(i32, i64, Option<i64>)>,
+    /// The same for each observer (a broker that follows the log without voting).
+    observers: Vec<(i32, i64, Option<i64>)>,
 }
 
 /// The brokers with whether each is fenced, from DescribeCluster v2 (KIP-1073: fenced brokers
@@ -217,7 +219,7 @@ async fn fenced_brokers(client: &mut crate::client::Client) -> Result<Option<Vec
 /// Asks for the metadata quorum; `Ok(None)` when the cluster does not serve DescribeQuorum (a
 /// cluster without KRaft, or one that keeps it to its controllers).
 async fn quorum(client: &mut crate::client::Client) -> Result<Option<Result<Quorum, String>>, CliError> {
-    use kafka_protocol::messages::{describe_quorum_request, DescribeQuorumRequest};
+    use kafka_protocol::messages::{describe_quorum_request, describe_quorum_response, DescribeQuorumRequest};
     let answer = client
         .any()
         .request(0..=2, |_| {
@@ -248,17 +250,16 @@ async fn quorum(client: &mut crate::client::Client) -> Result<Option<Result<Quor
     let voters = &partition.current_voters;
     let leader_end =
         voters.iter().find(|v| v.replica_id.0 == leader_id).map_or(partition.high_watermark, |v| v.log_end_offset);
+    let progress = |v: &describe_quorum_response::ReplicaState| {
+        let end = v.log_end_offset;
+        (v.replica_id.0, end, (end >= 0).then(|| (leader_end - end).max(0)))
+    };
     Ok(Some(Ok(Quorum {
         leader_id,
         leader_epoch: partition.leader_epoch,
         high_watermark: partition.high_watermark,
-        voters: voters
-            .iter()
-            .map(|v| {
-                let end = v.log_end_offset;
-                (v.replica_id.0, end, (end >= 0).then(|| (leader_end - end).max(0)))
-            })
-            .collect(),
+        voters: voters.iter().map(progress).collect(),
+        observers: partition.observers.iter().map(progress).collect(),
     })))
 }
 
@@ -314,13 +315,11 @@ async fn info(common: &Common) -> Result<u8, CliError> {
     );
     match &quorum {
         Some(Ok(q)) => {
-            let rows: Vec<Vec<String>> = q
-                .voters
-                .iter()
-                .map(|&(id, end, lag)| {
-                    vec![id.to_string(), end.to_string(), lag.map_or("-".to_string(), |lag| lag.to_string())]
-                })
-                .collect();
+            let row = |&(id, end, lag): &(i32, i64, Option<i64>), role: &str| {
+                vec![format!("{id}{role}"), end.to_string(), lag.map_or("-".to_string(), |lag| lag.to_string())]
+            };
+            let rows: Vec<Vec<String>> =
+                q.voters.iter().map(|v| row(v, "")).chain(q.observers.iter().map(|o| row(o, " (observer)"))).collect();
             text.push_str(&format!(
                 "\nMetadata quorum:   leader {} (epoch {}), high watermark {}\n\n{}",
                 q.leader_id,
@@ -352,6 +351,11 @@ async fn info(common: &Common) -> Result<u8, CliError> {
                 "leader_epoch": q.leader_epoch,
                 "high_watermark": q.high_watermark,
                 "voters": q.voters.iter().map(|&(id, end, lag)| json!({
+                    "node_id": id,
+                    "log_end_offset": end,
+                    "lag": lag,
+                })).collect::<Vec<_>>(),
+                "observers": q.observers.iter().map(|&(id, end, lag)| json!({
                     "node_id": id,
                     "log_end_offset": end,
                     "lag": lag,

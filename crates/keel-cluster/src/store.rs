@@ -47,6 +47,9 @@ pub enum MetadataError {
     #[error("node {node_id} is not a voter of the metadata log in this directory (voters: {voters:?}); start it with the node.id the data directory was created with")]
     NotVoter { node_id: NodeId, voters: Vec<u64> },
 
+    #[error("node id {node_id} is among the controller.quorum.voters: a node that is only a broker must have an id of its own")]
+    IsVoter { node_id: NodeId },
+
     #[error("the metadata log in this directory has the voters {found:?}, but controller.quorum.voters names {configured:?}; start every node with the voter list (ids and addresses) the cluster was formed with, or give this node an empty data directory")]
     VotersChanged { found: Vec<String>, configured: Vec<String> },
 
@@ -187,6 +190,9 @@ pub struct QuorumState {
     /// Each voter with the last entry the leader knows it holds (`None` when unknown, or when
     /// this node does not lead).
     pub voters: Vec<(NodeId, Option<u64>)>,
+    /// The observers (brokers that follow the log without voting), with the same progress.
+    #[serde(default)]
+    pub observers: Vec<(NodeId, Option<u64>)>,
 }
 
 impl QuorumState {
@@ -296,6 +302,68 @@ impl MetadataStore {
         store.or_shut_down(checked).await
     }
 
+    /// Opens (or creates) the metadata log in `dir` as an observer: a node that is not one of
+    /// `voters` (a broker only) and follows the log as an openraft learner, served on `listener`
+    /// and reached by the leader at `own_addr`. Until the leader has added it, a background task
+    /// asks the voters in turn; a log from before must have been formed with `voters`.
+    pub async fn open_observer(
+        dir: &Path,
+        node_id: NodeId,
+        voters: &Voters,
+        listener: tokio::net::TcpListener,
+        own_addr: String,
+        options: StoreOptions,
+        cluster_id: Option<&str>,
+    ) -> Result<MetadataStore, MetadataError> {
+        let raft_id = RaftNodeId::try_from(node_id).map_err(|_| MetadataError::InvalidNodeId { node_id })?;
+        if voters.contains_key(&node_id) {
+            return Err(MetadataError::IsVoter { node_id });
+        }
+        let store = MetadataStore::open_raft(dir, node_id, Some(listener), options, cluster_id).await?;
+        let raft = store.inner.raft.clone();
+        let checked = async {
+            if !raft.is_initialized().await? {
+                return Ok(());
+            }
+            let metrics = raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            let found: Vec<String> = membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| format!("{id}@{}", n.addr)))
+                .collect();
+            let configured: Vec<String> = voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect();
+            if found.is_empty() || found == configured {
+                Ok(())
+            } else {
+                Err(MetadataError::VotersChanged { found, configured })
+            }
+        }
+        .await;
+        let store = store.or_shut_down(checked).await?;
+        let voters: Vec<String> = voters.values().cloned().collect();
+        let client = ControllerClient::new(store.inner.identity.clone());
+        tokio::spawn(async move {
+            let mut metrics = raft.metrics();
+            loop {
+                if metrics.borrow_and_update().membership_config.membership().get_node(&raft_id).is_some() {
+                    return;
+                }
+                for voter in &voters {
+                    match client.add_observer(voter, raft_id, &own_addr, Duration::from_secs(5)).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(error)) => tracing::debug!(%voter, %error, "not added as an observer yet"),
+                        Err(failure) => tracing::debug!(%failure, "cannot reach a controller to join"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    changed = metrics.changed() => if changed.is_err() { return },
+                }
+            }
+        });
+        Ok(store)
+    }
+
     /// Waits until the quorum has a leader this node knows of, and returns it.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, MetadataError> {
         let metrics = self
@@ -321,21 +389,20 @@ impl MetadataStore {
     pub fn quorum(&self) -> QuorumState {
         let metrics = self.inner.raft.metrics().borrow().clone();
         let replication = metrics.replication.as_ref();
-        let voters = metrics
-            .membership_config
-            .membership()
-            .voter_ids()
-            .filter_map(|id| {
-                let matched = replication.and_then(|r| r.get(&id)).and_then(|m| m.as_ref()).map(|log_id| log_id.index);
-                NodeId::try_from(id).ok().map(|node| (node, matched))
-            })
-            .collect();
+        let progress = |id: RaftNodeId| {
+            let matched = replication.and_then(|r| r.get(&id)).and_then(|m| m.as_ref()).map(|log_id| log_id.index);
+            NodeId::try_from(id).ok().map(|node| (node, matched))
+        };
+        let membership = metrics.membership_config.membership();
+        let voters = membership.voter_ids().filter_map(progress).collect();
+        let observers = membership.learner_ids().filter_map(progress).collect();
         QuorumState {
             leader: metrics.current_leader.and_then(|id| NodeId::try_from(id).ok()),
             term: metrics.current_term,
             applied_index: metrics.last_applied.map(|log_id| log_id.index),
             last_log_index: metrics.last_log_index,
             voters,
+            observers,
         }
     }
 

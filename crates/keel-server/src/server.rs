@@ -38,6 +38,8 @@ pub struct ServerOptions {
 struct Quorum {
     voters: keel_cluster::Voters,
     listen: SocketAddr,
+    /// A broker that is not a voter: it follows the metadata log as an observer.
+    observer: bool,
 }
 
 impl Quorum {
@@ -47,24 +49,49 @@ impl Quorum {
         let mut parsed: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
         parsed.sort_unstable();
         parsed.dedup();
-        if parsed != ["broker", "controller"] {
-            anyhow::bail!(
-                "process.roles={roles:?} is not supported: every Keel node is both broker and controller \
-                 (process.roles=broker,controller, the default)"
-            );
-        }
+        let observer = match parsed.as_slice() {
+            ["broker", "controller"] => false,
+            ["broker"] => true,
+            ["controller"] => anyhow::bail!(
+                "process.roles=controller (a controller that serves no clients) is not supported yet: \
+                 use process.roles=broker,controller"
+            ),
+            _ => anyhow::bail!("process.roles={roles:?} is not valid: use broker,controller (the default) or broker"),
+        };
         let text =
             options.controllers.clone().or_else(|| options.statics.get("controller.quorum.voters").map(str::to_string));
         let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+            if observer {
+                anyhow::bail!(
+                    "process.roles=broker needs the controllers: give --controllers (controller.quorum.voters)"
+                );
+            }
             if let Some(listen) = options.controller_listen {
                 anyhow::bail!("--controller-listen {listen} needs --controllers (controller.quorum.voters)");
             }
             return Ok(None);
         };
         let voters = keel_cluster::parse_voters(&text).map_err(|why| anyhow::anyhow!("{why}"))?;
+        if observer {
+            if voters.contains_key(&options.node_id) {
+                anyhow::bail!(
+                    "node.id {} is among the controller.quorum.voters {text:?}, but process.roles=broker: a broker \
+                     that is not a controller needs an id of its own",
+                    options.node_id
+                );
+            }
+            let Some(listen) = options.controller_listen else {
+                anyhow::bail!(
+                    "process.roles=broker follows the metadata log on a listener of its own: give --controller-listen \
+                     HOST:PORT, an address the controllers can reach"
+                );
+            };
+            return Ok(Some(Quorum { voters, listen, observer }));
+        }
         let Some(own) = voters.get(&options.node_id) else {
             anyhow::bail!(
-                "node.id {} is not among the controller.quorum.voters {text:?}: give each node its own id from that list",
+                "node.id {} is not among the controller.quorum.voters {text:?}: give each node its own id from that list \
+                 (or set process.roles=broker for a broker that is not a controller)",
                 options.node_id
             );
         };
@@ -76,7 +103,7 @@ impl Quorum {
                 .next()
                 .with_context(|| format!("this node's controller address {own} resolves to nothing"))?,
         };
-        Ok(Some(Quorum { voters, listen }))
+        Ok(Some(Quorum { voters, listen, observer }))
     }
 }
 
@@ -140,16 +167,29 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
             let listener = TcpListener::bind(quorum.listen)
                 .await
                 .with_context(|| format!("cannot listen for controllers on {}", quorum.listen))?;
-            MetadataStore::open_quorum(
-                &metadata_dir,
-                options.node_id,
-                &quorum.voters,
-                listener,
-                keel_cluster::StoreOptions::default(),
-                stored_cluster_id.as_deref(),
-            )
-            .await
-            .context("cannot open the cluster metadata log")?
+            let opened = if quorum.observer {
+                MetadataStore::open_observer(
+                    &metadata_dir,
+                    options.node_id,
+                    &quorum.voters,
+                    listener,
+                    quorum.listen.to_string(),
+                    keel_cluster::StoreOptions::default(),
+                    stored_cluster_id.as_deref(),
+                )
+                .await
+            } else {
+                MetadataStore::open_quorum(
+                    &metadata_dir,
+                    options.node_id,
+                    &quorum.voters,
+                    listener,
+                    keel_cluster::StoreOptions::default(),
+                    stored_cluster_id.as_deref(),
+                )
+                .await
+            };
+            opened.context("cannot open the cluster metadata log")?
         }
     };
     let cluster_id =
@@ -192,6 +232,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let _ = ready_tx.send(true);
     let controllers = match &quorum {
         None => String::new(),
+        Some(quorum) if quorum.observer => {
+            format!(", observing the metadata log on {} (quorum of {})", quorum.listen, quorum.voters.len())
+        }
         Some(quorum) => format!(", controllers on {} (quorum of {})", quorum.listen, quorum.voters.len()),
     };
     println!(

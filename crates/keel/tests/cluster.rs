@@ -176,6 +176,17 @@ fn a_cluster_forms_places_replicas_and_keeps_deciding_without_its_controller() {
     );
     produce_and_consume(&cluster.bootstrap(), "spread", 6, 600);
 
+    // A fourth node that is only a broker joins as an observer: it takes replicas and leads,
+    // and does not vote.
+    cluster.add_broker(&[]);
+    let (_, _, voters) = quorum(&cluster.nodes[3]);
+    assert_eq!(voters.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3], "the broker does not vote");
+    assert_eq!(create(&cluster.nodes[3], "four", 4, 4, 10_000), 0);
+    let placed = placement(&cluster.nodes[0], "four");
+    assert!(placed.values().all(|(_, replicas)| replicas.contains(&4)), "on the fourth broker: {placed:?}");
+    assert_eq!(placed.values().filter(|(leader, _)| *leader == 4).count(), 1, "which leads one partition");
+    produce_and_consume(&cluster.bootstrap(), "four", 4, 100);
+
     // Garbage on a controller port closes that connection and harms nothing.
     let mut garbage = TcpStream::connect(cluster.controller_addrs[0]).expect("controller port");
     garbage.write_all(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o']).expect("write");

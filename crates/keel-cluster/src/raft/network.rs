@@ -64,6 +64,12 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// An operation for the active controller, as the server encodes it.
     Controller(serde_json::Value),
+    /// A broker that is not a voter asks to follow the metadata log as an observer (an
+    /// openraft learner at `addr`); only the leader adds it.
+    AddObserver {
+        node_id: RaftNodeId,
+        addr: String,
+    },
 }
 
 /// A request with the sender's cluster id, `None` while the sender does not know it yet.
@@ -121,6 +127,7 @@ pub enum Reply {
     Vote(Result<VoteResponse<RaftNodeId>, RaftError<RaftNodeId>>),
     InstallSnapshot(Result<InstallSnapshotResponse<RaftNodeId>, RaftError<RaftNodeId, InstallSnapshotError>>),
     Controller(Result<serde_json::Value, CallError>),
+    AddObserver(Result<(), CallError>),
 }
 
 /// Why a controller did not decide a call. The operation's own errors (a topic that exists,
@@ -219,8 +226,31 @@ impl ControllerClient {
         request: serde_json::Value,
         timeout: Duration,
     ) -> Result<Result<serde_json::Value, CallError>, CallFailure> {
+        match self.exchange(addr, Request::Controller(request), timeout).await? {
+            Reply::Controller(reply) => Ok(reply),
+            _ => Err(CallFailure { addr: addr.to_string(), detail: "answered another request".into(), sent: true }),
+        }
+    }
+
+    /// Asks the controller at `addr` to add this node as an observer of the metadata log.
+    pub async fn add_observer(
+        &self,
+        addr: &str,
+        node_id: RaftNodeId,
+        own_addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<(), CallError>, CallFailure> {
+        let request = Request::AddObserver { node_id, addr: own_addr.to_string() };
+        match self.exchange(addr, request, timeout).await? {
+            Reply::AddObserver(reply) => Ok(reply),
+            _ => Err(CallFailure { addr: addr.to_string(), detail: "answered another request".into(), sent: true }),
+        }
+    }
+
+    /// Sends `request` on a pooled (or new) connection and reads the reply.
+    async fn exchange(&self, addr: &str, request: Request, timeout: Duration) -> Result<Reply, CallFailure> {
         let failure = |detail: String, sent: bool| CallFailure { addr: addr.to_string(), detail, sent };
-        let envelope = Envelope { cluster_id: self.identity.cluster_id(), request: Request::Controller(request) };
+        let envelope = Envelope { cluster_id: self.identity.cluster_id(), request };
         let frame = encode_frame(&envelope).map_err(|e| failure(e.to_string(), false))?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -245,7 +275,11 @@ impl ControllerClient {
                 read_frame::<Reply>(&mut stream).await
             };
             match tokio::time::timeout_at(deadline, exchange).await {
-                Ok(Ok(Reply::Controller(reply))) => {
+                Ok(Ok(Reply::WrongCluster(theirs))) => {
+                    self.identity.record_conflict(addr, theirs.clone());
+                    return Err(failure(format!("belongs to another cluster ({theirs:?})"), false));
+                }
+                Ok(Ok(reply)) => {
                     let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                     let streams = idle.entry(addr.to_string()).or_default();
                     if streams.len() < IDLE_CONNECTIONS_PER_PEER {
@@ -253,16 +287,29 @@ impl ControllerClient {
                     }
                     return Ok(reply);
                 }
-                Ok(Ok(Reply::WrongCluster(theirs))) => {
-                    self.identity.record_conflict(addr, theirs.clone());
-                    return Err(failure(format!("belongs to another cluster ({theirs:?})"), false));
-                }
-                Ok(Ok(_)) => return Err(failure("answered with a reply to another request".into(), true)),
                 Ok(Err(FrameError::Io(e))) if reused && is_closed_by_peer(&e) => continue,
                 Ok(Err(e)) => return Err(failure(e.to_string(), true)),
                 Err(_) => return Err(failure(format!("no answer within {timeout:?}"), true)),
             }
         }
+    }
+}
+
+/// Adds `node_id` at `addr` as a learner (an observer of the metadata log) when this node
+/// leads; a no-op for one already in the membership.
+async fn add_observer(raft: &Raft, node_id: RaftNodeId, addr: String) -> Result<(), CallError> {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership();
+    if membership.voter_ids().any(|id| id == node_id) {
+        return Err(CallError::Failed(format!("node {node_id} is a voter, not an observer")));
+    }
+    if membership.get_node(&node_id).is_some_and(|node| node.addr == addr) {
+        return Ok(());
+    }
+    match raft.add_learner(node_id, BasicNode { addr }, false).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => Err(CallError::NotLeader),
+        Err(error) => Err(CallError::Failed(error.to_string())),
     }
 }
 
@@ -456,6 +503,7 @@ async fn serve_connection(
                 Some(service) => service.call(call).await,
                 None => Err(CallError::NotReady),
             }),
+            Request::AddObserver { node_id, addr } => Reply::AddObserver(add_observer(&raft, node_id, addr).await),
         };
         let written = match encode_frame(&reply) {
             Ok(frame) => stream.write_all(&frame).await.map_err(FrameError::Io),

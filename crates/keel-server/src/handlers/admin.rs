@@ -299,6 +299,18 @@ pub async fn describe_quorum(broker: &Arc<Broker>, request: DescribeQuorumReques
                 voter
             })
             .collect();
+        partition.observers = quorum
+            .observers
+            .iter()
+            .map(|&(node, matched)| {
+                let mut observer = ReplicaState::default();
+                observer.replica_id = BrokerId(node);
+                observer.log_end_offset = matched.map_or(-1, |index| index as i64 + 1);
+                observer.last_fetch_timestamp = -1;
+                observer.last_caught_up_timestamp = -1;
+                observer
+            })
+            .collect();
     }
     let mut topic = TopicData::default();
     topic.topic_name = TopicName(str_bytes(METADATA_TOPIC));

@@ -20,6 +20,8 @@ pub struct Keel {
     pub node_id: i32,
     /// `--controllers` (controller.quorum.voters) of a node of a cluster; `None` for one node.
     pub controllers: Option<String>,
+    /// `--controller-listen`: a broker that is not a voter follows the metadata log there.
+    pub controller_listen: Option<SocketAddr>,
     sets: Vec<String>,
     /// `--advertise`: what metadata tells clients to connect to (e.g. a test proxy).
     pub advertise: Option<String>,
@@ -64,6 +66,7 @@ impl Keel {
             advertise,
             node_id: 1,
             controllers: None,
+            controller_listen: None,
             _tmp: Some(tmp),
         };
         keel.spawn();
@@ -78,7 +81,18 @@ impl Keel {
         http: SocketAddr,
         controllers: Option<String>,
     ) -> Keel {
-        Keel { child: None, data_dir, kafka, http, node_id, controllers, sets: Vec::new(), advertise: None, _tmp: None }
+        Keel {
+            child: None,
+            data_dir,
+            kafka,
+            http,
+            node_id,
+            controllers,
+            controller_listen: None,
+            sets: Vec::new(),
+            advertise: None,
+            _tmp: None,
+        }
     }
 
     /// The command line of this node.
@@ -97,6 +111,9 @@ impl Keel {
             .env("KEEL_LOG", "warn,openraft=off");
         if let Some(controllers) = &self.controllers {
             command.arg("--controllers").arg(controllers);
+        }
+        if let Some(listen) = &self.controller_listen {
+            command.arg("--controller-listen").arg(listen.to_string());
         }
         for set in self.sets.iter().chain(&tiny_segment_sets(&self.sets)) {
             command.arg("--set").arg(set);
@@ -237,6 +254,7 @@ impl Cluster {
                     http: free_port(),
                     node_id,
                     controllers: Some(voters.clone()),
+                    controller_listen: None,
                     sets: sets.iter().map(|s| s.to_string()).collect(),
                     advertise: None,
                     _tmp: Some(tmp),
@@ -251,6 +269,31 @@ impl Cluster {
             node.wait_ready();
         }
         Cluster { nodes, controller_addrs }
+    }
+
+    /// Starts one more node, a broker only (`process.roles=broker`): it follows the metadata log
+    /// as an observer and takes replicas, without voting. Waits until it is ready.
+    pub fn add_broker(&mut self, sets: &[&str]) -> &mut Keel {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let node_id = self.nodes.len() as i32 + 1;
+        let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        sets.push("process.roles=broker".to_string());
+        let mut node = Keel {
+            child: None,
+            data_dir: tmp.path().join("data"),
+            kafka: free_port(),
+            http: free_port(),
+            node_id,
+            controllers: self.nodes[0].controllers.clone(),
+            controller_listen: Some(free_port()),
+            sets,
+            advertise: None,
+            _tmp: Some(tmp),
+        };
+        node.launch();
+        node.wait_ready();
+        self.nodes.push(node);
+        self.nodes.last_mut().expect("just pushed")
     }
 
     pub fn node(&mut self, id: i32) -> &mut Keel {
