@@ -10,6 +10,7 @@
 //! it belongs to, identically on every node, and the proposer is told why.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -117,10 +118,14 @@ pub fn is_internal_topic(name: &str) -> bool {
 }
 
 /// The state built by applying every committed record in order.
+///
+/// Topics are shared (`Arc`) between successive images: publishing a new image after an entry
+/// copies one pointer per topic, and a record copies only the topic it changes
+/// (`Arc::make_mut`), so each entry costs what it changes, not the size of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataImage {
     pub brokers: BTreeMap<NodeId, BrokerRegistration>,
-    pub topics: BTreeMap<String, TopicImage>,
+    pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names: BTreeMap<Uuid, String>,
     /// Broker configs: `Broker(None)` is the cluster default, `Broker(Some(id))` one broker.
     pub broker_configs: BTreeMap<Option<NodeId>, BTreeMap<String, String>>,
@@ -245,12 +250,12 @@ impl MetadataImage {
                 self.topic_names.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
-                    TopicImage {
+                    Arc::new(TopicImage {
                         name: name.clone(),
                         topic_id: *topic_id,
                         partitions: BTreeMap::new(),
                         configs: BTreeMap::new(),
-                    },
+                    }),
                 );
             }
             MetadataRecord::Partition { topic_id, partition, state } => {
@@ -266,7 +271,7 @@ impl MetadataImage {
             MetadataRecord::Config { resource, name, value } => {
                 let configs = match resource {
                     ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
-                        Some(topic) => &mut topic.configs,
+                        Some(topic) => &mut Arc::make_mut(topic).configs,
                         None => return,
                     },
                     ConfigResource::Broker(node) => self.broker_configs.entry(*node).or_default(),
@@ -286,7 +291,7 @@ impl MetadataImage {
     }
 
     pub fn topic(&self, name: &str) -> Option<&TopicImage> {
-        self.topics.get(name)
+        self.topics.get(name).map(Arc::as_ref)
     }
 
     /// The brokers that may lead partitions and take new replicas: registered, not fenced and
@@ -301,12 +306,13 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&TopicImage> {
-        self.topic_names.get(topic_id).and_then(|name| self.topics.get(name))
+        self.topic_names.get(topic_id).and_then(|name| self.topic(name))
     }
 
+    /// The topic to change: copied first if an earlier image still shares it.
     fn topic_by_id_mut(&mut self, topic_id: &Uuid) -> Option<&mut TopicImage> {
         let name = self.topic_names.get(topic_id)?;
-        self.topics.get_mut(name)
+        self.topics.get_mut(name).map(Arc::make_mut)
     }
 
     /// The dynamic config of a broker: its own entry over the cluster default.
@@ -410,6 +416,21 @@ mod tests {
         let new_id = Uuid::new_v4();
         image.apply_batch(&[MetadataRecord::RemoveTopic { topic_id: id }, topic("t", new_id)], 1).expect("recreate");
         assert_eq!(image.topic("t").map(|t| t.topic_id), Some(new_id));
+    }
+
+    #[test]
+    fn an_entry_copies_only_the_topics_it_changes() {
+        let mut image = MetadataImage::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        image.apply(&MetadataRecord::Topic { name: "a".into(), topic_id: a });
+        image.apply(&MetadataRecord::Topic { name: "b".into(), topic_id: b });
+        let published = image.clone();
+        image
+            .apply_batch(&[MetadataRecord::Partition { topic_id: a, partition: 0, state: partition(1) }], 3)
+            .expect("fits");
+        assert!(Arc::ptr_eq(&image.topics["b"], &published.topics["b"]), "b is shared, not copied");
+        assert!(!Arc::ptr_eq(&image.topics["a"], &published.topics["a"]), "a is copied before it changes");
+        assert!(published.topics["a"].partitions.is_empty(), "the published image does not change");
     }
 
     #[test]

@@ -93,12 +93,12 @@ impl ImageSnapshot {
             image.topic_names.insert(topic.topic_id, topic.name.clone());
             image.topics.insert(
                 topic.name.clone(),
-                TopicImage {
+                Arc::new(TopicImage {
                     name: topic.name,
                     topic_id: topic.topic_id,
                     partitions: topic.partitions.into_iter().collect(),
                     configs: topic.configs,
-                },
+                }),
             );
         }
         image.broker_configs = self.broker_configs.into_iter().collect();
