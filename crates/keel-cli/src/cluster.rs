@@ -36,7 +36,7 @@ async fn check(common: &Common, http: Option<&str>) -> Result<Health, CliError> 
             let mut client = connect(common).await?;
             let (_, metadata) = client.metadata(None, false).await?;
             let mut health = Health::of(&metadata);
-            let listed = fenced_brokers(&mut client).await?;
+            let listed = described_brokers(&mut client).await?;
             health.fenced = listed.into_iter().flatten().filter(|n| n.state == "fenced").map(|n| n.id).collect();
             Ok(health)
         }
@@ -166,8 +166,8 @@ impl Health {
 /// One broker of `keel cluster info`.
 struct Node {
     id: i32,
-    host: Option<String>,
-    port: Option<i32>,
+    host: String,
+    port: i32,
     rack: Option<String>,
     state: &'static str,
 }
@@ -186,7 +186,7 @@ struct Quorum {
 
 /// The brokers with whether each is fenced, from DescribeCluster v2 (KIP-1073: fenced brokers
 /// included); `None` when the cluster does not list fenced brokers (older Kafka).
-async fn fenced_brokers(client: &mut crate::client::Client) -> Result<Option<Vec<Node>>, CliError> {
+async fn described_brokers(client: &mut crate::client::Client) -> Result<Option<Vec<Node>>, CliError> {
     use kafka_protocol::messages::DescribeClusterRequest;
     let answer = client
         .any()
@@ -204,8 +204,8 @@ async fn fenced_brokers(client: &mut crate::client::Client) -> Result<Option<Vec
                 .iter()
                 .map(|b| Node {
                     id: b.broker_id.0,
-                    host: Some(b.host.to_string()),
-                    port: Some(b.port),
+                    host: b.host.to_string(),
+                    port: b.port,
                     rack: b.rack.as_ref().map(|r| r.to_string()),
                     state: if b.is_fenced { "fenced" } else { "unfenced" },
                 })
@@ -267,7 +267,7 @@ async fn info(common: &Common) -> Result<u8, CliError> {
     let mut client = connect(common).await?;
     let (_, metadata) = client.metadata(None, false).await?;
     let quorum = quorum(&mut client).await?;
-    let fenced = fenced_brokers(&mut client).await?;
+    let fenced = described_brokers(&mut client).await?;
     let health = Health::of(&metadata);
     let topics = offsets::topics(&metadata);
     let cluster_id = metadata.cluster_id.as_ref().map(|c| c.to_string());
@@ -278,8 +278,8 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         .iter()
         .map(|b| Node {
             id: b.node_id.0,
-            host: Some(b.host.to_string()),
-            port: Some(b.port),
+            host: b.host.to_string(),
+            port: b.port,
             rack: b.rack.as_ref().map(|r| r.to_string()),
             state: "unfenced",
         })
@@ -296,8 +296,8 @@ async fn info(common: &Common) -> Result<u8, CliError> {
         .map(|n| {
             vec![
                 n.id.to_string(),
-                n.host.clone().unwrap_or_else(|| "-".to_string()),
-                n.port.map_or("-".to_string(), |p| p.to_string()),
+                n.host.clone(),
+                n.port.to_string(),
                 n.rack.clone().unwrap_or_else(|| "-".to_string()),
                 n.state.to_string(),
                 if n.id == controller { "yes".to_string() } else { String::new() },

@@ -506,14 +506,7 @@ impl Broker {
         if validate_only || records.is_empty() {
             return Ok(Decided::new(results));
         }
-        match self.commit(guard, records, deadline).await {
-            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
-            Err(Refusal::Failed(error)) => {
-                let error = WireError::from(&error);
-                Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
-            }
-        }
+        self.commit_each(guard, records, deadline, results).await
     }
 
     async fn decide_delete_topics(
@@ -547,14 +540,7 @@ impl Broker {
         if records.is_empty() {
             return Ok(Decided::new(results));
         }
-        match self.commit(guard, records, deadline).await {
-            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
-            Err(Refusal::Failed(error)) => {
-                let error = WireError::from(&error);
-                Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
-            }
-        }
+        self.commit_each(guard, records, deadline, results).await
     }
 
     async fn decide_create_partitions(
@@ -793,6 +779,25 @@ impl Broker {
             Ok(index) => Ok(Decided { result: Ok((start, end)), index: Some(index) }),
             Err(Refusal::NotLeader) => Err(NotLeader),
             Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
+        }
+    }
+
+    /// [`Broker::commit`] for a decision with one result per item: the items that were valid
+    /// fail together when the commit does.
+    async fn commit_each<T>(
+        self: &Arc<Self>,
+        guard: OwnedMutexGuard<()>,
+        records: Vec<MetadataRecord>,
+        deadline: Instant,
+        results: Vec<WireResult<T>>,
+    ) -> Result<Decided<Vec<WireResult<T>>>, NotLeader> {
+        match self.commit(guard, records, deadline).await {
+            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
+            Err(Refusal::NotLeader) => Err(NotLeader),
+            Err(Refusal::Failed(error)) => {
+                let error = WireError::from(&error);
+                Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
+            }
         }
     }
 
