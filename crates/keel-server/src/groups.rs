@@ -148,7 +148,7 @@ impl Broker {
         let image = self.image();
         let view = self.config(&image);
         let partitions = view.broker_i64(partitions_config).unwrap_or(50) as i32;
-        let brokers = image.brokers.len().max(1) as i64;
+        let brokers = image.usable_brokers().count().max(1) as i64;
         let replication_factor = view.broker_i64(replication_config).unwrap_or(1).min(brokers) as i16;
         let segment_bytes = view.broker_i64(segment_bytes_config).unwrap_or(104_857_600);
         let mut configs: BTreeMap<String, Option<String>> =
