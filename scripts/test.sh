@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 START=$(date +%s)
 
-stage() { printf '\n==== %s ====\n' "$*"; }
+stage() { printf '\n==== %s (at %s) ====\n' "$*" "$(elapsed)"; }
 elapsed() { local s=$(( $(date +%s) - START )); printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 trap 'rc=$?; if [ $rc -ne 0 ]; then printf "\n==== FAILED (exit %d) after %s ====\n" "$rc" "$(elapsed)"; fi' EXIT
 
