@@ -86,10 +86,14 @@ impl Broker {
         ConfigView { node_id: self.node_id, statics: &self.statics, image }
     }
 
-    /// The active controller as clients are told it (Metadata, DescribeCluster): the quorum's
-    /// leader, or this broker while there is none (it forwards what it is sent).
+    /// The controller as clients are told it (Metadata, DescribeCluster): the quorum's leader
+    /// when clients can reach it (an unfenced broker), else the lowest unfenced broker, else
+    /// this one. Any broker forwards what only the active controller decides, so a client that
+    /// sends admin requests to the broker named here is served either way.
     pub fn controller_id(&self) -> NodeId {
-        self.metadata.leader().unwrap_or(self.node_id)
+        let image = self.image();
+        let leader = self.metadata.leader().filter(|id| image.is_broker_alive(*id));
+        leader.or_else(|| image.usable_brokers().map(|b| b.node_id).next()).unwrap_or(self.node_id)
     }
 
     /// The partition, when this broker leads it: the one clients produce to and fetch from.

@@ -40,6 +40,8 @@ struct Quorum {
     listen: SocketAddr,
     /// A broker that is not a voter: it follows the metadata log as an observer.
     observer: bool,
+    /// Whether this node is a broker too (serves clients, takes replicas).
+    broker: bool,
 }
 
 impl Quorum {
@@ -49,14 +51,13 @@ impl Quorum {
         let mut parsed: Vec<&str> = roles.split(',').map(str::trim).filter(|r| !r.is_empty()).collect();
         parsed.sort_unstable();
         parsed.dedup();
-        let observer = match parsed.as_slice() {
-            ["broker", "controller"] => false,
-            ["broker"] => true,
-            ["controller"] => anyhow::bail!(
-                "process.roles=controller (a controller that serves no clients) is not supported yet: \
-                 use process.roles=broker,controller"
+        let (observer, broker) = match parsed.as_slice() {
+            ["broker", "controller"] => (false, true),
+            ["broker"] => (true, true),
+            ["controller"] => (false, false),
+            _ => anyhow::bail!(
+                "process.roles={roles:?} is not valid: use broker,controller (the default), broker or controller"
             ),
-            _ => anyhow::bail!("process.roles={roles:?} is not valid: use broker,controller (the default) or broker"),
         };
         let text =
             options.controllers.clone().or_else(|| options.statics.get("controller.quorum.voters").map(str::to_string));
@@ -86,7 +87,7 @@ impl Quorum {
                      HOST:PORT, an address the controllers can reach"
                 );
             };
-            return Ok(Some(Quorum { voters, listen, observer }));
+            return Ok(Some(Quorum { voters, listen, observer, broker }));
         }
         let Some(own) = voters.get(&options.node_id) else {
             anyhow::bail!(
@@ -103,7 +104,7 @@ impl Quorum {
                 .next()
                 .with_context(|| format!("this node's controller address {own} resolves to nothing"))?,
         };
-        Ok(Some(Quorum { voters, listen, observer }))
+        Ok(Some(Quorum { voters, listen, observer, broker }))
     }
 }
 
@@ -195,9 +196,18 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let cluster_id =
         join_cluster(&metadata, &options.data_dir, options.node_id, stored_cluster_id, quorum.as_ref()).await?;
 
-    let listener =
-        TcpListener::bind(options.listen).await.with_context(|| format!("cannot listen on {}", options.listen))?;
-    let local = listener.local_addr()?;
+    // A node that is only a controller serves no clients: no Kafka listener, no registration.
+    let serves_clients = quorum.as_ref().is_none_or(|q| q.broker);
+    let listener = match serves_clients {
+        true => Some(
+            TcpListener::bind(options.listen).await.with_context(|| format!("cannot listen on {}", options.listen))?,
+        ),
+        false => None,
+    };
+    let local = match &listener {
+        Some(listener) => listener.local_addr()?,
+        None => options.listen,
+    };
     let advertised = match &options.advertise {
         Some(address) => parse_endpoint(address)?,
         None => Endpoint { host: local.ip().to_string(), port: local.port() },
@@ -213,16 +223,19 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     ));
     broker.metadata.set_controller_service(Arc::new(crate::controller::Decider(Arc::downgrade(&broker))));
     let _ = broker_tx.send(Some(broker.clone()));
-    register(&broker).await?;
-    tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
-    broker.start_coordinators();
-    broker.start_transaction_coordinators();
+    if serves_clients {
+        register(&broker).await?;
+        tokio::task::block_in_place(|| broker.reconcile()).context("cannot open partition logs")?;
+        broker.start_coordinators();
+        broker.start_transaction_coordinators();
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let background = tokio::spawn(background_tasks(broker.clone(), stop_rx.clone()));
     let follow = tokio::spawn(follow_metadata(broker.clone(), stop_rx.clone()));
-    let heartbeats = tokio::spawn(crate::lifecycle::heartbeat_loop(broker.clone(), stop_rx.clone()));
+    let heartbeats =
+        serves_clients.then(|| tokio::spawn(crate::lifecycle::heartbeat_loop(broker.clone(), stop_rx.clone())));
     let fencing = tokio::spawn(crate::lifecycle::fence_expired_brokers(broker.clone(), stop_rx.clone()));
     let sampler = console.attach(broker.clone(), stop_rx.clone());
     let cleaners =
@@ -232,6 +245,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     let _ = ready_tx.send(true);
     let controllers = match &quorum {
         None => String::new(),
+        Some(quorum) if !quorum.broker => {
+            format!(", a controller only (no client listener) on {} (quorum of {})", quorum.listen, quorum.voters.len())
+        }
         Some(quorum) if quorum.observer => {
             format!(", observing the metadata log on {} (quorum of {})", quorum.listen, quorum.voters.len())
         }
@@ -252,7 +268,7 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = accept(listener.as_ref()) => match accepted {
                 Ok((stream, _)) => {
                     connections.spawn(network::serve(broker.clone(), stream, stop_rx.clone()));
                 }
@@ -267,7 +283,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
 
     tracing::info!("shutting down");
     // Leadership moves off this broker before it stops serving (its clients follow it).
-    broker.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+    if serves_clients {
+        broker.controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT).await;
+    }
     broker.set_ready(false);
     let _ = ready_tx.send(false);
     drop(listener);
@@ -283,7 +301,9 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     }
     let _ = background.await;
     let _ = follow.await;
-    let _ = heartbeats.await;
+    if let Some(heartbeats) = heartbeats {
+        let _ = heartbeats.await;
+    }
     let _ = fencing.await;
     let _ = sampler.await;
     // The cleaners finish their pass before the logs close.
@@ -300,6 +320,14 @@ pub async fn run(options: ServerOptions, shutdown: impl Future<Output = ()>) -> 
     http.abort();
     println!("keel node {} stopped cleanly", broker.node_id);
     Ok(())
+}
+
+/// The next connection on the Kafka listener; never, for a node without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {

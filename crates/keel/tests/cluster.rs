@@ -280,6 +280,28 @@ fn http_get(node: &Keel, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or_default().to_string(), body.to_string())
 }
 
+#[test]
+fn a_controller_only_node_decides_and_serves_no_clients() {
+    let mut cluster = Cluster::start_roles(&["broker,controller", "broker,controller", "controller"]);
+    // Its Kafka port is not open; it is no broker, takes no replica, and still votes.
+    assert!(TcpStream::connect(cluster.nodes[2].kafka).is_err(), "a controller only has no client listener");
+    let response = metadata(&cluster.nodes[0]);
+    let mut ids: Vec<i32> = response.brokers.iter().map(|b| b.node_id.0).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2]);
+    assert!(ids.contains(&response.controller_id.0), "the controller named to clients is one they can reach");
+    assert_eq!(create(&cluster.nodes[0], "two", 2, 3, 10_000), ResponseError::InvalidReplicationFactor.code());
+    assert_eq!(create(&cluster.nodes[1], "two", 2, 2, 10_000), 0);
+    let (_, _, voters) = quorum(&cluster.nodes[0]);
+    assert_eq!(voters.iter().map(|v| v.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+
+    // With a broker down, the other broker and the controller still form a majority.
+    cluster.node(1).kill9();
+    wait_until("a change without node 1", Duration::from_secs(20), || {
+        matches!(create(&cluster.nodes[1], "without-one", 1, 1, 3_000), 0 | 36)
+    });
+}
+
 /// Runs `keel server` for `node` and returns its exit status and stderr; panics if it keeps
 /// running for 30 s.
 fn refused_start(node: &Keel) -> String {

@@ -239,8 +239,20 @@ impl Cluster {
         Cluster::start_at((0..n).map(|_| free_port()).collect(), sets)
     }
 
+    /// [`Cluster::start`] with each node's `process.roles` (`broker,controller` or
+    /// `controller`; every node is a voter).
+    pub fn start_roles(roles: &[&str]) -> Cluster {
+        let addrs = roles.iter().map(|_| free_port()).collect();
+        Cluster::start_configured(addrs, &[], roles)
+    }
+
     /// [`Cluster::start`] with the controllers on `controller_addrs` (one node each).
     pub fn start_at(controller_addrs: Vec<SocketAddr>, sets: &[&str]) -> Cluster {
+        let roles = vec!["broker,controller"; controller_addrs.len()];
+        Cluster::start_configured(controller_addrs, sets, &roles)
+    }
+
+    fn start_configured(controller_addrs: Vec<SocketAddr>, sets: &[&str], roles: &[&str]) -> Cluster {
         let n = controller_addrs.len();
         let voters: Vec<String> = controller_addrs.iter().enumerate().map(|(i, a)| format!("{}@{a}", i + 1)).collect();
         let voters = voters.join(",");
@@ -255,7 +267,11 @@ impl Cluster {
                     node_id,
                     controllers: Some(voters.clone()),
                     controller_listen: None,
-                    sets: sets.iter().map(|s| s.to_string()).collect(),
+                    sets: sets
+                        .iter()
+                        .map(|s| s.to_string())
+                        .chain(Some(format!("process.roles={}", roles[(node_id - 1) as usize])))
+                        .collect(),
                     advertise: None,
                     _tmp: Some(tmp),
                 }
