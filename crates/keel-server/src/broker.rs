@@ -41,6 +41,8 @@ pub struct Broker {
     pub incarnation: uuid::Uuid,
     /// On the active controller: when each broker last sent a heartbeat.
     pub heartbeats: crate::lifecycle::Heartbeats,
+    /// The image the hosted partitions were last reconciled with.
+    reconciled: std::sync::Mutex<Option<Arc<MetadataImage>>>,
     pub metrics: crate::metrics::Metrics,
     /// Bumped after every append; long-polling fetches wait for it to change.
     appends: watch::Sender<u64>,
@@ -72,6 +74,7 @@ impl Broker {
             producer_ids: Default::default(),
             incarnation: uuid::Uuid::new_v4(),
             heartbeats: Default::default(),
+            reconciled: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::new(),
             appends: watch::channel(0).0,
             ready: AtomicBool::new(false),
@@ -120,11 +123,16 @@ impl Broker {
         }
     }
 
-    /// Opens and drops partition logs so that they match the current image.
+    /// Opens and drops partition logs so that they match the current image. Only the topics
+    /// that changed since the last image reconciled here are visited (the image shares the
+    /// others), unless a broker config changed; a failed pass is redone in full next time.
     pub fn reconcile(&self) -> Result<(), keel_log::LogError> {
+        let mut last = self.reconciled.lock().unwrap_or_else(|p| p.into_inner());
         let image = self.image();
         let view = self.config(&image);
-        self.partitions.reconcile(self.node_id, &image, &self.logs, &view)
+        let result = self.partitions.reconcile(self.node_id, &image, last.as_deref(), &self.logs, &view);
+        *last = result.is_ok().then_some(image);
+        result
     }
 
     pub fn notify_append(&self) {

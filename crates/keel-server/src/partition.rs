@@ -66,14 +66,21 @@ impl Partitions {
         map.values().cloned().collect()
     }
 
-    /// Brings hosted partitions in line with `image`.
+    /// Brings hosted partitions in line with `image`. With `previous` (the image they match
+    /// already), the topics `image` shares with it are skipped: only what changed is applied.
     pub fn reconcile(
         &self,
         node_id: NodeId,
         image: &MetadataImage,
+        previous: Option<&MetadataImage>,
         logs: &LogManager,
         view: &ConfigView<'_>,
     ) -> Result<(), LogError> {
+        // Broker configs are the defaults of every topic's: a change there touches them all.
+        let previous = previous.filter(|p| p.broker_configs == image.broker_configs);
+        let unchanged = |name: &str, topic: &Arc<keel_cluster::TopicImage>| {
+            previous.and_then(|p| p.topics.get(name)).is_some_and(|before| Arc::ptr_eq(before, topic))
+        };
         let mut map = self.map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Drop partitions whose topic is gone (or was recreated under a new id).
         let stale: Vec<Key> = map
@@ -91,7 +98,10 @@ impl Partitions {
                 first_error.get_or_insert(error);
             }
         }
-        for topic in image.topics.values() {
+        for (name, topic) in &image.topics {
+            if unchanged(name, topic) {
+                continue;
+            }
             let config = log_config(view, &topic.name);
             for (&index, state) in &topic.partitions {
                 if !state.replicas.contains(&node_id) {
