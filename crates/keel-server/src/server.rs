@@ -341,15 +341,8 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
 /// until it is unfenced: its image has caught up with the metadata log. Prints progress while
 /// the quorum has no leader.
 async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
-    let refused = |(peer, theirs): (String, String)| {
-        anyhow::anyhow!(
-            "{} belongs to another cluster than its controllers: the controller at {peer} belongs to cluster \
-             {theirs:?}, this directory to {:?}; give this node its own data directory (or an empty one to join \
-             that cluster)",
-            broker.data_dir.display(),
-            broker.cluster_id
-        )
-    };
+    let refused =
+        |(peer, theirs): (String, String)| another_cluster(&broker.data_dir, Some(&broker.cluster_id), &peer, &theirs);
     let registered = async {
         loop {
             let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
@@ -434,6 +427,18 @@ fn read_meta_properties(data_dir: &Path, node_id: NodeId) -> anyhow::Result<Opti
     value("cluster.id").map(Some).with_context(|| format!("{} has no cluster.id", path.display()))
 }
 
+/// The error of a node whose data directory (of cluster `ours`) belongs to another cluster than
+/// the controller at `peer` (of cluster `theirs`).
+fn another_cluster(data_dir: &Path, ours: Option<&str>, peer: &str, theirs: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} belongs to another cluster than the controllers this node was started with: the controller at \
+         {peer} belongs to cluster {theirs:?}, this directory to {:?}; give this node its own data directory \
+         (or an empty one to join that cluster)",
+        data_dir.display(),
+        ours.unwrap_or("?")
+    )
+}
+
 /// Writes `meta.properties` for a directory that has none (atomically: temporary file, fsync,
 /// rename, directory fsync).
 fn write_meta_properties(data_dir: &Path, cluster_id: &str, node_id: NodeId) -> anyhow::Result<()> {
@@ -459,15 +464,7 @@ async fn join_cluster(
     quorum: Option<&Quorum>,
 ) -> anyhow::Result<String> {
     let candidate = stored.clone().unwrap_or_else(|| cluster_id_from(uuid::Uuid::new_v4()));
-    let refused = |peer: String, theirs: String| {
-        anyhow::anyhow!(
-            "{} belongs to another cluster than the controllers it was started with: the controller at {peer} \
-             belongs to cluster {theirs:?}, this directory to {:?}; give this node its own data directory \
-             (or an empty one to join that cluster)",
-            data_dir.display(),
-            stored.as_deref().unwrap_or("?")
-        )
-    };
+    let refused = |peer: String, theirs: String| another_cluster(data_dir, stored.as_deref(), &peer, &theirs);
     let cluster_id = loop {
         let report = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
         let agreed = async {
