@@ -113,10 +113,11 @@ stage "pytest tests/python"
 .venv/bin/python -m pytest tests/python -v --timeout=600 "$@"
 
 stage "pytest: client tests with ${TINY_SEGMENT_BYTES}-byte segments"
+# (Plain round trips and consumer groups cross segments in the Rust pass above: rdkafka_roundtrip,
+# groups_wire; they are left out here to keep the suite under 30 minutes.)
 TINY_SEGMENT_TESTS=(
-    test_transactions.py test_kafka_python_transactions.py test_clients_roundtrip.py test_long_poll.py
-    test_list_offsets.py test_retention.py test_compaction.py test_crash_recovery.py test_bit_flip.py
-    test_idempotence.py test_consumer_groups.py
+    test_transactions.py test_kafka_python_transactions.py test_long_poll.py test_list_offsets.py
+    test_retention.py test_compaction.py test_crash_recovery.py test_bit_flip.py test_idempotence.py
 )
 rc=0
 KEEL_TEST_SEGMENT_BYTES="$TINY_SEGMENT_BYTES" .venv/bin/python -m pytest \
