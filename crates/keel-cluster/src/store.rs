@@ -1,7 +1,9 @@
 //! [`MetadataStore`]: the cluster-metadata log as the broker sees it. Proposals of
-//! [`MetadataRecord`]s go through openraft (a quorum of one node for now), are made durable in
-//! the log under the metadata directory, and are applied to the [`MetadataImage`] that readers
-//! get from [`MetadataStore::image`] or [`MetadataStore::subscribe`].
+//! [`MetadataRecord`]s go through openraft (a quorum of one node, or of the voters of
+//! `controller.quorum.voters`, with observers), are made durable in the log under the metadata
+//! directory of every voter, and are applied to the [`MetadataImage`] that readers get from
+//! [`MetadataStore::image`] or [`MetadataStore::subscribe`]. Only the leader accepts proposals;
+//! the other nodes reach it with [`MetadataStore::call_controller`].
 //!
 //! A full disk stalls the log's writes instead of failing them (see [`crate::raft::disk_full`]):
 //! proposals then wait until space frees, reads of the image go on, and nothing needs a restart.

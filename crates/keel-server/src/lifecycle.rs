@@ -193,8 +193,8 @@ impl Broker {
         reply
     }
 
-    /// Heartbeats until the controller unfences this broker (it has caught up), within
-    /// `timeout` per attempt; prints progress while the quorum does not answer.
+    /// Heartbeats until the controller unfences this broker (it has caught up), each attempt
+    /// within `report_every`; prints progress while the quorum does not answer.
     pub async fn wait_unfenced(self: &Arc<Self>, report_every: Duration) -> Result<(), ApiError> {
         loop {
             match self.send_heartbeat(false, Instant::now() + report_every).await {

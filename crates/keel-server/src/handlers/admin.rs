@@ -234,11 +234,10 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 /// DescribeQuorum (KIP-595/KIP-836): the metadata quorum's leader, epoch and high watermark, and
 /// each voter's log end offset, as the leader sees them. Offsets are the metadata log's entry
 /// indexes (the high watermark is one past the last committed entry); this node does not keep
-/// fetch timestamps, so they are -1 (unknown). A node that does not lead answers
-/// NOT_LEADER_OR_FOLLOWER, as a Kafka controller does; a partition other than
-/// `__cluster_metadata`-0 is UNKNOWN_TOPIC_OR_PARTITION.
-/// DescribeQuorum, answered with the active controller's view (asked over the controller
-/// listener when another node leads), as a Kafka broker forwards it to its controller.
+/// fetch timestamps, so they are -1 (unknown). Any node answers with the active controller's
+/// view (asked over the controller listener when another node leads), as a Kafka broker
+/// forwards it to its controller; without a reachable leader the partition's error says why.
+/// A partition other than `__cluster_metadata`-0 is UNKNOWN_TOPIC_OR_PARTITION.
 pub async fn describe_quorum(broker: &Arc<Broker>, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
     let mut response = DescribeQuorumResponse::default();
