@@ -341,8 +341,6 @@ fn parse_endpoint(address: &str) -> anyhow::Result<Endpoint> {
 /// until it is unfenced: its image has caught up with the metadata log. Prints progress while
 /// the quorum has no leader.
 async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
-    let refused =
-        |(peer, theirs): (String, String)| another_cluster(&broker.data_dir, Some(&broker.cluster_id), &peer, &theirs);
     let registered = async {
         loop {
             let deadline = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
@@ -361,22 +359,40 @@ async fn register(broker: &Arc<Broker>) -> anyhow::Result<()> {
             .await
             .map_err(|error| anyhow::anyhow!("cannot join the cluster: {}", error.message.unwrap_or_default()))
     };
-    // A controller of another cluster, seen while this node starts, stops it.
+    unless_another_cluster(&broker.metadata, &broker.data_dir, Some(&broker.cluster_id), registered).await
+}
+
+/// Runs `work`, a step of a node's start, unless a controller of another cluster shows up
+/// meanwhile (or has already): then this node's data directory (of cluster `ours`) is not one
+/// of this cluster's, and the start stops with an error that says so.
+async fn unless_another_cluster<T>(
+    metadata: &MetadataStore,
+    data_dir: &Path,
+    ours: Option<&str>,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let conflict = async {
         loop {
-            if let Some(conflict) = broker.metadata.cluster_conflict() {
+            if let Some(conflict) = metadata.cluster_conflict() {
                 return conflict;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::select! {
-        registered = registered => match broker.metadata.cluster_conflict() {
-            Some(conflict) => Err(refused(conflict)),
-            None => registered,
+    let (peer, theirs) = tokio::select! {
+        done = work => match metadata.cluster_conflict() {
+            Some(conflict) => conflict,
+            None => return done,
         },
-        conflict = conflict => Err(refused(conflict)),
-    }
+        conflict = conflict => conflict,
+    };
+    Err(anyhow::anyhow!(
+        "{} belongs to another cluster than the controllers this node was started with: the controller at \
+         {peer} belongs to cluster {theirs:?}, this directory to {:?}; give this node its own data directory \
+         (or an empty one to join that cluster)",
+        data_dir.display(),
+        ours.unwrap_or("?")
+    ))
 }
 
 /// Takes `<data-dir>/.lock` for the life of the process, so two nodes never share a data
@@ -427,18 +443,6 @@ fn read_meta_properties(data_dir: &Path, node_id: NodeId) -> anyhow::Result<Opti
     value("cluster.id").map(Some).with_context(|| format!("{} has no cluster.id", path.display()))
 }
 
-/// The error of a node whose data directory (of cluster `ours`) belongs to another cluster than
-/// the controller at `peer` (of cluster `theirs`).
-fn another_cluster(data_dir: &Path, ours: Option<&str>, peer: &str, theirs: &str) -> anyhow::Error {
-    anyhow::anyhow!(
-        "{} belongs to another cluster than the controllers this node was started with: the controller at \
-         {peer} belongs to cluster {theirs:?}, this directory to {:?}; give this node its own data directory \
-         (or an empty one to join that cluster)",
-        data_dir.display(),
-        ours.unwrap_or("?")
-    )
-}
-
 /// Writes `meta.properties` for a directory that has none (atomically: temporary file, fsync,
 /// rename, directory fsync).
 fn write_meta_properties(data_dir: &Path, cluster_id: &str, node_id: NodeId) -> anyhow::Result<()> {
@@ -464,60 +468,40 @@ async fn join_cluster(
     quorum: Option<&Quorum>,
 ) -> anyhow::Result<String> {
     let candidate = stored.clone().unwrap_or_else(|| cluster_id_from(uuid::Uuid::new_v4()));
-    let refused = |peer: String, theirs: String| another_cluster(data_dir, stored.as_deref(), &peer, &theirs);
-    let cluster_id = loop {
-        let report = tokio::time::Instant::now() + QUORUM_WAIT_REPORT;
-        let agreed = async {
-            loop {
-                // Checked often: a refused node must stop before it waits for long.
-                let wait =
-                    report.saturating_duration_since(tokio::time::Instant::now()).min(Duration::from_millis(500));
-                match metadata.agree_cluster_id(&candidate, wait).await {
-                    Err(keel_cluster::MetadataError::Timeout { .. })
-                        if metadata.cluster_conflict().is_none() && tokio::time::Instant::now() < report => {}
-                    other => return other,
-                }
+    let voters = quorum.map_or("this node".into(), |q| {
+        q.voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect::<Vec<_>>().join(",")
+    });
+    let joined = async {
+        let cluster_id = loop {
+            match metadata.agree_cluster_id(&candidate, QUORUM_WAIT_REPORT).await {
+                Ok(id) => break id,
+                Err(keel_cluster::MetadataError::Timeout { .. }) => println!(
+                    "keel node {node_id} waiting for the controller quorum ({voters}): start the other nodes \
+                     with the same --controllers"
+                ),
+                Err(error) => return Err(error).context("cannot learn the cluster id from the metadata log"),
             }
         };
-        let agreed = agreed.await;
-        if let Some((peer, theirs)) = metadata.cluster_conflict() {
-            let _ = metadata.shutdown().await;
-            return Err(refused(peer, theirs));
-        }
-        match agreed {
-            Ok(id) => break id,
-            Err(keel_cluster::MetadataError::Timeout { .. }) => {
-                let voters =
-                    quorum.map(|q| q.voters.iter().map(|(id, addr)| format!("{id}@{addr}")).collect::<Vec<_>>());
-                println!(
-                    "keel node {node_id} waiting for the controller quorum ({}): start the other nodes with the same --controllers",
-                    voters.map_or("this node".into(), |v| v.join(","))
-                );
-            }
-            Err(error) => {
-                let _ = metadata.shutdown().await;
-                return Err(error).context("cannot learn the cluster id from the metadata log");
+        // A directory that knows its cluster id agrees at once from its own log: it belongs here
+        // only if the quorum's controllers accept it, which a leader shows.
+        loop {
+            match metadata.wait_for_leader(QUORUM_WAIT_REPORT).await {
+                Ok(_) => return Ok(cluster_id),
+                Err(keel_cluster::MetadataError::Timeout { .. }) => {
+                    println!("keel node {node_id} waiting for the controller quorum to elect a leader")
+                }
+                Err(error) => return Err(error).context("cannot join the controller quorum"),
             }
         }
     };
-    // A directory that knows its cluster id agrees at once from its own log: it belongs here
-    // only if the quorum's controllers accept it, which a leader shows.
-    let mut waited = tokio::time::Instant::now();
-    while metadata.leader().is_none() {
-        if let Some((peer, theirs)) = metadata.cluster_conflict() {
+    let joined = unless_another_cluster(metadata, data_dir, stored.as_deref(), joined).await;
+    let cluster_id = match joined {
+        Ok(cluster_id) => cluster_id,
+        Err(error) => {
             let _ = metadata.shutdown().await;
-            return Err(refused(peer, theirs));
+            return Err(error);
         }
-        if waited.elapsed() >= QUORUM_WAIT_REPORT {
-            println!("keel node {node_id} waiting for the controller quorum to elect a leader");
-            waited = tokio::time::Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if let Some((peer, theirs)) = metadata.cluster_conflict() {
-        let _ = metadata.shutdown().await;
-        return Err(refused(peer, theirs));
-    }
+    };
     match stored {
         Some(stored) if stored != cluster_id => {
             let _ = metadata.shutdown().await;

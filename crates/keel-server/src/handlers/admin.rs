@@ -280,36 +280,22 @@ pub async fn describe_quorum(broker: &Arc<Broker>, request: DescribeQuorumReques
         partition.error_message = error.message.map(str_bytes);
     } else {
         partition.high_watermark = quorum.high_watermark();
-        partition.current_voters = quorum
-            .voters
-            .iter()
-            .map(|&(node, matched)| {
-                let mut voter = ReplicaState::default();
-                voter.replica_id = BrokerId(node);
-                // The leader's own log end is its log's; a single voter has no replication
-                // progress to report.
-                voter.log_end_offset = if Some(node) == quorum.leader {
-                    quorum.log_end_offset()
-                } else {
-                    matched.map_or(-1, |index| index as i64 + 1)
-                };
-                voter.last_fetch_timestamp = -1;
-                voter.last_caught_up_timestamp = -1;
-                voter
-            })
-            .collect();
-        partition.observers = quorum
-            .observers
-            .iter()
-            .map(|&(node, matched)| {
-                let mut observer = ReplicaState::default();
-                observer.replica_id = BrokerId(node);
-                observer.log_end_offset = matched.map_or(-1, |index| index as i64 + 1);
-                observer.last_fetch_timestamp = -1;
-                observer.last_caught_up_timestamp = -1;
-                observer
-            })
-            .collect();
+        let replica = |&(node, matched): &(keel_cluster::NodeId, Option<u64>)| {
+            let mut replica = ReplicaState::default();
+            replica.replica_id = BrokerId(node);
+            // The leader's own log end is its log's; a single voter has no replication
+            // progress to report.
+            replica.log_end_offset = if Some(node) == quorum.leader {
+                quorum.log_end_offset()
+            } else {
+                matched.map_or(-1, |index| index as i64 + 1)
+            };
+            replica.last_fetch_timestamp = -1;
+            replica.last_caught_up_timestamp = -1;
+            replica
+        };
+        partition.current_voters = quorum.voters.iter().map(replica).collect();
+        partition.observers = quorum.observers.iter().map(replica).collect();
     }
     let mut topic = TopicData::default();
     topic.topic_name = TopicName(str_bytes(METADATA_TOPIC));
