@@ -431,32 +431,50 @@ impl Broker {
 
     /// Decides one request on the active controller.
     async fn decide(self: &Arc<Self>, request: ControllerRequest) -> Result<serde_json::Value, CallError> {
-        fn answer<T: Serialize>(decided: Result<Decided<T>, NotLeader>) -> Result<serde_json::Value, CallError> {
-            let decided = decided.map_err(|NotLeader| CallError::NotLeader)?;
-            serde_json::to_value(&decided).map_err(|e| CallError::Failed(format!("cannot encode the decision: {e}")))
+        /// The decision as the asker reads it; a refusal that is an error becomes `failed(error)`.
+        fn answer<T: Serialize>(
+            decided: Result<Decided<T>, Refusal>,
+            failed: impl FnOnce(&ApiError) -> T,
+        ) -> Result<serde_json::Value, CallError> {
+            match decided {
+                Ok(decided) => encode(&decided),
+                Err(Refusal::NotLeader) => Err(CallError::NotLeader),
+                Err(Refusal::Failed(error)) => encode(&Decided::new(failed(&error))),
+            }
+        }
+        fn encode<T: Serialize>(decided: &Decided<T>) -> Result<serde_json::Value, CallError> {
+            serde_json::to_value(decided).map_err(|e| CallError::Failed(format!("cannot encode the decision: {e}")))
+        }
+        fn each<T>(count: usize) -> impl FnOnce(&ApiError) -> Vec<WireResult<T>> {
+            move |error| (0..count).map(|_| Err(WireError::from(error))).collect()
+        }
+        fn one<T>(error: &ApiError) -> WireResult<T> {
+            Err(WireError::from(error))
         }
         match request {
             ControllerRequest::CreateTopics { specs, validate_only, timeout_ms } => {
-                answer(self.decide_create_topics(specs, validate_only, decider_deadline(timeout_ms)).await)
+                let count = specs.len();
+                answer(self.decide_create_topics(specs, validate_only, decider_deadline(timeout_ms)).await, each(count))
             }
             ControllerRequest::DeleteTopics { names, timeout_ms } => {
-                answer(self.decide_delete_topics(names, decider_deadline(timeout_ms)).await)
+                let count = names.len();
+                answer(self.decide_delete_topics(names, decider_deadline(timeout_ms)).await, each(count))
             }
             ControllerRequest::CreatePartitions { name, count, assignments, validate_only, timeout_ms } => answer(
                 self.decide_create_partitions(&name, count, assignments, validate_only, decider_deadline(timeout_ms))
                     .await,
+                one,
             ),
             ControllerRequest::AlterConfigs { resource, changes, replace, validate_only } => {
-                answer(self.decide_alter_configs(resource, changes, replace, validate_only).await)
+                answer(self.decide_alter_configs(resource, changes, replace, validate_only).await, one)
             }
-            ControllerRequest::RegisterBroker(registration) => answer(self.decide_register(registration).await),
-            ControllerRequest::AllocateProducerIds { node_id } => answer(self.decide_producer_ids(node_id).await),
-            ControllerRequest::Heartbeat(heartbeat) => answer(self.decide_heartbeat(heartbeat).await),
-            ControllerRequest::DescribeQuorum => answer(if self.metadata.is_leader() {
-                Ok(Decided::new(self.metadata.quorum()))
-            } else {
-                Err(NotLeader)
-            }),
+            ControllerRequest::RegisterBroker(registration) => answer(self.decide_register(registration).await, one),
+            ControllerRequest::AllocateProducerIds { node_id } => answer(self.decide_producer_ids(node_id).await, one),
+            ControllerRequest::Heartbeat(heartbeat) => answer(self.decide_heartbeat(heartbeat).await, one),
+            ControllerRequest::DescribeQuorum if self.metadata.is_leader() => {
+                encode(&Decided::new(self.metadata.quorum()))
+            }
+            ControllerRequest::DescribeQuorum => Err(CallError::NotLeader),
         }
     }
 
@@ -465,8 +483,7 @@ impl Broker {
         specs: Vec<TopicSpec>,
         validate_only: bool,
         deadline: Instant,
-    ) -> Result<Decided<Vec<WireResult<CreatedTopic>>>, NotLeader> {
-        let each = |error: &ApiError| Decided::new(specs.iter().map(|_| Err(WireError::from(error))).collect());
+    ) -> Result<Decided<Vec<WireResult<CreatedTopic>>>, Refusal> {
         // Checked before anything is planned: planning allocates per partition.
         let requested: i64 =
             specs
@@ -480,13 +497,9 @@ impl Broker {
                 })
                 .sum();
         if requested > PARTITIONS_PER_REQUEST_MAX {
-            return Ok(each(&too_many_partitions()));
+            return Err(Refusal::Failed(too_many_partitions()));
         }
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(each(&error)),
-        };
+        let guard = self.lock_controller(deadline).await?;
         let mut image = (*self.image()).clone();
         let mut results = Vec::with_capacity(specs.len());
         let mut records = Vec::new();
@@ -513,14 +526,8 @@ impl Broker {
         self: &Arc<Self>,
         names: Vec<String>,
         deadline: Instant,
-    ) -> Result<Decided<Vec<WireResult<Uuid>>>, NotLeader> {
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => {
-                return Ok(Decided::new(names.iter().map(|_| Err(WireError::from(&error))).collect()))
-            }
-        };
+    ) -> Result<Decided<Vec<WireResult<Uuid>>>, Refusal> {
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
         let mut records = Vec::new();
         let mut results = Vec::with_capacity(names.len());
@@ -550,21 +557,14 @@ impl Broker {
         assignments: Option<Vec<Vec<NodeId>>>,
         validate_only: bool,
         deadline: Instant,
-    ) -> Result<Decided<WireResult<()>>, NotLeader> {
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
-        };
+    ) -> Result<Decided<WireResult<()>>, Refusal> {
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
-        let records = match self.plan_partitions(&image, name, count, assignments) {
-            Ok(records) => records,
-            Err(error) => return Ok(Decided::failed(&error)),
-        };
+        let records = self.plan_partitions(&image, name, count, assignments)?;
         if validate_only {
             return Ok(Decided::new(Ok(())));
         }
-        self.commit_decision(guard, records, deadline).await
+        Ok(Decided::committed(Ok(()), self.commit(guard, records, deadline).await?))
     }
 
     /// Validates a partition increase against `image` and returns its records.
@@ -621,34 +621,23 @@ impl Broker {
         changes: Vec<(String, Option<String>)>,
         replace: bool,
         validate_only: bool,
-    ) -> Result<Decided<WireResult<()>>, NotLeader> {
+    ) -> Result<Decided<WireResult<()>>, Refusal> {
         let deadline = default_deadline();
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
-        };
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
-        let records = match plan_configs(&image, resource, changes, replace) {
-            Ok(records) => records,
-            Err(error) => return Ok(Decided::failed(&error)),
-        };
+        let records = plan_configs(&image, resource, changes, replace)?;
         if validate_only || records.is_empty() {
             return Ok(Decided::new(Ok(())));
         }
-        self.commit_decision(guard, records, deadline).await
+        Ok(Decided::committed(Ok(()), self.commit(guard, records, deadline).await?))
     }
 
     async fn decide_register(
         self: &Arc<Self>,
         registration: BrokerRegistration,
-    ) -> Result<Decided<WireResult<()>>, NotLeader> {
+    ) -> Result<Decided<WireResult<()>>, Refusal> {
         let deadline = default_deadline();
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
-        };
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
         if image.brokers.get(&registration.node_id).is_some_and(|b| b.same_process(&registration)) {
             // A retry. The broker waits until its image is as recent as this one.
@@ -656,7 +645,8 @@ impl Broker {
         }
         // A new process (or a new address): registered fenced, unfenced once caught up.
         let registration = BrokerRegistration { fenced: true, in_controlled_shutdown: false, ..registration };
-        self.commit_decision(guard, vec![MetadataRecord::RegisterBroker(registration)], deadline).await
+        let index = self.commit(guard, vec![MetadataRecord::RegisterBroker(registration)], deadline).await?;
+        Ok(Decided::committed(Ok(()), index))
     }
 
     /// A broker's heartbeat (Kafka's BrokerHeartbeat): refreshes its session; unfences it once
@@ -664,11 +654,11 @@ impl Broker {
     async fn decide_heartbeat(
         self: &Arc<Self>,
         heartbeat: Heartbeat,
-    ) -> Result<Decided<WireResult<HeartbeatReply>>, NotLeader> {
+    ) -> Result<Decided<WireResult<HeartbeatReply>>, Refusal> {
         if !self.metadata.is_leader() {
-            return Err(NotLeader);
+            return Err(Refusal::NotLeader);
         }
-        let stale = |why: String| Ok(Decided::failed(&ApiError::with(ResponseError::StaleBrokerEpoch, why)));
+        let stale = |why: String| Err(Refusal::Failed(ApiError::with(ResponseError::StaleBrokerEpoch, why)));
         let current = |image: &MetadataImage| image.brokers.get(&heartbeat.node_id).cloned();
         let Some(registration) = current(&self.image()) else {
             return stale(format!("broker {} is not registered", heartbeat.node_id));
@@ -687,11 +677,7 @@ impl Broker {
             return Ok(Decided::new(Ok(reply)));
         }
         let deadline = default_deadline();
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
-        };
+        let guard = self.lock_controller(deadline).await?;
         let image = self.image();
         match current(&image) {
             Some(now) if now == registration => {}
@@ -723,11 +709,7 @@ impl Broker {
             tracing::info!(node_id, "unfenced a broker that caught up with the metadata log");
             (records, HeartbeatReply { fenced: false, shutdown_ready: false })
         };
-        match self.commit(guard, records, deadline).await {
-            Ok(index) => Ok(Decided { result: Ok(reply), index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
-            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
-        }
+        Ok(Decided::committed(Ok(reply), self.commit(guard, records, deadline).await?))
     }
 
     /// Fences `node` (its session expired): its leaderships move to other in-sync replicas or
@@ -762,24 +744,15 @@ impl Broker {
     async fn decide_producer_ids(
         self: &Arc<Self>,
         node_id: NodeId,
-    ) -> Result<Decided<WireResult<(i64, i64)>>, NotLeader> {
+    ) -> Result<Decided<WireResult<(i64, i64)>>, Refusal> {
         let deadline = default_deadline();
-        let guard = match self.lock_controller(deadline).await {
-            Ok(guard) => guard,
-            Err(Refusal::NotLeader) => return Err(NotLeader),
-            Err(Refusal::Failed(error)) => return Ok(Decided::failed(&error)),
-        };
+        let guard = self.lock_controller(deadline).await?;
         let start = self.image().next_producer_id;
-        let Some(end) = start.checked_add(PRODUCER_ID_BLOCK_SIZE) else {
-            let error = ApiError::with(ResponseError::UnknownServerError, "the producer id space is exhausted");
-            return Ok(Decided::failed(&error));
-        };
+        let end = start
+            .checked_add(PRODUCER_ID_BLOCK_SIZE)
+            .ok_or_else(|| ApiError::with(ResponseError::UnknownServerError, "the producer id space is exhausted"))?;
         let record = MetadataRecord::ProducerIds { node_id, next_producer_id: end };
-        match self.commit(guard, vec![record], deadline).await {
-            Ok(index) => Ok(Decided { result: Ok((start, end)), index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
-            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
-        }
+        Ok(Decided::committed(Ok((start, end)), self.commit(guard, vec![record], deadline).await?))
     }
 
     /// [`Broker::commit`] for a decision with one result per item: the items that were valid
@@ -790,28 +763,14 @@ impl Broker {
         records: Vec<MetadataRecord>,
         deadline: Instant,
         results: Vec<WireResult<T>>,
-    ) -> Result<Decided<Vec<WireResult<T>>>, NotLeader> {
+    ) -> Result<Decided<Vec<WireResult<T>>>, Refusal> {
         match self.commit(guard, records, deadline).await {
-            Ok(index) => Ok(Decided { result: results, index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
+            Ok(index) => Ok(Decided::committed(results, index)),
+            Err(Refusal::NotLeader) => Err(Refusal::NotLeader),
             Err(Refusal::Failed(error)) => {
                 let error = WireError::from(&error);
                 Ok(Decided::new(results.into_iter().map(|r| r.and(Err(error.clone()))).collect()))
             }
-        }
-    }
-
-    /// [`Broker::commit`] for a decision whose answer is only success or an error.
-    async fn commit_decision(
-        self: &Arc<Self>,
-        guard: OwnedMutexGuard<()>,
-        records: Vec<MetadataRecord>,
-        deadline: Instant,
-    ) -> Result<Decided<WireResult<()>>, NotLeader> {
-        match self.commit(guard, records, deadline).await {
-            Ok(index) => Ok(Decided { result: Ok(()), index: Some(index) }),
-            Err(Refusal::NotLeader) => Err(NotLeader),
-            Err(Refusal::Failed(error)) => Ok(Decided::failed(&error)),
         }
     }
 
@@ -987,21 +946,24 @@ impl<T> Decided<T> {
     fn new(result: T) -> Self {
         Decided { result, index: None }
     }
-}
 
-impl<T> Decided<WireResult<T>> {
-    fn failed(error: &ApiError) -> Self {
-        Decided::new(Err(WireError::from(error)))
+    /// The answer to a change committed as log entry `index`.
+    fn committed(result: T, index: u64) -> Self {
+        Decided { result, index: Some(index) }
     }
 }
 
-/// This node does not lead the quorum (any more): the caller asks the active controller.
-struct NotLeader;
-
-/// Why a decision could not be made here.
+/// Why a decision was not made: this node does not lead (any more; the asker finds the active
+/// controller), or the request fails with an error.
 enum Refusal {
     NotLeader,
     Failed(ApiError),
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Failed(error)
+    }
 }
 
 /// The decisions this node makes while it is the active controller, as the metadata store
